@@ -1,0 +1,246 @@
+"""from_pretrained: find the files, read the tensors safely, map names, apply surgery, report.
+
+Supported inputs:
+  * HF layout: a directory (or a file in it) with config.json and model.safetensors,
+    pytorch_model.bin, or their sharded `*.index.json` forms;
+  * Google layout: bert_config.json with bert_model.ckpt.{index,data-*} (see tf_bundle.py).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import pickle
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from bertkit.checkpoint import names, surgery
+from bertkit.checkpoint.report import LoadReport
+from bertkit.config import BertConfig
+from bertkit.errors import CheckpointError
+
+logger = logging.getLogger("bertkit.checkpoint")
+
+HF_WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+                   "pytorch_model.bin.index.json")
+CONFIG_FILES = ("config.json", "bert_config.json")
+
+
+@dataclass
+class CheckpointFiles:
+    """Where a checkpoint's pieces are on disk."""
+
+    directory: Path
+    format: str  # "safetensors", "pytorch" or "google-tf"
+    weight_files: list[Path] = field(default_factory=list)
+    config_file: Path | None = None
+    vocab_file: Path | None = None
+    tf_prefix: Path | None = None
+
+    @property
+    def description(self) -> str:
+        if self.format == "google-tf":
+            return f"Google TF checkpoint {self.tf_prefix}"
+        shards = f", {len(self.weight_files)} shards" if len(self.weight_files) > 1 else ""
+        return f"HF {self.format}{shards}"
+
+
+def _tf_prefix_of(path: Path) -> Path | None:
+    """`bert_model.ckpt` for `bert_model.ckpt`, `bert_model.ckpt.index` or `bert_model.ckpt.data-00000-of-00001`."""
+    text = str(path)
+    if text.endswith(".index"):
+        return Path(text[: -len(".index")])
+    if ".data-" in path.name:
+        return Path(text[: text.rindex(".data-")])
+    if Path(text + ".index").is_file():
+        return path
+    return None
+
+
+def resolve_checkpoint(path: str | Path) -> CheckpointFiles:
+    """Find config, weights and vocab for a directory, a weights file, or a TF checkpoint prefix."""
+    path = Path(path).expanduser()
+    tf_prefix = None
+    if path.is_dir():
+        directory = path
+        weights = [directory / n for n in HF_WEIGHT_FILES if (directory / n).is_file()]
+        if not weights:
+            indexes = sorted(directory.glob("*.ckpt.index")) or sorted(directory.glob("*.index"))
+            if len(indexes) == 1:
+                tf_prefix = _tf_prefix_of(indexes[0])
+            elif len(indexes) > 1:
+                raise CheckpointError(
+                    f"{directory} holds several TF checkpoints ({', '.join(i.name for i in indexes)}); "
+                    "pass the prefix of the one you want, for example .../bert_model.ckpt"
+                )
+            else:
+                raise CheckpointError(
+                    f"no weights found in {directory}: looked for {', '.join(HF_WEIGHT_FILES)} "
+                    "and a Google checkpoint (bert_model.ckpt.index)"
+                )
+    elif path.is_file() and (path.name.endswith((".safetensors", ".bin", ".index.json"))):
+        directory, weights = path.parent, [path]
+    elif path.is_file() and path.name in CONFIG_FILES:
+        return resolve_checkpoint(path.parent)
+    else:
+        tf_prefix = _tf_prefix_of(path)
+        if tf_prefix is None or not Path(str(tf_prefix) + ".index").is_file():
+            raise CheckpointError(
+                f"checkpoint not found: {path} (give a directory with config.json and model.safetensors or "
+                "pytorch_model.bin, one of those files, or a Google checkpoint prefix such as .../bert_model.ckpt)"
+            )
+        directory, weights = tf_prefix.parent, []
+
+    config_file = next((directory / n for n in CONFIG_FILES if (directory / n).is_file()), None)
+    vocab_file = directory / "vocab.txt" if (directory / "vocab.txt").is_file() else None
+    if tf_prefix is not None:
+        return CheckpointFiles(directory, "google-tf", [], config_file, vocab_file, tf_prefix)
+    weight = weights[0]
+    if weight.name.endswith(".index.json"):
+        weights = _sharded_files(weight)
+    fmt = "safetensors" if weights[0].name.endswith(".safetensors") else "pytorch"
+    return CheckpointFiles(directory, fmt, weights, config_file, vocab_file)
+
+
+def _sharded_files(index_file: Path) -> list[Path]:
+    try:
+        weight_map = json.loads(index_file.read_text(encoding="utf-8"))["weight_map"]
+    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        raise CheckpointError(f"{index_file}: not a valid sharded-checkpoint index ({err}); "
+                              "it needs a 'weight_map' object of tensor name -> file") from None
+    files = [index_file.parent / f for f in dict.fromkeys(weight_map.values())]
+    for file in files:
+        if not file.is_file():
+            raise CheckpointError(f"{index_file} names the shard {file.name}, which is missing from {file.parent}")
+    return files
+
+
+def read_state_dict(files: CheckpointFiles, report: LoadReport) -> dict[str, torch.Tensor]:
+    """Read every tensor of a checkpoint; never unpickles anything but tensors."""
+    if files.format == "google-tf":
+        return _read_google(files, report)
+    state: dict[str, torch.Tensor] = {}
+    for file in files.weight_files:
+        if files.format == "safetensors":
+            from safetensors import SafetensorError
+            from safetensors.torch import load_file
+
+            try:
+                state.update(load_file(file))
+            except (SafetensorError, OSError) as err:
+                raise CheckpointError(f"{file}: cannot read safetensors file ({err}); it may be truncated") from None
+        else:
+            state.update(_torch_load_weights_only(file))
+    return state
+
+
+def _torch_load_weights_only(file: Path) -> dict[str, torch.Tensor]:
+    try:
+        loaded = torch.load(file, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise CheckpointError(
+            f"{file}: refused to unpickle it, because it holds objects other than tensors ({err}). "
+            "bertkit loads .bin files with torch.load(weights_only=True) only; convert it to safetensors "
+            "with a tool you trust"
+        ) from None
+    except (RuntimeError, EOFError, OSError) as err:
+        raise CheckpointError(f"{file}: cannot read PyTorch checkpoint ({err}); it may be truncated") from None
+    if isinstance(loaded, dict) and "state_dict" in loaded and isinstance(loaded["state_dict"], dict):
+        loaded = loaded["state_dict"]
+    if not isinstance(loaded, dict) or not all(torch.is_tensor(v) for v in loaded.values()):
+        raise CheckpointError(f"{file}: expected a state_dict (a dict of tensor name -> tensor)")
+    return loaded
+
+
+def _read_google(files: CheckpointFiles, report: LoadReport) -> dict[str, torch.Tensor]:
+    raise CheckpointError(
+        f"{files.tf_prefix}: Google TF checkpoints are not supported yet; convert it to HF layout first"
+    )
+
+
+def load_state_into(model, state: dict[str, torch.Tensor], report: LoadReport,
+                    ignore_mismatched_sizes: bool = False) -> None:
+    """Copy checkpoint tensors into `model` by name and fill in the report."""
+    model_state = model.state_dict()
+    model_keys = set(model_state)
+    prefix = model.base_model_prefix
+    assigned: set[str] = set()
+    prefix_changes = 0
+    with torch.no_grad():
+        for ckpt_name, tensor in state.items():
+            if names.is_ignored_buffer(ckpt_name):
+                report.skipped.append((ckpt_name, "buffer, recomputed by the model"))
+                continue
+            target = names.match_to_model(ckpt_name, model_keys, prefix)
+            if target is None:
+                report.unexpected.append(ckpt_name)
+                continue
+            if target in model.tied_weights:
+                report.skipped.append((ckpt_name, f"tied to {model.tied_weights[target]}"))
+                continue
+            if target in assigned:
+                # Two checkpoint names for one tensor (HF writes the MLM bias under two names).
+                report.skipped.append((ckpt_name, f"duplicate of {target}"))
+                continue
+            expected = model_state[target]
+            if tuple(tensor.shape) != tuple(expected.shape):
+                in_base = prefix == "" or target.startswith(prefix + ".")
+                if in_base and not ignore_mismatched_sizes:
+                    raise CheckpointError(
+                        f"{report.source}: tensor {ckpt_name} has shape {tuple(tensor.shape)} but "
+                        f"{type(model).__name__} built from this config expects {tuple(expected.shape)} for "
+                        f"{target}; the config (or an override such as vocab_size or hidden_size) does not fit "
+                        "the checkpoint. Fix the config, or pass ignore_mismatched_sizes=True to re-initialise it"
+                    )
+                report.mismatched.append((target, tuple(tensor.shape), tuple(expected.shape)))
+                continue
+            expected.copy_(tensor)
+            assigned.add(target)
+            report.loaded.append(target)
+            if names.normalize_hf_name(ckpt_name) != ckpt_name:
+                report.renamed.append((ckpt_name, target))
+            elif ckpt_name != target:
+                prefix_changes += 1
+    mismatched = {name for name, _, _ in report.mismatched}
+    report.missing += [k for k in model_state
+                       if k not in assigned and k not in model.tied_weights and k not in mismatched]
+    if prefix_changes:
+        report.notes.append(f"base-model prefix '{prefix or 'bert'}.' added or removed on {prefix_changes} names")
+    model.tie_weights()
+
+
+def from_pretrained(cls, path, *, config: BertConfig | None = None, reinit: list[str] | None = None,
+                    reinit_top_layers: int = 0, reinit_pooler: bool = True, position_init: str = "random",
+                    ignore_mismatched_sizes: bool = False, **config_overrides):
+    """Build `cls` from a checkpoint and record what happened in `model.load_report`.
+
+    config_overrides set config fields (num_labels=3, hidden_dropout_prob=0.2, ...).
+    max_position_embeddings larger than the checkpoint's extends the position table: the
+    trained rows are copied and the rest drawn per `position_init` ("random" or "tile").
+    """
+    files = resolve_checkpoint(path)
+    if config is None:
+        if files.config_file is None:
+            raise CheckpointError(f"no config.json or bert_config.json in {files.directory}; "
+                                  "put the checkpoint's config beside its weights")
+        target_positions = config_overrides.pop("max_position_embeddings", None)
+        config = BertConfig.from_json_file(files.config_file, **config_overrides)
+    else:
+        target_positions = config_overrides.pop("max_position_embeddings", None)
+        if config_overrides:
+            config = BertConfig.from_dict(config.to_dict(), **config_overrides)
+    report = LoadReport(source=str(path), format=files.description, model_class=cls.__name__)
+    state = read_state_dict(files, report)
+    model = cls(config)
+    load_state_into(model, state, report, ignore_mismatched_sizes)
+    model.load_report = report
+    if target_positions is not None:
+        surgery.resize_position_embeddings(model, target_positions, position_init, report)
+    if reinit:
+        surgery.reinit_parameters(model, list(reinit), report)
+    if reinit_top_layers:
+        surgery.reinit_top_layers(model, reinit_top_layers, include_pooler=reinit_pooler, report=report)
+    logger.info("Loaded %s", report.summary())
+    return model

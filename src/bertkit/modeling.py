@@ -1,0 +1,313 @@
+"""BERT in one file: embeddings, post-LN transformer encoder, tanh pooler.
+
+Parameter names are Hugging Face's (`embeddings.word_embeddings.weight`,
+`encoder.layer.0.attention.self.query.weight`, ...) so that HF checkpoints load by name and our
+checkpoints load in transformers. The structure follows Google's modeling.py:
+
+    embeddings = LayerNorm(word + position + token_type)            # (B, T, H)
+    for each layer:
+        h = LayerNorm(h + Dropout(Dense(SelfAttention(h))))          # post-LN, unlike GPT
+        h = LayerNorm(h + Dropout(Dense(GELU(Dense(h)))))
+    pooled = tanh(Dense(h[:, 0]))                                    # [CLS]
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bertkit.config import BertConfig
+
+ACTIVATIONS = {
+    "gelu": F.gelu,  # exact erf GELU, as HF's "gelu"; Google's TF code used the tanh approximation
+    "gelu_new": lambda x: F.gelu(x, approximate="tanh"),
+    "gelu_pytorch_tanh": lambda x: F.gelu(x, approximate="tanh"),
+    "relu": F.relu,
+    "silu": F.silu,
+    "swish": F.silu,
+    "tanh": torch.tanh,
+}
+
+
+@dataclass
+class BertModelOutput:
+    sequence_output: torch.Tensor  # (B, T, H): the top layer
+    pooled_output: torch.Tensor | None  # (B, H): tanh(Dense([CLS])), None without a pooler
+    embedding_output: torch.Tensor | None = None  # (B, T, H), only with output_hidden_states
+    all_encoder_layers: list[torch.Tensor] | None = None  # L x (B, T, H), Google's get_all_encoder_layers
+    attentions: list[torch.Tensor] | None = None  # L x (B, nh, T, T) attention probabilities
+
+    # HF's names, for users who come from transformers.
+    @property
+    def last_hidden_state(self) -> torch.Tensor:
+        return self.sequence_output
+
+    @property
+    def pooler_output(self) -> torch.Tensor | None:
+        return self.pooled_output
+
+    @property
+    def hidden_states(self) -> tuple[torch.Tensor, ...] | None:
+        if self.all_encoder_layers is None:
+            return None
+        return (self.embedding_output, *self.all_encoder_layers)
+
+
+class BertEmbeddings(nn.Module):
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.word_embeddings = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.hidden_size)
+        self.token_type_embeddings = nn.Embedding(config.type_vocab_size, config.hidden_size)
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, input_ids, token_type_ids=None, position_ids=None):
+        B, T = input_ids.shape
+        if T > self.position_embeddings.num_embeddings:
+            raise ValueError(
+                f"sequence length {T} exceeds max_position_embeddings={self.position_embeddings.num_embeddings}; "
+                "truncate the input or extend the table with max_position_embeddings=M at load time"
+            )
+        if position_ids is None:
+            position_ids = torch.arange(T, device=input_ids.device)  # broadcast over the batch
+        embeddings = self.word_embeddings(input_ids) + self.position_embeddings(position_ids)
+        if token_type_ids is None:
+            embeddings = embeddings + self.token_type_embeddings.weight[0]
+        else:
+            embeddings = embeddings + self.token_type_embeddings(token_type_ids)
+        return self.dropout(self.LayerNorm(embeddings))  # (B, T, H)
+
+
+class BertSelfAttention(nn.Module):
+    def __init__(self, config: BertConfig, num_heads: int | None = None):
+        super().__init__()
+        self.num_heads = num_heads if num_heads is not None else config.num_attention_heads
+        self.head_size = config.head_size
+        inner = self.num_heads * self.head_size  # smaller than H once heads are pruned
+        self.query = nn.Linear(config.hidden_size, inner)
+        self.key = nn.Linear(config.hidden_size, inner)
+        self.value = nn.Linear(config.hidden_size, inner)
+        self.dropout_p = config.attention_probs_dropout_prob
+
+    def forward(self, hidden_states, attention_mask=None, head_mask=None, output_attentions=False):
+        B, T, _ = hidden_states.shape
+        # One matmul for q, k and v: fewer, larger GEMMs are faster on CPU and GPU alike, while the
+        # parameters keep HF's three names. The concatenation is cheap next to the matmul.
+        qkv_weight = torch.cat((self.query.weight, self.key.weight, self.value.weight))
+        qkv_bias = torch.cat((self.query.bias, self.key.bias, self.value.bias))
+        qkv = F.linear(hidden_states, qkv_weight, qkv_bias)  # (B, T, 3 * nh * hs)
+        q, k, v = qkv.view(B, T, 3, self.num_heads, self.head_size).permute(2, 0, 3, 1, 4)  # 3 x (B, nh, T, hs)
+        dropout_p = self.dropout_p if self.training else 0.0
+
+        if not output_attentions and head_mask is None:
+            context = F.scaled_dot_product_attention(q, k, v, attn_mask=attention_mask, dropout_p=dropout_p)
+            probs = None
+        else:
+            # The eager path: needed to return the probabilities or to weight heads by a mask
+            # (head-importance scores take the gradient of the loss with respect to that mask).
+            scores = q @ k.transpose(-1, -2) / math.sqrt(self.head_size)  # (B, nh, T, T)
+            if attention_mask is not None:
+                scores = scores + attention_mask
+            probs = scores.softmax(dim=-1)
+            weighted = F.dropout(probs, dropout_p, self.training)
+            if head_mask is not None:
+                weighted = weighted * head_mask.view(1, -1, 1, 1)
+            context = weighted @ v  # (B, nh, T, hs)
+        context = context.transpose(1, 2).reshape(B, T, self.num_heads * self.head_size)
+        return context, probs
+
+
+class BertSelfOutput(nn.Module):
+    def __init__(self, config: BertConfig, input_size: int | None = None):
+        super().__init__()
+        self.dense = nn.Linear(input_size or config.hidden_size, config.hidden_size)
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, hidden_states, residual):
+        return self.LayerNorm(self.dropout(self.dense(hidden_states)) + residual)
+
+
+class BertAttention(nn.Module):
+    def __init__(self, config: BertConfig, num_heads: int | None = None):
+        super().__init__()
+        self.self = BertSelfAttention(config, num_heads)
+        self.output = BertSelfOutput(config, input_size=self.self.num_heads * self.self.head_size)
+
+    def forward(self, hidden_states, attention_mask=None, head_mask=None, output_attentions=False):
+        context, probs = self.self(hidden_states, attention_mask, head_mask, output_attentions)
+        return self.output(context, hidden_states), probs
+
+
+class BertIntermediate(nn.Module):
+    def __init__(self, config: BertConfig, intermediate_size: int | None = None):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, intermediate_size or config.intermediate_size)
+        self.intermediate_act_fn = ACTIVATIONS[config.hidden_act]
+
+    def forward(self, hidden_states):
+        return self.intermediate_act_fn(self.dense(hidden_states))  # (B, T, I)
+
+
+class BertOutput(nn.Module):
+    def __init__(self, config: BertConfig, intermediate_size: int | None = None):
+        super().__init__()
+        self.dense = nn.Linear(intermediate_size or config.intermediate_size, config.hidden_size)
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, hidden_states, residual):
+        return self.LayerNorm(self.dropout(self.dense(hidden_states)) + residual)
+
+
+class BertLayer(nn.Module):
+    def __init__(self, config: BertConfig, num_heads: int | None = None, intermediate_size: int | None = None):
+        super().__init__()
+        self.attention = BertAttention(config, num_heads)
+        self.intermediate = BertIntermediate(config, intermediate_size)
+        self.output = BertOutput(config, intermediate_size)
+
+    def forward(self, hidden_states, attention_mask=None, head_mask=None, output_attentions=False):
+        attention_output, probs = self.attention(hidden_states, attention_mask, head_mask, output_attentions)
+        layer_output = self.output(self.intermediate(attention_output), attention_output)
+        return layer_output, probs
+
+
+class BertEncoder(nn.Module):
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.layer = nn.ModuleList(BertLayer(config) for _ in range(config.num_hidden_layers))
+
+    def forward(self, hidden_states, attention_mask=None, head_mask=None, output_hidden_states=False,
+                output_attentions=False):
+        all_layers = [] if output_hidden_states else None
+        all_attentions = [] if output_attentions else None
+        for i, layer in enumerate(self.layer):
+            hidden_states, probs = layer(
+                hidden_states, attention_mask, None if head_mask is None else head_mask[i], output_attentions
+            )
+            if output_hidden_states:
+                all_layers.append(hidden_states)
+            if output_attentions:
+                all_attentions.append(probs)
+        return hidden_states, all_layers, all_attentions
+
+
+class BertPooler(nn.Module):
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.activation = nn.Tanh()
+
+    def forward(self, sequence_output):
+        return self.activation(self.dense(sequence_output[:, 0]))  # (B, H) from [CLS]
+
+
+def extended_attention_mask(attention_mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
+    """(B, T) of 1 = token, 0 = padding -> additive (B, 1, 1, T) mask, or None when nothing is padded.
+
+    Returning None for an all-ones mask lets scaled_dot_product_attention pick its unmasked kernel.
+    A large finite negative rather than -inf keeps a fully padded row finite instead of NaN.
+    """
+    if attention_mask is None or bool(attention_mask.all()):
+        return None
+    mask = attention_mask[:, None, None, :].to(dtype)
+    return (1.0 - mask) * torch.finfo(dtype).min
+
+
+class BertPreTrainedModel(nn.Module):
+    """Google's initialisation, plus from_pretrained / save_pretrained shared by every model class."""
+
+    base_model_prefix = "bert"
+    # Parameters that share storage with another one: {tied name: source name}.
+    tied_weights: dict[str, str] = {}
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.config = config
+        self.load_report = None
+
+    def init_weights(self, *modules: nn.Module) -> None:
+        """Initialise `modules` (default: the whole model), then re-tie shared weights.
+
+        Heads pass only their new layers: the encoder inside was initialised when it was built.
+        """
+        for module in modules or (self,):
+            module.apply(self._init_module)
+        self.tie_weights()
+
+    def _init_module(self, module: nn.Module) -> None:
+        init_module(module, self.config.initializer_range)
+
+    def tie_weights(self) -> None:
+        """Re-point tied parameters at their source (after init, loading or resizing)."""
+
+    @classmethod
+    def from_pretrained(cls, path, **kwargs):
+        """Load a checkpoint directory or file (HF or Google layout); see bertkit.checkpoint.load."""
+        from bertkit.checkpoint.load import from_pretrained
+
+        return from_pretrained(cls, path, **kwargs)
+
+    def save_pretrained(self, directory, tokenizer=None) -> None:
+        """Write HF layout (config.json, model.safetensors, vocab.txt) atomically."""
+        from bertkit.checkpoint.save import save_pretrained
+
+        save_pretrained(self, directory, tokenizer=tokenizer)
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in {id(p): p for p in self.parameters()}.values())
+
+
+def init_module(module: nn.Module, initializer_range: float) -> None:
+    """Google's scheme: truncated normal (cut at 2 std, as tf.truncated_normal_initializer), zero biases."""
+    std = initializer_range
+    if isinstance(module, (nn.Linear, nn.Embedding)):
+        nn.init.trunc_normal_(module.weight, mean=0.0, std=std, a=-2 * std, b=2 * std)
+        if getattr(module, "bias", None) is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.LayerNorm):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)
+
+
+class BertModel(BertPreTrainedModel):
+    """The encoder without a task head; returns sequence_output and pooled_output."""
+
+    base_model_prefix = ""
+
+    def __init__(self, config: BertConfig, add_pooling_layer: bool = True):
+        super().__init__(config)
+        self.embeddings = BertEmbeddings(config)
+        self.encoder = BertEncoder(config)
+        self.pooler = BertPooler(config) if add_pooling_layer else None
+        self.init_weights()
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,  # (B, T)
+        attention_mask: torch.Tensor | None = None,  # (B, T), 1 = token, 0 = padding
+        token_type_ids: torch.Tensor | None = None,  # (B, T), 0 = segment A, 1 = segment B
+        position_ids: torch.Tensor | None = None,
+        head_mask: torch.Tensor | None = None,  # (L, nh) multiplies attention probabilities
+        output_hidden_states: bool = False,
+        output_attentions: bool = False,
+    ) -> BertModelOutput:
+        embedding_output = self.embeddings(input_ids, token_type_ids, position_ids)
+        mask = extended_attention_mask(attention_mask, embedding_output.dtype)
+        sequence_output, all_layers, attentions = self.encoder(
+            embedding_output, mask, head_mask, output_hidden_states, output_attentions
+        )
+        pooled_output = self.pooler(sequence_output) if self.pooler is not None else None
+        return BertModelOutput(
+            sequence_output=sequence_output,
+            pooled_output=pooled_output,
+            embedding_output=embedding_output if output_hidden_states else None,
+            all_encoder_layers=all_layers,
+            attentions=attentions,
+        )
