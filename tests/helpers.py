@@ -1,0 +1,31 @@
+"""Small builders shared by the tests: tiny configs and random batches."""
+
+from __future__ import annotations
+
+import torch
+
+from bertkit.config import BertConfig
+
+
+def tiny_config(**overrides) -> BertConfig:
+    values = dict(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                  intermediate_size=37, max_position_embeddings=64, type_vocab_size=2)
+    values.update(overrides)
+    return BertConfig(**values)
+
+
+def random_batch(config: BertConfig, batch: int = 3, length: int = 11, seed: int = 0) -> dict[str, torch.Tensor]:
+    """A batch with padding in some rows and two segments, so masks and token types matter."""
+    g = torch.Generator().manual_seed(seed)
+    input_ids = torch.randint(1, config.vocab_size, (batch, length), generator=g)
+    attention_mask = torch.ones(batch, length, dtype=torch.long)
+    for row in range(1, batch):
+        attention_mask[row, length - 2 * row:] = 0
+    input_ids = input_ids * attention_mask
+    token_type_ids = torch.zeros_like(input_ids)
+    token_type_ids[:, length // 2:] = 1
+    return dict(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
+
+
+def hf_config(transformers, config: BertConfig, **extra):
+    return transformers.BertConfig(**{**config.to_hf_dict(), **extra})

@@ -1,0 +1,109 @@
+"""BertModel against the reference (transformers) with the same weights, plus its own behaviour."""
+
+import pytest
+import torch
+
+from bertkit.modeling import BertModel
+from helpers import hf_config, random_batch, tiny_config
+
+
+def _pair(transformers, tmp_path, **config_overrides):
+    """The same random weights in bertkit and transformers, via our save and their from_pretrained."""
+    torch.manual_seed(0)
+    ours = BertModel(tiny_config(**config_overrides)).eval()
+    ours.save_pretrained(tmp_path)
+    theirs, info = transformers.BertModel.from_pretrained(tmp_path, output_loading_info=True)
+    assert info["missing_keys"] == [] or set(info["missing_keys"]) == set(), info
+    return ours, theirs.eval()
+
+
+def test_matches_transformers_on_padded_batches(transformers_module, tmp_path):
+    ours, theirs = _pair(transformers_module, tmp_path)
+    batch = random_batch(ours.config)
+    with torch.no_grad():
+        a, b = ours(**batch), theirs(**batch)
+    keep = batch["attention_mask"].bool()
+    assert (a.sequence_output - b.last_hidden_state)[keep].abs().max() <= 1e-5
+    assert (a.pooled_output - b.pooler_output).abs().max() <= 1e-5
+
+
+def test_hidden_states_and_attentions_match_the_eager_reference(transformers_module, tmp_path):
+    ours, _ = _pair(transformers_module, tmp_path)
+    theirs = transformers_module.BertModel.from_pretrained(tmp_path, attn_implementation="eager").eval()
+    batch = random_batch(ours.config)
+    with torch.no_grad():
+        a = ours(**batch, output_hidden_states=True, output_attentions=True)
+        b = theirs(**batch, output_hidden_states=True, output_attentions=True)
+    assert len(a.hidden_states) == len(b.hidden_states) == ours.config.num_hidden_layers + 1
+    keep = batch["attention_mask"].bool()
+    for x, y in zip(a.hidden_states, b.hidden_states):
+        assert (x - y)[keep].abs().max() <= 1e-5
+    for x, y in zip(a.attentions, b.attentions):
+        assert x.shape == (3, 4, 11, 11)
+        assert (x - y).abs().max() <= 1e-5
+    # The eager path (taken for attentions) and the SDPA path agree.
+    with torch.no_grad():
+        fast = ours(**batch)
+    assert (fast.sequence_output - a.sequence_output)[keep].abs().max() <= 1e-5
+
+
+def test_matches_transformers_on_the_real_minilm_checkpoint(transformers_module, minilm_path):
+    ours = BertModel.from_pretrained(minilm_path).eval()
+    theirs = transformers_module.BertModel.from_pretrained(str(minilm_path)).eval()
+    batch = random_batch(ours.config, batch=4, length=40)
+    # Real word pieces (ids >= 999 in the uncased vocab), not [unused] slots; padding stays 0.
+    batch["input_ids"] = (batch["input_ids"] % 20000 + 999) * batch["attention_mask"]
+    with torch.no_grad():
+        a, b = ours(**batch), theirs(**batch)
+    keep = batch["attention_mask"].bool()
+    assert (a.sequence_output - b.last_hidden_state)[keep].abs().max() <= 1e-4
+    assert (a.pooled_output - b.pooler_output).abs().max() <= 1e-5
+    assert not ours.load_report.missing and not ours.load_report.unexpected
+
+
+def test_google_initialisation():
+    torch.manual_seed(0)
+    config = tiny_config(hidden_size=64, intermediate_size=256, vocab_size=3000)
+    model = BertModel(config)
+    weight = model.embeddings.word_embeddings.weight
+    # A normal truncated at 2 std has std 0.8796 * sigma.
+    assert weight.std().item() == pytest.approx(0.8796 * config.initializer_range, rel=0.03)
+    assert weight.abs().max() <= 2 * config.initializer_range
+    dense = model.encoder.layer[0].intermediate.dense
+    assert torch.count_nonzero(dense.bias) == 0
+    norm = model.encoder.layer[1].output.LayerNorm
+    assert torch.all(norm.weight == 1) and torch.all(norm.bias == 0)
+
+
+def test_head_mask_removes_a_head_and_keeps_gradients():
+    torch.manual_seed(0)
+    model = BertModel(tiny_config()).eval()
+    batch = random_batch(model.config)
+    head_mask = torch.ones(2, 4, requires_grad=True)
+    out = model(**batch, head_mask=head_mask)
+    out.sequence_output.sum().backward()
+    assert head_mask.grad is not None and head_mask.grad.abs().sum() > 0
+    masked = torch.ones(2, 4)
+    masked[0, 1] = 0
+    with torch.no_grad():
+        changed = model(**batch, head_mask=masked).sequence_output
+    assert (changed - out.sequence_output).abs().max() > 1e-4
+
+
+def test_sequence_longer_than_the_position_table_is_a_clear_error():
+    model = BertModel(tiny_config(max_position_embeddings=8))
+    with pytest.raises(ValueError, match="max_position_embeddings=8"):
+        model(torch.ones(1, 9, dtype=torch.long))
+
+
+def test_bf16_autocast_runs_and_stays_close():
+    torch.manual_seed(0)
+    model = BertModel(tiny_config()).eval()
+    batch = random_batch(model.config)
+    with torch.no_grad():
+        full = model(**batch).sequence_output
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = model(**batch).sequence_output
+    # LayerNorm runs in fp32 under autocast, so the output is fp32; the matmuls were bf16.
+    assert 0 < (low.float() - full).abs().max()
+    assert (low.float() - full)[batch["attention_mask"].bool()].abs().max() < 0.1
