@@ -45,16 +45,17 @@ class BertConfig:
 
     # ------------------------------------------------------------------ validation
     def validate(self, source: str = "config") -> None:
-        if self.hidden_size % self.num_attention_heads != 0:
-            raise ConfigError(
-                f"{source}: hidden_size ({self.hidden_size}) must be a multiple of "
-                f"num_attention_heads ({self.num_attention_heads}); fix one of the two keys"
-            )
+        """Check the values, naming `source` (the file they came from) in any error."""
         for key in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
                     "intermediate_size", "max_position_embeddings", "type_vocab_size"):
             value = getattr(self, key)
             if not isinstance(value, int) or isinstance(value, bool) or value < (0 if key == "num_hidden_layers" else 1):
                 raise ConfigError(f"{source}: key '{key}' must be a positive integer, got {value!r}")
+        if self.hidden_size % self.num_attention_heads != 0:
+            raise ConfigError(
+                f"{source}: hidden_size ({self.hidden_size}) must be a multiple of "
+                f"num_attention_heads ({self.num_attention_heads}); fix one of the two keys"
+            )
         if self.hidden_act not in SUPPORTED_ACTIVATIONS:
             raise ConfigError(
                 f"{source}: hidden_act {self.hidden_act!r} is not supported; "
@@ -94,12 +95,12 @@ class BertConfig:
         extra = {k: v for k, v in merged.items() if k not in cls.field_names() and k != "extra"}
         if "id2label" in known and known["id2label"] and "num_labels" not in overrides and "num_labels" not in values:
             known["num_labels"] = len(known["id2label"])
-        try:
-            config = cls(**known, extra=extra)
-        except TypeError as err:  # a wrong type that the dataclass itself rejects
-            raise ConfigError(f"{source}: {err}") from None
-        if config.vocab_size is None:
-            raise ConfigError(f"{source}: key 'vocab_size' is required")
+        # Build without __post_init__'s check first, so that a bad value is reported with its file.
+        config = cls.__new__(cls)
+        for f in dataclasses.fields(cls):
+            default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+            setattr(config, f.name, known.get(f.name, default))
+        config.extra = extra
         config.validate(source)
         return config
 
