@@ -65,7 +65,8 @@ def resolve_checkpoint(path: str | Path) -> CheckpointFiles:
     tf_prefix = None
     if path.is_dir():
         directory = path
-        weights = [directory / n for n in HF_WEIGHT_FILES if (directory / n).is_file()]
+        # One format only, in order of preference: safetensors needs no unpickling at all.
+        weights = [directory / n for n in HF_WEIGHT_FILES if (directory / n).is_file()][:1]
         if not weights:
             indexes = sorted(directory.glob("*.ckpt.index")) or sorted(directory.glob("*.index"))
             if len(indexes) == 1:

@@ -1,0 +1,93 @@
+"""Surgery: extended positions, re-initialised layers and patterns, recorded in the report."""
+
+import pytest
+import torch
+
+from bertkit.checkpoint.surgery import reinit_parameters, reinit_top_layers, resize_position_embeddings
+from bertkit.errors import ConfigError
+from bertkit.heads import BertForSequenceClassification
+from bertkit.modeling import BertModel
+from helpers import tiny_config
+
+
+def _saved(tmp_path, **overrides):
+    torch.manual_seed(0)
+    model = BertForSequenceClassification(tiny_config(**overrides))
+    model.save_pretrained(tmp_path)
+    return model
+
+
+def _changed(before: dict, model) -> set[str]:
+    after = model.state_dict()
+    return {k for k in before if not torch.equal(before[k], after[k])}
+
+
+def test_extending_positions_past_the_checkpoint_keeps_trained_rows(tmp_path):
+    original = _saved(tmp_path, hidden_size=64, num_attention_heads=4, max_position_embeddings=512)
+    model = BertForSequenceClassification.from_pretrained(tmp_path, max_position_embeddings=1024)
+    table = model.bert.embeddings.position_embeddings.weight
+    assert table.shape == (1024, 64) and model.config.max_position_embeddings == 1024
+    assert torch.equal(table[:512], original.bert.embeddings.position_embeddings.weight)
+    assert table[512:].std().item() == pytest.approx(0.8796 * 0.02, rel=0.05)
+    name, old, new, how = model.load_report.resized[0]
+    assert (name, old, new) == ("bert.embeddings.position_embeddings.weight", (512, 64), (1024, 64))
+    others = {k: v for k, v in original.state_dict().items() if "position_embeddings" not in k}
+    loaded = model.state_dict()
+    assert all(torch.equal(v, loaded[k]) for k, v in others.items() if not k.startswith("classifier"))
+    with torch.no_grad():
+        out = model.eval()(torch.ones(1, 700, dtype=torch.long))
+    assert out.logits.shape == (1, 2)
+
+
+def test_tiled_positions_repeat_the_trained_rows():
+    torch.manual_seed(0)
+    model = BertModel(tiny_config(max_position_embeddings=16))
+    trained = model.embeddings.position_embeddings.weight.detach().clone()
+    resize_position_embeddings(model, 40, init="tile")
+    table = model.embeddings.position_embeddings.weight
+    assert torch.equal(table[:16], trained) and torch.equal(table[16:32], trained)
+    assert torch.equal(table[32:], trained[:8])
+    assert "tiled" in model.load_report.resized[0][3]
+    with pytest.raises(ConfigError, match="'random' or 'tile'"):
+        resize_position_embeddings(model, 50, init="zeros")
+
+
+def test_reinit_top_layers_redraws_only_those_layers(tmp_path):
+    _saved(tmp_path, num_hidden_layers=4, hidden_size=64, intermediate_size=256)
+    plain = BertForSequenceClassification.from_pretrained(tmp_path)
+    before = {k: v.clone() for k, v in plain.state_dict().items()}
+    torch.manual_seed(1)
+    model = BertForSequenceClassification.from_pretrained(tmp_path, reinit_top_layers=2)
+    changed = _changed(before, model) - {"classifier.weight", "classifier.bias"}
+    expected_prefixes = ("bert.encoder.layer.2.", "bert.encoder.layer.3.", "bert.pooler.")
+    weights = {k for k in changed if k.endswith("weight") and "LayerNorm" not in k}
+    assert weights and all(k.startswith(expected_prefixes) for k in changed)
+    assert {k for k in before if k.startswith(expected_prefixes) and k.endswith(".weight") and "LayerNorm" not in k} == weights
+    dense = model.bert.encoder.layer[3].intermediate.dense.weight
+    assert dense.std().item() == pytest.approx(0.8796 * 0.02, rel=0.05)
+    assert torch.count_nonzero(model.bert.encoder.layer[3].intermediate.dense.bias) == 0
+    assert torch.all(model.bert.encoder.layer[2].output.LayerNorm.weight == 1)
+    assert set(model.load_report.reinitialized) == {k for k in before if k.startswith(expected_prefixes)}
+    assert "reinit_top_layers=2" in model.load_report.summary()
+
+
+def test_reinit_patterns_and_errors(tmp_path):
+    _saved(tmp_path)
+    plain = BertForSequenceClassification.from_pretrained(tmp_path)
+    before = {k: v.clone() for k, v in plain.state_dict().items()}
+    model = BertForSequenceClassification.from_pretrained(
+        tmp_path, reinit=["bert.encoder.layer.0.attention.self.query.*"], reinit_pooler=False)
+    assert _changed(before, model) - {"classifier.weight", "classifier.bias"} == {
+        "bert.encoder.layer.0.attention.self.query.weight"}  # the bias was zero already
+    assert model.load_report.reinitialized == ["bert.encoder.layer.0.attention.self.query.weight",
+                                               "bert.encoder.layer.0.attention.self.query.bias"]
+    with pytest.raises(ConfigError, match="matches no parameter"):
+        reinit_parameters(model, ["bert.encoder.layer.9.*"])
+    with pytest.raises(ConfigError, match="has 2 encoder layers"):
+        reinit_top_layers(model, 3)
+
+
+def test_surgery_in_memory_records_a_report():
+    model = BertModel(tiny_config())
+    reinit_top_layers(model, 1, include_pooler=False)
+    assert model.load_report.reinitialized and all(n.startswith("encoder.layer.1.") for n in model.load_report.reinitialized)
