@@ -29,10 +29,9 @@ import functools
 import math
 import os
 import re
-import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
+from typing import BinaryIO, NamedTuple
 
 import numpy as np
 import torch
@@ -353,7 +352,8 @@ def _read_block(table: bytes, offset: int, size: int) -> bytes:
     """A block's contents after checking its trailer (compression type and CRC, format.cc ReadBlock)."""
     end = offset + size
     if end + _BLOCK_TRAILER_BYTES > len(table) - _FOOTER_BYTES:
-        raise _FormatError(f"block at offset {offset} (size {size}) runs past the end of the file; truncated?")
+        raise _FormatError(f"block at offset {offset} (size {size}) runs past the end of the file; "
+                           "truncated?")
     stored = int.from_bytes(table[end + 1:end + _BLOCK_TRAILER_BYTES], "little")
     # The CRC covers the contents and the compression-type byte.
     if mask_crc32c(crc32c(table[offset:end + 1])) != stored:
@@ -400,7 +400,8 @@ def _block_entries(block: bytes) -> list[tuple[bytes, bytes]]:
 def _read_table(table: bytes) -> list[tuple[bytes, bytes]]:
     """All (key, value) pairs of a table file's contents, in key order."""
     if len(table) < _FOOTER_BYTES:
-        raise _FormatError(f"file is {len(table)} bytes, shorter than the {_FOOTER_BYTES}-byte table footer; truncated?")
+        raise _FormatError(f"file is {len(table)} bytes, shorter than the {_FOOTER_BYTES}-byte table footer; "
+                           "truncated?")
     footer = table[-_FOOTER_BYTES:]
     if int.from_bytes(footer[-8:], "little") != _TABLE_MAGIC:
         raise _FormatError("bad magic number: not a TensorFlow V2 checkpoint index, or truncated")
@@ -526,11 +527,13 @@ def _prefix_in_directory(directory: Path) -> str | None:
     if state.is_file():
         match = _STATE_PATH.search(state.read_text(encoding="utf-8", errors="replace"))
         if match:
-            # A text-format proto string: C escapes, and non-ASCII bytes as octal escapes.
-            named = codecs.escape_decode(match.group(1).encode("utf-8"))[0].decode("utf-8", "replace")
+            try:  # a text-format proto string: C escapes, and non-ASCII bytes as octal escapes
+                named = codecs.escape_decode(match.group(1).encode("utf-8"))[0].decode("utf-8", "replace")
+            except ValueError:  # a bad escape: ignore the state file, as if it were absent
+                named = ""
             # Training jobs often record absolute paths from another machine (or gs://); a copied
             # directory still holds the files under the same base name.
-            for candidate in (directory / named, directory / Path(named).name):
+            for candidate in (directory / named, directory / Path(named).name) if named else ():
                 if _has_index(candidate):
                     return str(candidate)
     indexes = sorted(directory.glob("*.index"))
@@ -592,7 +595,7 @@ class TFCheckpointReader:
         self.prefix: str = prefix
         self.verify = verify
         self.index_path = f"{prefix}.index"
-        self._files: dict[int, object] = {}
+        self._files: dict[int, BinaryIO] = {}
         self.num_shards, self._entries = self._read_index()
         self._shard_sizes = self._stat_shards()
 
