@@ -230,6 +230,12 @@ def test_wordpiece_tokenizer_google_examples(toy_vocab_file):
     assert WordpieceTokenizer(load_vocab(toy_vocab_file), max_input_chars_per_word=7).tokenize("unwanted") == ["[UNK]"]
 
 
+def test_load_vocab_reads_crlf_files_alike(toy_vocab_file, tmp_path):
+    crlf = tmp_path / "crlf.txt"
+    crlf.write_bytes(toy_vocab_file.read_bytes().replace(b"\n", b"\r\n").rstrip(b"\r\n"))
+    assert load_vocab(crlf) == load_vocab(toy_vocab_file)
+
+
 def test_word_cache_stays_bounded_and_correct(toy_vocab_file):
     tokenizer = FullTokenizer(toy_vocab_file)
     tokenizer._word_tokens.max_words = 2
@@ -324,7 +330,8 @@ def test_encode_matches_reference_on_all_mrpc_pairs(uncased, uncased_ref, mrpc_p
 
 
 # Short lengths truncate most MRPC dev pairs, many of them down to a tie between the segments;
-# 125 and 61 (odd budgets after the 3 special tokens) hit Google's "pop from b on ties" rule.
+# the odd budgets left after the 3 special tokens (61, 29, 125) need Google's "pop from b on
+# ties" rule to come out right, the even one (14) checks the plain alternation.
 @pytest.mark.parametrize(
     ("max_length", "padding"),
     [(64, "longest"), (32, "max_length"), (17, False), (128, "max_length")],
