@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 from bertkit.paths import shared_data_dir
-from bertkit.tokenization import FullTokenizer, load_vocab
+from bertkit.tokenization import FullTokenizer
 
 MAX_SEQ_LENGTH = 128
 KEYS = ("input_ids", "token_type_ids", "attention_mask")
@@ -74,6 +74,7 @@ def main():
         sys.exit(f"vocabulary not found at {vocab_file}: pass --vocab PATH/TO/vocab.txt")
     try:
         import transformers
+        from transformers.models.bert.tokenization_bert import load_vocab
     except ImportError:
         sys.exit("the reference tokenizers need transformers: pip install transformers")
     transformers.logging.set_verbosity_error()  # longest_first pair truncation warns on every call
@@ -83,6 +84,8 @@ def main():
     n = len(pairs)
     kw = {"max_length": MAX_SEQ_LENGTH, "truncation": "longest_first"}
 
+    # BertTokenizer (Rust) gets its vocabulary as a dict: given vocab_file= it silently builds a
+    # 5-token vocabulary instead.
     contenders = {
         "bertkit encode (per pair)": (
             lambda: FullTokenizer(vocab_file),

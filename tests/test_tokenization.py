@@ -356,7 +356,10 @@ def test_encode_matches_fast_tokenizer_where_it_follows_google(transformers, unc
     # Google keeps 2 and 1); at max_length 32, 2834 of the 5801 MRPC pairs come out different.
     # (2) It does not NFC-normalise (the legacy port does); MRPC is all NFC.
     # With max_length 128 no MRPC pair is cut to a tie, so the outputs must be identical.
-    fast = transformers.BertTokenizer(vocab=load_vocab(uncased_vocab))
+    from transformers.models.bert.tokenization_bert import load_vocab as reference_load_vocab
+
+    # BertTokenizer(vocab_file=...) silently ignores the file and builds a 5-token vocabulary.
+    fast = transformers.BertTokenizer(vocab=reference_load_vocab(str(uncased_vocab)))
     texts_a = mrpc_pairs["train"][0] + mrpc_pairs["dev"][0]
     texts_b = mrpc_pairs["train"][1] + mrpc_pairs["dev"][1]
     encoded = fast(texts_a, texts_b, truncation="longest_first", max_length=128, padding="longest")

@@ -21,7 +21,6 @@ work runs once per distinct word.
 from __future__ import annotations
 
 import json
-import os
 import re
 import unicodedata
 from itertools import chain
