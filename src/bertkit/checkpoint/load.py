@@ -18,6 +18,7 @@ import torch
 
 from bertkit.checkpoint import names, surgery
 from bertkit.checkpoint.report import LoadReport
+from bertkit.checkpoint.tf_bundle import TFCheckpointReader, UnsupportedTensorError, find_tf_checkpoint
 from bertkit.config import BertConfig
 from bertkit.errors import CheckpointError
 
@@ -47,18 +48,6 @@ class CheckpointFiles:
         return f"HF {self.format}{shards}"
 
 
-def _tf_prefix_of(path: Path) -> Path | None:
-    """`bert_model.ckpt` for `bert_model.ckpt`, `bert_model.ckpt.index` or `bert_model.ckpt.data-00000-of-00001`."""
-    text = str(path)
-    if text.endswith(".index"):
-        return Path(text[: -len(".index")])
-    if ".data-" in path.name:
-        return Path(text[: text.rindex(".data-")])
-    if Path(text + ".index").is_file():
-        return path
-    return None
-
-
 def resolve_checkpoint(path: str | Path) -> CheckpointFiles:
     """Find config, weights and vocab for a directory, a weights file, or a TF checkpoint prefix."""
     path = Path(path).expanduser()
@@ -68,15 +57,8 @@ def resolve_checkpoint(path: str | Path) -> CheckpointFiles:
         # One format only, in order of preference: safetensors needs no unpickling at all.
         weights = [directory / n for n in HF_WEIGHT_FILES if (directory / n).is_file()][:1]
         if not weights:
-            indexes = sorted(directory.glob("*.ckpt.index")) or sorted(directory.glob("*.index"))
-            if len(indexes) == 1:
-                tf_prefix = _tf_prefix_of(indexes[0])
-            elif len(indexes) > 1:
-                raise CheckpointError(
-                    f"{directory} holds several TF checkpoints ({', '.join(i.name for i in indexes)}); "
-                    "pass the prefix of the one you want, for example .../bert_model.ckpt"
-                )
-            else:
+            tf_prefix = find_tf_checkpoint(directory)
+            if tf_prefix is None:
                 raise CheckpointError(
                     f"no weights found in {directory}: looked for {', '.join(HF_WEIGHT_FILES)} "
                     "and a Google checkpoint (bert_model.ckpt.index)"
@@ -86,18 +68,18 @@ def resolve_checkpoint(path: str | Path) -> CheckpointFiles:
     elif path.is_file() and path.name in CONFIG_FILES:
         return resolve_checkpoint(path.parent)
     else:
-        tf_prefix = _tf_prefix_of(path)
-        if tf_prefix is None or not Path(str(tf_prefix) + ".index").is_file():
+        tf_prefix = find_tf_checkpoint(path)
+        if tf_prefix is None:
             raise CheckpointError(
                 f"checkpoint not found: {path} (give a directory with config.json and model.safetensors or "
                 "pytorch_model.bin, one of those files, or a Google checkpoint prefix such as .../bert_model.ckpt)"
             )
-        directory, weights = tf_prefix.parent, []
+        directory, weights = Path(tf_prefix).parent, []
 
     config_file = next((directory / n for n in CONFIG_FILES if (directory / n).is_file()), None)
     vocab_file = directory / "vocab.txt" if (directory / "vocab.txt").is_file() else None
     if tf_prefix is not None:
-        return CheckpointFiles(directory, "google-tf", [], config_file, vocab_file, tf_prefix)
+        return CheckpointFiles(directory, "google-tf", [], config_file, vocab_file, Path(tf_prefix))
     weight = weights[0]
     if weight.name.endswith(".index.json"):
         weights = _sharded_files(weight)
@@ -156,9 +138,27 @@ def _torch_load_weights_only(file: Path) -> dict[str, torch.Tensor]:
 
 
 def _read_google(files: CheckpointFiles, report: LoadReport) -> dict[str, torch.Tensor]:
-    raise CheckpointError(
-        f"{files.tf_prefix}: Google TF checkpoints are not supported yet; convert it to HF layout first"
-    )
+    """Google variable names -> HF names, kernels transposed; optimizer slots and strings skipped."""
+    state: dict[str, torch.Tensor] = {}
+    with TFCheckpointReader(files.tf_prefix) as reader:
+        for variable in reader.list_variables():
+            reason = names.google_skip_reason(variable.name)
+            mapped = names.google_to_hf(variable.name)
+            if reason is not None or mapped is None:
+                if reason is not None:
+                    report.skipped.append((variable.name, reason))
+                else:
+                    report.unexpected.append(variable.name)
+                continue
+            try:
+                tensor = reader.get_tensor(variable.name)
+            except UnsupportedTensorError as err:
+                report.skipped.append((variable.name, err.reason))
+                continue
+            hf_name, transpose = mapped
+            state[hf_name] = tensor.t().contiguous() if transpose else tensor
+    report.notes.append(f"{len(state)} Google variable names mapped to HF names (dense kernels transposed)")
+    return state
 
 
 def load_state_into(model, state: dict[str, torch.Tensor], report: LoadReport,

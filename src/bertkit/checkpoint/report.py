@@ -69,8 +69,17 @@ def compress_names(names: list[str], max_names: int) -> str:
     return text + (f", ... (+{len(shown) - max_names} more)" if len(shown) > max_names else "")
 
 
+SLOT_SUFFIXES = ("adam_m", "adam_v", "Adam", "Adam_1", "Momentum")
+
+
 def _module_of(name: str) -> str:
-    """`bert.encoder.layer.3.attention.self.query.weight` -> `bert.encoder.layer.3.*`; `classifier.weight` -> `classifier.*`."""
+    """`bert.encoder.layer.3.attention.self.query.weight` -> `bert.encoder.layer.3.*`; `classifier.weight` -> `classifier.*`.
+
+    Google's `a/b/kernel/adam_m` names fold by optimizer slot (`*/adam_m`), others by their first part.
+    """
+    if "/" in name:
+        parts = name.split("/")
+        return f"*/{parts[-1]}" if parts[-1] in SLOT_SUFFIXES else f"{parts[0]}/*"
     match = re.search(r"\.layer\.\d+\.", name)
     if match is not None:
         return name[:match.end()] + "*"
@@ -94,7 +103,7 @@ def _fold_layers(names: list[str], key_of) -> list[str]:
         if "{}" in key:
             ordered = sorted(layers)
             key = key.replace("{}", str(ordered[0]) if len(ordered) == 1 else _span(ordered))
-        shown.append(f"{key} ({len(members)})" if key.endswith("*") else key)
+        shown.append(f"{key} ({len(members)})" if "*" in key else key)
     return shown
 
 

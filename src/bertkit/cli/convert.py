@@ -1,0 +1,24 @@
+"""Convert a checkpoint to HF layout (config.json, model.safetensors, vocab.txt).
+
+    bertkit convert uncased_L-2_H-128_A-2/bert_model.ckpt bert-tiny-hf/
+    bertkit convert old_model_dir/pytorch_model.bin new_model_dir/
+
+The output loads in bertkit and in transformers. The head (pre-training, classifier, SQuAD) is
+read off the checkpoint's variable names; optimizer slots are left out and listed.
+"""
+
+from __future__ import annotations
+
+from bertkit.checkpoint.convert import convert_checkpoint
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("source", help="Google checkpoint prefix or directory, or an HF directory / .bin file")
+    parser.add_argument("destination", help="output directory (created if needed)")
+
+
+def run(args) -> int:
+    model = convert_checkpoint(args.source, args.destination)
+    print(model.load_report.summary())
+    print(f"\nwrote {type(model).__name__} ({model.num_parameters():,} parameters) to {args.destination}")
+    return 0

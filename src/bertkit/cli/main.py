@@ -1,0 +1,65 @@
+"""`bertkit <command>`: each command is a thin module over library functions.
+
+A user's mistake (a missing file, a bad flag value, a malformed record) is a BertkitError and is
+printed as one line; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from bertkit.errors import BertkitError
+
+# command -> module under bertkit.cli; each module has add_arguments(parser) and run(args) -> int.
+COMMANDS = {
+    "encode": ("encode", "load a checkpoint, print its load report, and encode a text or a pair"),
+    "inspect": ("inspect_cmd", "list a checkpoint's variables, what they map to, and parameter counts"),
+    "convert": ("convert", "convert a Google TF or PyTorch .bin checkpoint to HF layout with safetensors"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bertkit", description="Google's BERT, re-implemented in PyTorch.")
+    parser.add_argument("-q", "--quiet", action="store_true", help="log warnings and errors only")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module_name, help_text) in COMMANDS.items():
+        module = importlib.import_module(f"bertkit.cli.{module_name}")
+        sub = commands.add_parser(name, help=help_text, description=module.__doc__,
+                                  formatter_class=argparse.RawDescriptionHelpFormatter)
+        module.add_arguments(sub)
+        sub.set_defaults(run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
+    try:
+        return args.run(args) or 0
+    except BertkitError as err:
+        print(f"bertkit {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"bertkit {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+def str2bool(value: str) -> bool:
+    """Google's flags are written `--do_train=true`; accept the usual spellings."""
+    lowered = str(value).strip().lower()
+    if lowered in ("true", "t", "1", "yes", "y"):
+        return True
+    if lowered in ("false", "f", "0", "no", "n"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
