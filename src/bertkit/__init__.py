@@ -1,0 +1,29 @@
+"""bertkit: Google's BERT re-implemented in PyTorch.
+
+    from bertkit import BertConfig, FullTokenizer, BertModel, BertForSequenceClassification
+    model = BertForSequenceClassification.from_pretrained("path/to/checkpoint", num_labels=2)
+    print(model.load_report)
+"""
+
+from bertkit.checkpoint.report import LoadReport
+from bertkit.checkpoint.surgery import reinit_parameters, reinit_top_layers, resize_position_embeddings
+from bertkit.config import BertConfig
+from bertkit.errors import BertkitError, CheckpointError, ConfigError, DataError
+from bertkit.heads import (
+    BertForMultipleChoice,
+    BertForPreTraining,
+    BertForQuestionAnswering,
+    BertForSequenceClassification,
+    BertForTokenClassification,
+)
+from bertkit.modeling import BertModel
+from bertkit.tokenization import BasicTokenizer, FullTokenizer, WordpieceTokenizer
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BasicTokenizer", "BertConfig", "BertForMultipleChoice", "BertForPreTraining", "BertForQuestionAnswering",
+    "BertForSequenceClassification", "BertForTokenClassification", "BertModel", "BertkitError",
+    "CheckpointError", "ConfigError", "DataError", "FullTokenizer", "LoadReport", "WordpieceTokenizer",
+    "reinit_parameters", "reinit_top_layers", "resize_position_embeddings",
+]
