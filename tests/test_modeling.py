@@ -107,3 +107,34 @@ def test_bf16_autocast_runs_and_stays_close():
     # LayerNorm runs in fp32 under autocast, so the output is fp32; the matmuls were bf16.
     assert 0 < (low.float() - full).abs().max()
     assert (low.float() - full)[batch["attention_mask"].bool()].abs().max() < 0.1
+
+
+def test_fast_dropout_keeps_the_right_fraction_and_the_expectation():
+    from bertkit.modeling import dropout, keep_mask
+
+    torch.manual_seed(0)
+    mask = keep_mask(torch.Size((1000, 1001)), 0.1, torch.device("cpu"))
+    assert mask.shape == (1000, 1001) and mask.dtype == torch.bool
+    assert mask.float().mean().item() == pytest.approx(0.9, abs=2e-3)
+    # Neighbouring lanes of one 64-bit word must be independent.
+    pairs = mask.view(-1)[: 1000 * 1000].view(-1, 4)
+    assert (pairs[:, 0] & pairs[:, 1]).float().mean().item() == pytest.approx(0.81, abs=3e-3)
+    x = torch.ones(2000, 500)
+    dropped = dropout(x, 0.25, training=True)
+    assert dropped.unique().tolist() == [0.0, pytest.approx(1 / 0.75)]
+    assert dropped.mean().item() == pytest.approx(1.0, abs=1e-2)
+    assert dropout(x, 0.25, training=False) is x
+
+
+def test_training_mode_is_stochastic_and_eval_is_not():
+    torch.manual_seed(0)
+    model = BertModel(tiny_config(hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1))
+    batch = random_batch(model.config)
+    model.train()
+    a, b = model(**batch).sequence_output, model(**batch).sequence_output
+    assert (a - b).abs().max() > 1e-3
+    a.sum().backward()
+    assert model.encoder.layer[0].attention.self.query.weight.grad is not None
+    model.eval()
+    with torch.no_grad():
+        assert torch.equal(model(**batch).sequence_output, model(**batch).sequence_output)
