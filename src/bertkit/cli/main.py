@@ -18,6 +18,8 @@ COMMANDS = {
     "encode": ("encode", "load a checkpoint, print its load report, and encode a text or a pair"),
     "inspect": ("inspect_cmd", "list a checkpoint's variables, what they map to, and parameter counts"),
     "convert": ("convert", "convert a Google TF or PyTorch .bin checkpoint to HF layout with safetensors"),
+    "extract_features": ("extract_features", "per-token layer outputs (Google's format) or sentence vectors"),
+    "similarity": ("similarity", "cosine similarity of sentence vectors, with the packaged model by default"),
 }
 
 

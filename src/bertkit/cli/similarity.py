@@ -1,0 +1,28 @@
+"""Cosine similarity of two texts' sentence vectors (mean pooling, as all-MiniLM-L6-v2 was trained).
+
+    bertkit similarity "A man is eating food." "A man is eating a meal."
+"""
+
+from __future__ import annotations
+
+from bertkit.cli.common import add_model_arguments, load_model, load_tokenizer
+from bertkit.extract_features import POOLINGS, FeatureExtractor
+from bertkit.modeling import BertModel
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("text_a")
+    parser.add_argument("text_b", nargs="+", help="one or more texts to compare with text_a")
+    add_model_arguments(parser)
+    parser.add_argument("--pooling", choices=POOLINGS, default="mean")
+    parser.add_argument("--max_seq_length", type=int, default=256)
+
+
+def run(args) -> int:
+    model = load_model(args, BertModel)
+    tokenizer = load_tokenizer(args, model.config)
+    vectors = FeatureExtractor(model, tokenizer, args.max_seq_length).sentence_vectors(
+        [args.text_a, *args.text_b], args.pooling, normalize=True)
+    for text, vector in zip(args.text_b, vectors[1:]):
+        print(f"{float(vectors[0] @ vector):.4f}  {args.text_a!r} ~ {text!r}")
+    return 0
