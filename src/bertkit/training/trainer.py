@@ -455,8 +455,7 @@ class Trainer:
                                             shuffle=False, num_replicas=self.world_size, rank=self.rank,
                                             even_shards=False)
         batches = sampler.batches(0)
-        loader = DataLoader(dataset, batch_sampler=batches, collate_fn=self.collate_fn,
-                            num_workers=self.args.dataloader_num_workers, pin_memory=self.device.type == "cuda")
+        loader = self._loader(dataset, batches)
         # The bare model: DDP's forward would wait for the other processes, which may have one
         # batch fewer here.
         model = self.model
@@ -474,8 +473,8 @@ class Trainer:
                 label_is_tuple = len(names) > 1
                 if names:
                     labels.append([batch[n].cpu().numpy() for n in names])
-                if output.loss is not None:
-                    losses.append((float(output.loss), len(batch_indices)))
+                if output.loss is not None:  # with its global batch number, to regroup the processes' parts
+                    losses.append((len(indices), float(output.loss), len(batch_indices)))
                 indices.append(batch_indices)
         model.train(was_training)
 
@@ -492,8 +491,14 @@ class Trainer:
 
         metrics = {}
         if losses:
-            metrics[f"{prefix}_loss"] = sum(loss * n for loss, n in losses) / sum(n for _, n in losses)
-            metrics["loss"] = sum(loss for loss, _ in losses) / len(losses)  # Google's estimator `loss`
+            metrics[f"{prefix}_loss"] = sum(loss * n for _, loss, n in losses) / sum(n for _, _, n in losses)
+            # Google's estimator `loss`: the mean over batches of each (global) batch's mean loss.
+            batch_sums: dict[int, list[float]] = {}
+            for number, loss, n in losses:
+                total = batch_sums.setdefault(number, [0.0, 0])
+                total[0] += loss * n
+                total[1] += n
+            metrics["loss"] = sum(total / n for total, n in batch_sums.values()) / len(batch_sums)
         if self.compute_metrics is not None and labels_out is not None:
             computed = self.compute_metrics(preds_out, labels_out)
             metrics.update({f"{prefix}_{k}": float(v) for k, v in computed.items()})
@@ -585,10 +590,10 @@ class Trainer:
 
     # -- helpers ---------------------------------------------------------------------------
 
-    def _loader(self, dataset: Dataset, sampler) -> DataLoader:
+    def _loader(self, dataset: Dataset, batch_sampler) -> DataLoader:
         # An own generator: creating a DataLoader iterator draws a seed from it, and drawing from
-        # the global RNG instead would shift every later dropout mask of a resumed run.
-        return DataLoader(dataset, batch_sampler=sampler, collate_fn=self.collate_fn,
+        # the global RNG instead would make the dropout masks depend on how often we evaluate.
+        return DataLoader(dataset, batch_sampler=batch_sampler, collate_fn=self.collate_fn,
                           num_workers=self.args.dataloader_num_workers, pin_memory=self.device.type == "cuda",
                           generator=torch.Generator().manual_seed(self.args.seed))
 
