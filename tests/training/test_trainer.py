@@ -288,6 +288,14 @@ def test_resume_equals_an_uninterrupted_run(tmp_path, save_steps, accumulation):
     assert resumed.training_loss == full.training_loss
 
 
+def test_resume_at_the_last_step_does_not_repeat_the_evaluation(tmp_path):
+    make_trainer(tmp_path, save_checkpoints_steps=6, num_train_epochs=1).train()
+    before = logged(tmp_path)
+    (tmp_path / "model.safetensors").unlink()  # as if killed after the last checkpoint
+    assert make_trainer(tmp_path, num_train_epochs=1).train(resume=True).global_step == 6
+    assert logged(tmp_path) == before and (tmp_path / "model.safetensors").is_file()
+
+
 def test_resume_refuses_a_different_batch_layout(tmp_path):
     make_trainer(tmp_path, save_checkpoints_steps=4, num_train_epochs=1).train()
     with pytest.raises(CheckpointError, match="6 batches per epoch, this run has 3.*train_batch_size"):

@@ -128,6 +128,7 @@ class TrainerState:
     loss_sum: float = 0.0  # sum of step losses, for the run's mean training loss
     log_loss_sum: float = 0.0  # since the last log line, so a resumed run logs the same means
     log_steps: int = 0
+    last_eval_step: int | None = None  # so a run resumed at its last step does not evaluate twice
 
 
 @dataclass
@@ -291,7 +292,7 @@ class Trainer:
         checkpoint = self._checkpoint_to_resume(resume)
         if checkpoint is not None:
             self._load_checkpoint(checkpoint, optimizer, scheduler, sampler.num_batches)
-            logger.info("Resuming from %s: step %d, epoch %d, batch %d", checkpoint, self.state.global_step,
+            self._info("Resuming from %s: step %d, epoch %d, batch %d", checkpoint, self.state.global_step,
                         self.state.epoch, self.state.batch)
         else:
             self.state = TrainerState()
@@ -308,13 +309,12 @@ class Trainer:
         if self.world_size > 1:
             model = DistributedDataParallel(model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
 
-        logger.info("Training: %d examples, %d steps (%d per epoch), global batch %d x %d accumulation, "
+        self._info("Training: %d examples, %d steps (%d per epoch), global batch %d x %d accumulation, "
                     "%d process(es) on %s", len(self.train_dataset), total_steps, steps_per_epoch,
                     args.train_batch_size, accumulation, self.world_size, self.device)
         bar = tqdm(total=total_steps, initial=self.state.global_step, desc="train", unit="step",
                    disable=not (args.progress and self.is_main), dynamic_ncols=True)
         metrics: dict[str, float] = {}
-        last_eval_step = None
         redirect = logging_redirect_tqdm() if not bar.disable else contextlib.nullcontext()
         try:
             with redirect:
@@ -345,19 +345,19 @@ class Trainer:
                         step_loss = torch.zeros((), device=self.device)
                         step = self.state.global_step
                         eval_due = (step % args.eval_steps == 0) if args.eval_steps else epoch_done
-                        if eval_due and self.eval_dataset is not None:
-                            metrics = self.evaluate()
-                            last_eval_step = step
-                            model.train()
-                        if args.save_checkpoints_steps and step % args.save_checkpoints_steps == 0:
-                            self._save_checkpoint(optimizer, scheduler, sampler.num_batches)
+                        with clock.paused():
+                            if eval_due and self.eval_dataset is not None:
+                                metrics = self.evaluate()
+                                model.train()
+                            if args.save_checkpoints_steps and step % args.save_checkpoints_steps == 0:
+                                self._save_checkpoint(optimizer, scheduler, sampler.num_batches)
                         if step >= total_steps:
                             break
-            if self.eval_dataset is not None and last_eval_step != self.state.global_step:
+            if self.eval_dataset is not None and self.state.last_eval_step != self.state.global_step:
                 metrics = self.evaluate()
             if self.is_main:
                 self.model.save_pretrained(self.output_dir, tokenizer=self.tokenizer)
-                logger.info("Saved the final model to %s", self.output_dir)
+                self._info("Saved the final model to %s", self.output_dir)
         finally:
             bar.close()
             if self._metrics is not None:
@@ -399,8 +399,8 @@ class Trainer:
             state.batch = 0
         clock.steps += 1
         bar.update(1)
-        bar.set_postfix(loss=f"{loss:.4f}", lr=f"{learning_rate:.2e}", ex_s=f"{clock.examples_per_second():.1f}",
-                        refresh=False)
+        bar.set_postfix({"loss": f"{loss:.4f}", "lr": f"{learning_rate:.2e}",
+                         "examples/s": f"{clock.examples_per_second():.1f}"}, refresh=False)
         if state.global_step % args.logging_steps == 0 or state.global_step == total_steps:
             record = {"event": "train", "step": state.global_step,
                       "epoch": round(state.epoch + state.batch / batches_per_epoch, 4),
@@ -410,7 +410,7 @@ class Trainer:
             state.log_loss_sum, state.log_steps = 0.0, 0
             clock.reset()
             self._log(record)
-            logger.info("step %d/%d | epoch %.2f | loss %.4f | lr %.3e | %.2f it/s | %.1f examples/s",
+            self._info("step %d/%d | epoch %.2f | loss %.4f | lr %.3e | %.2f it/s | %.1f examples/s",
                         record["step"], total_steps, record["epoch"], record["loss"], learning_rate,
                         record["steps_per_second"], record["examples_per_second"])
         return epoch_done
@@ -436,6 +436,7 @@ class Trainer:
             raise ConfigError("Trainer.evaluate() needs a dataset: pass one or give the Trainer an eval_dataset")
         output = self._prediction_loop(dataset, prefix)
         results = {**output.metrics, "global_step": self.state.global_step}
+        self.state.last_eval_step = self.state.global_step
         if self.is_main:
             write_eval_results(self.output_dir / f"{prefix}_results.txt", results)
             shown = " | ".join(f"{k} = {v:.4f}" if isinstance(v, float) else f"{k} = {v}" for k, v in sorted(results.items()))
@@ -468,7 +469,9 @@ class Trainer:
                 output = model(**self._to_device(batch))
                 prediction = self.prediction_fn(output) if self.prediction_fn else _default_prediction(output)
                 pred_is_tuple = isinstance(prediction, tuple)
-                predictions.append([p.float().cpu().numpy() for p in _as_tuple(prediction)])
+                # bf16 has no numpy dtype; integer predictions (argmax ids) stay integers.
+                predictions.append([(p.float() if p.is_floating_point() else p).cpu().numpy()
+                                    for p in _as_tuple(prediction)])
                 names = [n for n in self.args.label_names if n in batch]
                 label_is_tuple = len(names) > 1
                 if names:
@@ -521,7 +524,7 @@ class Trainer:
         if resume is True:
             checkpoints = self._checkpoints()
             if not checkpoints:
-                logger.info("resume=True but %s has no checkpoint yet: starting from step 0", self.output_dir)
+                self._info("resume=True but %s has no checkpoint yet: starting from step 0", self.output_dir)
                 return None
             return checkpoints[-1][1]
         path = Path(resume)
@@ -558,7 +561,7 @@ class Trainer:
             except BaseException:
                 shutil.rmtree(tmp, ignore_errors=True)
                 raise
-            logger.info("Saved checkpoint %s", final)
+            self._info("Saved checkpoint %s", final)
             if self.args.save_total_limit:
                 for _, old in self._checkpoints()[:-self.args.save_total_limit]:
                     shutil.rmtree(old)
@@ -610,6 +613,10 @@ class Trainer:
             value /= self.world_size
         return float(value)
 
+    def _info(self, message: str, *args) -> None:
+        if self.is_main:  # one process speaks for all
+            logger.info(message, *args)
+
     def _log(self, record: dict) -> None:
         if not self.is_main:
             return
@@ -624,10 +631,16 @@ class Trainer:
 
 
 class _Speed:
-    """Steps and examples per second since the last log line."""
+    """Steps and examples per second since the last log line, not counting evaluation and saving."""
 
     def __init__(self):
         self.reset()
+
+    @contextlib.contextmanager
+    def paused(self):
+        start = time.perf_counter()
+        yield
+        self.start += time.perf_counter() - start
 
     def reset(self) -> None:
         self.start, self.steps, self.examples = time.perf_counter(), 0, 0
