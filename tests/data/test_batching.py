@@ -12,6 +12,7 @@ from bertkit.data.batching import (GOOGLE_FEATURE_NAMES, FeatureDataset, LengthG
                                    PaddingCollator, dataset_lengths, example_length)
 from bertkit.data.features import PackedFeatures
 from bertkit.data.glue import InputFeatures
+from bertkit.errors import ConfigError, DataError
 
 
 def row(n, label=1):
@@ -29,9 +30,9 @@ def test_pads_to_longest_row():
 def test_pads_to_max_length_for_static_shapes():
     batch = PaddingCollator(max_length=8, pad_to_max_length=True)([row(3), row(5)])
     assert batch["input_ids"].shape == (2, 8) and batch["token_type_ids"].shape == (2, 8)
-    with pytest.raises(ValueError, match="6 tokens, more than max_length=5"):
+    with pytest.raises(DataError, match="6 tokens, more than max_length=5"):
         PaddingCollator(max_length=5, pad_to_max_length=True)([row(6)])
-    with pytest.raises(ValueError, match="needs max_length"):
+    with pytest.raises(ConfigError, match="needs max_length"):
         PaddingCollator(pad_to_max_length=True)
 
 
@@ -62,13 +63,13 @@ def test_multiple_choice_is_three_dimensional():
     assert batch["input_ids"].shape == (2, 2, 4)
     assert batch["input_ids"][1, 1].tolist() == [1, 0, 0, 0]
     assert batch["attention_mask"][0].tolist() == [[1, 1, 0, 0], [1, 1, 1, 0]]
-    with pytest.raises(ValueError, match="'input_ids'.*different shapes"):
+    with pytest.raises(DataError, match="'input_ids'.*different shapes"):
         PaddingCollator()([choices(2, 3), choices(2, 3, 4)])
     assert example_length(choices(2, 5, 3)) == 5
 
 
 def test_collate_errors_name_the_key():
-    with pytest.raises(ValueError, match="'labels'"):
+    with pytest.raises(DataError, match="'labels'.*same keys"):
         PaddingCollator()([row(2), {k: v for k, v in row(2).items() if k != "labels"}])
 
 
@@ -205,5 +206,5 @@ def test_sampler_errors():
         LengthGroupedBatchSampler(4, 2, lengths=[1, 2, 3])
     with pytest.raises(ValueError, match="rank 2"):
         LengthGroupedBatchSampler(4, 2, num_replicas=2, rank=2)
-    with pytest.raises(ValueError, match="empty"):
+    with pytest.raises(DataError, match="empty"):
         LengthGroupedBatchSampler(0, 2)

@@ -95,7 +95,8 @@ def read_results(directory):
 
 
 def logged(directory):
-    return [{k: v for k, v in r.items() if k not in TIMING_KEYS} for r in read_metrics(Path(directory) / "metrics.jsonl")]
+    records = read_metrics(Path(directory) / "metrics.jsonl")
+    return [{k: v for k, v in r.items() if k not in TIMING_KEYS} for r in records]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -144,7 +145,8 @@ def test_evaluate_and_predict(tmp_path):
     assert set(results) == {"dev_accuracy", "dev_loss", "loss", "global_step"}
     assert (tmp_path / "dev_results.txt").is_file()
     output = trainer.predict(FeatureDataset(make_examples(21, 2)))
-    assert output.predictions.shape == (21, 2) and output.label_ids.tolist() == [e["labels"] for e in make_examples(21, 2)]
+    assert output.predictions.shape == (21, 2)
+    assert output.label_ids.tolist() == [e["labels"] for e in make_examples(21, 2)]
     assert output.metrics["predict_accuracy"] == results["dev_accuracy"]
     model = trainer.model.eval()
     with torch.no_grad():  # dataset order, one example at a time
@@ -213,12 +215,13 @@ def test_every_head_trains_and_predicts(tmp_path, head):
         if head == "token":
             examples.append({"input_ids": ids, "labels": [j % 3 for j in range(length)]})
         elif head == "multiple_choice":
-            examples.append({"input_ids": [ids, ids[::-1], ids[1:]], "attention_mask": [[1] * length] * 2 + [[1] * (length - 1)],
-                             "labels": i % 3})
+            examples.append({"input_ids": [ids, ids[::-1], ids[1:]],
+                             "attention_mask": [[1] * length] * 2 + [[1] * (length - 1)], "labels": i % 3})
         elif head == "qa":
             examples.append({"input_ids": ids, "start_positions": 1, "end_positions": 2})
         else:
-            examples.append({"input_ids": ids, "labels": [-100, ids[1]] + [-100] * (length - 2), "next_sentence_label": i % 2})
+            examples.append({"input_ids": ids, "labels": [-100, ids[1]] + [-100] * (length - 2),
+                             "next_sentence_label": i % 2})
     if head == "token":
         model = BertForTokenClassification(config)
     elif head == "multiple_choice":

@@ -19,6 +19,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from bertkit.errors import ConfigError, DataError
+
 # Google's feature names -> the keyword arguments the heads take.
 GOOGLE_FEATURE_NAMES = {"input_mask": "attention_mask", "segment_ids": "token_type_ids", "label_id": "labels"}
 
@@ -108,14 +110,14 @@ class PaddingCollator:
     def __init__(self, max_length: int | None = None, pad_to_max_length: bool = False,
                  pad_values: Mapping[str, Any] | None = None):
         if pad_to_max_length and max_length is None:
-            raise ValueError("pad_to_max_length needs max_length (the max_seq_length the features were built with)")
+            raise ConfigError("pad_to_max_length needs max_length (the max_seq_length the features were built with)")
         self.max_length = max_length
         self.pad_to_max_length = pad_to_max_length
         self.pad_values = {**DEFAULT_PAD_VALUES, **(pad_values or {})}
 
     def __call__(self, examples: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
         if not examples:
-            raise ValueError("cannot collate an empty batch")
+            raise DataError("cannot collate an empty batch")
         keys = examples[0].keys()
         token_lengths = None
         if "input_ids" in examples[0]:
@@ -123,14 +125,16 @@ class PaddingCollator:
             token_target = max(max(rows) for rows in token_lengths)
             if self.pad_to_max_length:
                 if token_target > self.max_length:
-                    raise ValueError(f"an example has {token_target} tokens, more than max_length={self.max_length}")
+                    raise DataError(f"an example has {token_target} tokens, more than max_length={self.max_length}; "
+                                    "build the features with the same max_seq_length")
                 token_target = self.max_length
         batch = {}
         for key in keys:
             try:
                 values = [_plain(e[key]) for e in examples]
             except KeyError:
-                raise ValueError(f"key {key!r} is in the first example of the batch but not in all of them") from None
+                raise DataError(f"key {key!r} is in the first example of the batch but not in all of them; "
+                                "give every example the same keys") from None
             if not isinstance(values[0], list):
                 batch[key] = torch.tensor(values)
                 continue
@@ -142,7 +146,7 @@ class PaddingCollator:
     def _pad(self, key: str, values: list[list], target: int) -> torch.Tensor:
         outer = {_shape(v)[:-1] for v in values}
         if len(outer) != 1:
-            raise ValueError(f"key {key!r}: examples have different shapes {sorted(outer)} before the last "
+            raise DataError(f"key {key!r}: examples have different shapes {sorted(outer)} before the last "
                              "dimension (e.g. different numbers of choices); give every example the same")
         rows = [row for v in values for row in _leaf_rows(v)]
         dtype = torch.float32 if any(isinstance(x, float) for row in rows for x in row) else torch.long
@@ -181,7 +185,7 @@ class LengthGroupedBatchSampler:
         if not 0 <= rank < num_replicas:
             raise ValueError(f"rank {rank} is not in [0, {num_replicas})")
         if num_examples == 0:
-            raise ValueError("the dataset is empty")
+            raise DataError("the dataset is empty: there is nothing to batch")
         self.num_examples = num_examples
         self.batch_size = batch_size
         self.lengths = None if lengths is None else torch.as_tensor(lengths)
@@ -207,7 +211,8 @@ class LengthGroupedBatchSampler:
     def global_batches(self, epoch: int) -> list[list[int]]:
         """The epoch's batches over all processes, identical on every process."""
         generator = torch.Generator().manual_seed(self.seed + epoch)
-        order = torch.randperm(self.num_examples, generator=generator) if self.shuffle else torch.arange(self.num_examples)
+        n = self.num_examples
+        order = torch.randperm(n, generator=generator) if self.shuffle else torch.arange(n)
         size = self.global_batch_size
         if self.lengths is not None:
             mega = size * self.mega_batch_size

@@ -146,7 +146,8 @@ def polynomial_lambda(warmup: int, total: int, learning_rate: float, lr_end: flo
                       power: float = 1.0) -> Callable[[int], float]:
     """Warmup, then (lr - lr_end) * (1 - progress)^power + lr_end, and lr_end after `total`."""
     if not learning_rate > lr_end:
-        raise ConfigError(f"polynomial schedule: lr_end ({lr_end}) must be smaller than learning_rate ({learning_rate})")
+        raise ConfigError(f"polynomial schedule: lr_end ({lr_end}) must be smaller than "
+                          f"learning_rate ({learning_rate})")
 
     def multiplier(step: int) -> float:
         if step < warmup:

@@ -295,6 +295,10 @@ class Trainer:
             self._info("Resuming from %s: step %d, epoch %d, batch %d", checkpoint, self.state.global_step,
                         self.state.epoch, self.state.batch)
         else:
+            if self._checkpoints():
+                logger.warning("%s already holds checkpoints of an earlier run (newest: %s); this run starts from "
+                               "step 0 and resume=True would pick whichever is newest: use a new output_dir",
+                               self.output_dir, self._checkpoints()[-1][1].name)
             self.state = TrainerState()
             # A different seed per process gives each its own dropout masks; the weights are
             # rank 0's anyway, as DDP broadcasts them.
@@ -307,7 +311,8 @@ class Trainer:
                                           truncate_after=self.state.global_step if checkpoint else -1)
         model = self.model
         if self.world_size > 1:
-            model = DistributedDataParallel(model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+            device_ids = [self.device.index] if self.device.type == "cuda" else None
+            model = DistributedDataParallel(model, device_ids=device_ids)
 
         self._info("Training: %d examples, %d steps (%d per epoch), global batch %d x %d accumulation, "
                     "%d process(es) on %s", len(self.train_dataset), total_steps, steps_per_epoch,
@@ -439,7 +444,8 @@ class Trainer:
         self.state.last_eval_step = self.state.global_step
         if self.is_main:
             write_eval_results(self.output_dir / f"{prefix}_results.txt", results)
-            shown = " | ".join(f"{k} = {v:.4f}" if isinstance(v, float) else f"{k} = {v}" for k, v in sorted(results.items()))
+            shown = " | ".join(f"{k} = {v:.4f}" if isinstance(v, float) else f"{k} = {v}"
+                               for k, v in sorted(results.items()))
             logger.info("%s at step %d: %s", prefix, self.state.global_step, shown)
         epoch = self.state.epoch + self.state.batch / self._batches_per_epoch if self._batches_per_epoch else 0
         # `loss` (Google's batch mean) stays in the .txt only: TensorBoard would file it beside eval_loss.
