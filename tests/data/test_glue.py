@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import importlib.util
 import logging
 from pathlib import Path
@@ -136,6 +137,16 @@ def test_non_utf8_file_names_the_line(tmp_path):
     path.write_bytes(b"sentence\tlabel\ngood\t1\nbad \xff byte\t0\n")
     with pytest.raises(DataError, match=f"{path}:3: not valid UTF-8"):
         get_processor("sst-2").get_train_examples(tmp_path)
+
+
+def test_csv_errors_name_the_line(tmp_path):
+    write(tmp_path / "train.tsv", "sentence\tlabel\nshort\t1\n" + "x" * 50 + "\t0\n")
+    old_limit = csv.field_size_limit(20)
+    try:
+        with pytest.raises(DataError, match=r"train.tsv:3: field larger than field limit"):
+            get_processor("sst-2").get_train_examples(tmp_path)
+    finally:
+        csv.field_size_limit(old_limit)
 
 
 # ------------------------------------------------------------------------------ invented fixtures for the big tasks

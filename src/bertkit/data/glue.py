@@ -11,6 +11,7 @@ which were written to the same conventions:
   space on to the tokenizer (which drops it, so the features do not change);
 * guids are `"<set_type>-<row index>"`, where the index counts the header row, except for the
   tasks whose files carry an id column (MNLI, QNLI, QQP, RTE, STS-B, WNLI), which use the id;
+  the set type is the file's stem ("dev_matched", and "test_matched" where Google says "test");
 * unlabeled test files get the first label of `get_labels()` (0.0 for STS-B), so that test
   examples flow through `convert_single_example` unchanged.
 
@@ -163,7 +164,11 @@ class DataProcessor:
         path = Path(input_file)
         try:
             with open(path, encoding="utf-8-sig", newline="") as f:
-                return list(csv.reader(f, delimiter="\t", quotechar=None))
+                reader = csv.reader(f, delimiter="\t", quotechar=None)
+                try:
+                    return list(reader)
+                except csv.Error as err:  # e.g. a field over csv.field_size_limit()
+                    raise DataError(f"{path}:{reader.line_num}: {err}; fix the line") from None
         except FileNotFoundError:
             raise DataError(
                 f"{path}: file not found; check --data_dir, which must be the task's folder "
