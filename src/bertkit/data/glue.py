@@ -360,7 +360,7 @@ def convert_single_example(
       pad_to_max_length: zero-pad to `max_seq_length` (Google); False returns the unpadded
         lists, for batches padded to their own longest row (dynamic padding).
     """
-    if max_seq_length < 3:
+    if max_seq_length < 2:
         raise ValueError(f"max_seq_length must leave room for [CLS] and [SEP], got {max_seq_length}")
     if isinstance(example, PaddingInputExample):
         length = max_seq_length if pad_to_max_length else 0
