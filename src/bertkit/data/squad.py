@@ -39,9 +39,10 @@ import math
 import os
 import re
 import string
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, NamedTuple, Sequence
+from typing import Any, NamedTuple
 
 from tqdm.auto import tqdm
 
@@ -225,22 +226,26 @@ def split_context(paragraph_text: str) -> tuple[list[str], list[int]]:
     return doc_tokens, char_to_word_offset
 
 
-def _field(record: Any, key: str, kind: type | tuple[type, ...], where: str) -> Any:
+def _field(record: Any, key: str, kind: type, where: str) -> Any:
     """record[key], checked to be a `kind`; a DataError naming `where` otherwise."""
     if not isinstance(record, dict):
-        raise DataError(f"{where}: expected a JSON object, found {type(record).__name__}")
+        raise DataError(f"{where}: expected a JSON object, found {_json_type_name(type(record))}")
     if key not in record:
         raise DataError(f"{where}: missing key {key!r}; is this a SQuAD json file?")
     value = record[key]
     # bool is an int in Python, but `"answer_start": true` is a broken record, not offset 1.
-    if not isinstance(value, kind) or (isinstance(value, bool) and bool not in _as_tuple(kind)):
-        names = "/".join(k.__name__ for k in _as_tuple(kind))
-        raise DataError(f"{where}: {key!r} must be a {names}, found {type(value).__name__}")
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+        raise DataError(f"{where}: {key!r} must be a JSON {_json_type_name(kind)}, found {_json_type_name(type(value))}")
     return value
 
 
-def _as_tuple(kind: type | tuple[type, ...]) -> tuple[type, ...]:
-    return kind if isinstance(kind, tuple) else (kind,)
+# The names the JSON format gives the Python types that json.load returns.
+_JSON_TYPE_NAMES = {dict: "object", list: "array", str: "string", int: "integer", float: "number", bool: "boolean",
+                    type(None): "null"}
+
+
+def _json_type_name(kind: type) -> str:
+    return _JSON_TYPE_NAMES.get(kind, kind.__name__)
 
 
 def _examples_from_articles(
