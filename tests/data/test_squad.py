@@ -113,6 +113,7 @@ def test_article_range_takes_a_slice_or_a_pair():
     assert [e.qas_id for e in read_squad_examples(TINY_V1, False, article_range=(1, 2))] == ["riv-1", "riv-2", "riv-3"]
     assert len(read_squad_examples(TINY_V1, False, article_range=slice(0, 1))) == 6
     assert len(read_squad_examples(TINY_V1, False, article_range=slice(-1, None))) == 3
+    assert len(read_squad_examples(TINY_V1, False, article_range=slice(None, None, -1))) == 9
 
 
 def test_article_indexes_in_errors_count_from_the_start_of_the_file(tmp_path):

@@ -249,14 +249,16 @@ def _json_type_name(kind: type) -> str:
 
 
 def _examples_from_articles(
-    articles: Sequence, is_training: bool, version_2_with_negative: bool, path: Path, first_article_index: int
-) -> tuple[list[SquadExample], int]:
-    """The examples of `articles` and how many questions were skipped (answer not in the text)."""
+    articles: Sequence, article_range: slice | tuple[int, int] | None, is_training: bool,
+    version_2_with_negative: bool, path: Path
+) -> list[SquadExample]:
+    """The examples of the selected articles; errors name an article by its index in the file."""
     examples = []
     seen_ids: set[str] = set()
     num_skipped = 0
-    for article_offset, entry in enumerate(articles):
-        article_where = f"{path}: article {first_article_index + article_offset}"
+    for article_index in range(len(articles))[_article_slice(article_range)]:
+        entry = articles[article_index]
+        article_where = f"{path}: article {article_index}"
         for paragraph_index, paragraph in enumerate(_field(entry, "paragraphs", list, article_where)):
             paragraph_where = f"{article_where}, paragraph {paragraph_index}"
             paragraph_text = _field(paragraph, "context", str, paragraph_where)
@@ -269,7 +271,7 @@ def _examples_from_articles(
                     raise DataError(f"{where}: the id is used twice; question ids must be unique")
                 seen_ids.add(qas_id)
                 question_text = _field(qa, "question", str, where)
-                is_impossible = bool(_field(qa, "is_impossible", bool, where)) if version_2_with_negative else False
+                is_impossible = _field(qa, "is_impossible", bool, where) if version_2_with_negative else False
                 # Test files have no answers; training needs them (checked below).
                 answers = _field(qa, "answers", list, where) if "answers" in qa or is_training else []
                 answer_texts = [_field(answer, "text", str, f"{where}, answer {i}") for i, answer in enumerate(answers)]
@@ -318,7 +320,7 @@ def _examples_from_articles(
     if num_skipped:
         logger.warning("%s: skipped %d of %d questions whose answer could not be found in the context",
                        path, num_skipped, num_skipped + len(examples))
-    return examples, num_skipped
+    return examples
 
 
 def read_squad_examples(
@@ -337,10 +339,7 @@ def read_squad_examples(
     """
     path = Path(input_file)
     articles = load_squad_dataset(path)["data"]
-    selected = _article_slice(article_range)
-    first_index = range(len(articles))[selected].start if articles else 0
-    examples, _ = _examples_from_articles(articles[selected], is_training, version_2_with_negative, path, first_index)
-    return examples
+    return _examples_from_articles(articles, article_range, is_training, version_2_with_negative, path)
 
 
 def split_articles(input_file: str | os.PathLike, n_train: int, version_2_with_negative: bool = False) -> SquadSplit:
@@ -355,8 +354,8 @@ def split_articles(input_file: str | os.PathLike, n_train: int, version_2_with_n
     if not 0 < n_train < len(articles):
         raise DataError(f"{path}: has {len(articles)} articles, so n_train must be between 1 and "
                         f"{len(articles) - 1}, got {n_train}")
-    train_examples, _ = _examples_from_articles(articles[:n_train], True, version_2_with_negative, path, 0)
-    eval_examples, _ = _examples_from_articles(articles[n_train:], False, version_2_with_negative, path, n_train)
+    train_examples = _examples_from_articles(articles, slice(0, n_train), True, version_2_with_negative, path)
+    eval_examples = _examples_from_articles(articles, slice(n_train, None), False, version_2_with_negative, path)
     eval_dataset = {**dataset, "data": articles[n_train:]}
     return SquadSplit(train_examples, eval_examples, eval_dataset)
 
