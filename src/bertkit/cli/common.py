@@ -40,16 +40,23 @@ def checkpoint_path(args):
 
 
 def load_model(args, model_class, **overrides):
-    """From --init_checkpoint (with --bert_config_file if given), or from scratch with --bert_config_file."""
+    """From --init_checkpoint (with --bert_config_file if given), or from scratch with --bert_config_file.
+
+    `overrides` are config fields, plus the surgery options reinit, reinit_top_layers and
+    max_position_embeddings, which from_pretrained applies after loading.
+    """
+    surgery = {k: overrides.pop(k, None) for k in ("reinit", "reinit_top_layers", "max_position_embeddings")}
+    surgery = {k: v for k, v in surgery.items() if v}
     path = checkpoint_path(args)
     if path is None:
         if not args.bert_config_file:
             raise ConfigError("give --init_checkpoint, or --bert_config_file to train from scratch")
+        # From scratch there is nothing to re-initialise, and a longer position table is just config.
+        if "max_position_embeddings" in surgery:
+            overrides["max_position_embeddings"] = surgery["max_position_embeddings"]
         config = BertConfig.from_json_file(args.bert_config_file, **overrides)
         logger.info("Training %s from scratch with %s", model_class.__name__, args.bert_config_file)
         return model_class(config)
-    surgery = {k: overrides.pop(k) for k in ("reinit", "reinit_top_layers", "max_position_embeddings")
-               if overrides.get(k)}
     config = BertConfig.from_json_file(args.bert_config_file, **overrides) if args.bert_config_file else None
     return model_class.from_pretrained(path, config=config, **surgery, **({} if config else overrides))
 
