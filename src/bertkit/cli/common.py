@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 
 from bertkit.checkpoint.load import resolve_checkpoint
 from bertkit.cli.main import str2bool
@@ -10,8 +11,16 @@ from bertkit.config import BertConfig
 from bertkit.errors import CheckpointError, ConfigError
 from bertkit.paths import minilm_dir
 from bertkit.tokenization import FullTokenizer
+from bertkit.training.optim import SCHEDULES
+from bertkit.training.trainer import TrainingArguments
 
 logger = logging.getLogger("bertkit")
+
+
+def default_cache_dir() -> str:
+    """Where features are cached between runs (the data directory may be read-only)."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "bertkit", "features")
 
 
 def add_model_arguments(parser, default_to_minilm: bool = True) -> None:
@@ -75,3 +84,64 @@ def load_tokenizer(args, config: BertConfig) -> FullTokenizer:
             f"{vocab_file} has {len(tokenizer)} entries but the model's config says vocab_size={config.vocab_size}; "
             "pass the vocab.txt that belongs to this checkpoint")
     return tokenizer
+
+
+def add_training_arguments(parser, learning_rate: float = 5e-5, epochs: float = 3.0, max_seq_length: int = 128) -> None:
+    """Google's training flags plus bertkit's; shared by every task runner."""
+    flag = dict(type=str2bool, nargs="?", const=True, default=False, metavar="BOOL")
+    google = parser.add_argument_group("Google's flags")
+    google.add_argument("--output_dir", required=True)
+    google.add_argument("--do_train", **flag)
+    google.add_argument("--do_eval", **flag)
+    google.add_argument("--do_predict", **flag)
+    google.add_argument("--max_seq_length", type=int, default=max_seq_length)
+    google.add_argument("--train_batch_size", type=int, default=32)
+    google.add_argument("--eval_batch_size", type=int, default=8)
+    google.add_argument("--predict_batch_size", type=int, default=8)
+    google.add_argument("--learning_rate", type=float, default=learning_rate)
+    google.add_argument("--num_train_epochs", type=float, default=epochs)
+    google.add_argument("--warmup_proportion", type=float, default=0.1)
+    google.add_argument("--save_checkpoints_steps", type=int, default=1000)
+    google.add_argument("--iterations_per_loop", type=int, default=1000, help="accepted for compatibility; unused")
+    google.add_argument("--use_tpu", **flag, help="accepted for compatibility; must be false")
+    ours = parser.add_argument_group("bertkit's flags")
+    ours.add_argument("--reinit_top_layers", type=int, default=0, help="re-initialise the top N encoder layers")
+    ours.add_argument("--reinit", default=None, help="comma-separated parameter names or glob patterns to re-initialise")
+    ours.add_argument("--max_position_embeddings", type=int, default=None,
+                      help="extend the position table past the checkpoint's (trained rows are kept)")
+    ours.add_argument("--scheduler", choices=sorted(SCHEDULES), default="linear")
+    ours.add_argument("--warmup_steps", type=int, default=None, help="overrides --warmup_proportion")
+    ours.add_argument("--max_steps", type=int, default=None, help="stop after this many optimizer steps")
+    ours.add_argument("--gradient_accumulation_steps", type=int, default=1)
+    ours.add_argument("--google_adam", **flag, help="Google's AdamWeightDecayOptimizer (no bias correction)")
+    ours.add_argument("--pad_to_max_length", **flag,
+                      help="pad every batch to max_seq_length (Google's exact input shapes); default: dynamic padding")
+    ours.add_argument("--group_by_length", type=str2bool, default=True, metavar="BOOL",
+                      help="batch examples of similar length together (default true)")
+    ours.add_argument("--eval_steps", type=int, default=None, help="evaluate every N steps (default: every epoch)")
+    ours.add_argument("--save_total_limit", type=int, default=None, help="keep only the newest N checkpoints")
+    ours.add_argument("--seed", type=int, default=42)
+    ours.add_argument("--bf16", **flag, help="bf16 autocast (fast on CPUs with AMX and on GPUs)")
+    ours.add_argument("--resume", **flag, help="continue from the newest checkpoint in --output_dir")
+    ours.add_argument("--cache_dir", default=default_cache_dir(),
+                      help="feature cache directory ('none' disables it)")
+    ours.add_argument("--no_progress", action="store_true", help="no progress bar (log lines only)")
+
+
+def training_arguments(args) -> TrainingArguments:
+    if args.use_tpu:
+        raise ConfigError("--use_tpu=true is not supported: bertkit runs on CPUs and GPUs")
+    return TrainingArguments(
+        output_dir=args.output_dir, learning_rate=args.learning_rate, num_train_epochs=args.num_train_epochs,
+        max_steps=args.max_steps, train_batch_size=args.train_batch_size, eval_batch_size=args.eval_batch_size,
+        gradient_accumulation_steps=args.gradient_accumulation_steps, warmup_proportion=args.warmup_proportion,
+        warmup_steps=args.warmup_steps, scheduler=args.scheduler, bias_correction=not args.google_adam,
+        seed=args.seed, bf16=args.bf16, eval_steps=args.eval_steps, save_checkpoints_steps=args.save_checkpoints_steps,
+        save_total_limit=args.save_total_limit, progress=not args.no_progress, group_by_length=args.group_by_length,
+        pad_to_max_length=args.pad_to_max_length, max_seq_length=args.max_seq_length,
+    )
+
+
+def model_overrides(args) -> dict:
+    return dict(reinit=[p for p in args.reinit.split(",") if p] if args.reinit else None,
+                reinit_top_layers=args.reinit_top_layers, max_position_embeddings=args.max_position_embeddings)

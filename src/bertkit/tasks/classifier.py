@@ -8,8 +8,7 @@ BertForSequenceClassification, and do_train / do_eval / do_predict run in that o
 from __future__ import annotations
 
 import logging
-import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -32,12 +31,6 @@ GLUE_SUBMISSION_NAMES = {
 }
 
 
-def default_cache_dir() -> Path:
-    """Where features are cached between runs (the data directory may be read-only)."""
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "bertkit" / "features"
-
-
 @dataclass
 class ClassifierTask:
     """What run_classifier needs beyond the model and the training arguments."""
@@ -48,7 +41,7 @@ class ClassifierTask:
     do_train: bool = False
     do_eval: bool = False
     do_predict: bool = False
-    cache_dir: str | None = field(default_factory=lambda: str(default_cache_dir()))
+    cache_dir: str | None = None  # feature cache; None: tokenize every time
     max_train_examples: int | None = None  # a bounded subset, for smoke tests and quick looks
 
 
