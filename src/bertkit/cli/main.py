@@ -16,6 +16,8 @@ from bertkit.errors import BertkitError
 # command -> module under bertkit.cli; each module has add_arguments(parser) and run(args) -> int.
 COMMANDS = {
     "run_classifier": ("run_classifier", "fine-tune and evaluate on a GLUE-style task (Google's flags)"),
+    "run_ner": ("run_ner", "token classification (NER) on CoNLL-2003 column files"),
+    "run_multiple_choice": ("run_multiple_choice", "multiple choice (SWAG CSV, CommonsenseQA JSONL)"),
     "encode": ("encode", "load a checkpoint, print its load report, and encode a text or a pair"),
     "inspect": ("inspect_cmd", "list a checkpoint's variables, what they map to, and parameter counts"),
     "convert": ("convert", "convert a Google TF or PyTorch .bin checkpoint to HF layout with safetensors"),

@@ -1,0 +1,46 @@
+"""Fine-tune and evaluate BERT on a multiple-choice task: SWAG (CSV) or CommonsenseQA (JSONL).
+
+    bertkit run_multiple_choice --task=commonsenseqa --do_train=true --do_eval=true \\
+        --data_dir=$DATA/commonsenseqa --max_seq_length=64 --train_batch_size=16 \\
+        --learning_rate=5e-5 --num_train_epochs=3.0 --output_dir=/tmp/csqa_output/
+
+--data_dir holds the task's files: SWAG's train.csv, val.csv, test.csv, or CommonsenseQA's
+train_rand_split.jsonl, dev_rand_split.jsonl, test_rand_split_no_answers.jsonl. Without
+--init_checkpoint the packaged all-MiniLM-L6-v2 is fine-tuned; with only --bert_config_file
+(and --vocab_file) the model trains from scratch. Writes eval_results.txt, eval_predictions.jsonl
+(--do_eval) and test_predictions.jsonl (--do_predict) to --output_dir. Features are built on
+every run (they take seconds); --cache_dir is accepted for the shared flags but not used here.
+"""
+
+from __future__ import annotations
+
+from bertkit.cli.common import (add_model_arguments, add_training_arguments, load_model, load_tokenizer,
+                                model_overrides, training_arguments)
+from bertkit.data.multiple_choice import get_processor
+from bertkit.errors import ConfigError
+from bertkit.heads import BertForMultipleChoice
+from bertkit.tasks.multiple_choice import MultipleChoiceTask, run_multiple_choice
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--task", "--task_name", dest="task", required=True, help="swag or commonsenseqa")
+    parser.add_argument("--data_dir", required=True, help="the task's folder (see above for the file names)")
+    parser.add_argument("--max_train_examples", type=int, default=None, help="train on the first N examples only")
+    add_model_arguments(parser)
+    add_training_arguments(parser, learning_rate=5e-5, max_seq_length=128)
+
+
+def run(args) -> int:
+    if not (args.do_train or args.do_eval or args.do_predict):
+        raise ConfigError("at least one of --do_train, --do_eval or --do_predict must be true")
+    get_processor(args.task)  # an unknown task fails before the model loads
+    training = training_arguments(args)
+    model = load_model(args, BertForMultipleChoice, **model_overrides(args))
+    tokenizer = load_tokenizer(args, model.config)
+    task = MultipleChoiceTask(task_name=args.task, data_dir=args.data_dir, max_seq_length=args.max_seq_length,
+                              do_train=args.do_train, do_eval=args.do_eval, do_predict=args.do_predict,
+                              max_train_examples=args.max_train_examples)
+    results = run_multiple_choice(model, tokenizer, task, training, resume=args.resume)
+    for key in sorted(results):
+        print(f"{key} = {results[key]}")
+    return 0
