@@ -72,35 +72,30 @@ class Run:
 
 
 def planned_runs() -> list[Run]:
-    """In order of importance: what is cut short by a deadline is the least important."""
-    runs = []
-    for lr in (2e-5, 1e-4):
-        runs.append(Run("MRPC", "(a) MiniLM-L6, pretrained", "minilm", lr))
-    for lr in (2e-5, 1e-4):
-        runs.append(Run("MRPC", "(c) BERT-Tiny config, from scratch", "tiny-scratch", lr))
-        runs.append(Run("MRPC", "(b) MiniLM-L6 architecture, from scratch", "minilm-scratch", lr))
-    for lr in (2e-5, 1e-4):
-        for n in (1, 2):
-            runs.append(Run("MRPC", f"(d) MiniLM-L6, --reinit_top_layers={n}", "minilm", lr, extra=(f"--reinit_top_layers={n}",)))
-    for task in ("RTE", "STS-B", "CoLA"):
-        for lr in (2e-5, 1e-4):
-            runs.append(Run(task, "MiniLM-L6, pretrained", "minilm", lr))
-        runs.append(Run(task, "MiniLM-L6 architecture, from scratch", "minilm-scratch", 1e-4))
-    for lr in (2e-5, 1e-4):
-        runs.append(Run("SST-2", "MiniLM-L6, pretrained", "minilm", lr, epochs=1.0))
-    runs.append(Run("SST-2", "MiniLM-L6 architecture, from scratch", "minilm-scratch", 1e-4, epochs=1.0))
-    return runs
+    """In order of importance: what a deadline cuts short is the least important."""
+    minilm = [Run("MRPC", "(a) MiniLM-L6, pretrained", "minilm", lr) for lr in (2e-5, 1e-4)]
+    tiny = [Run("MRPC", "(c) BERT-Tiny config, from scratch", "tiny-scratch", lr) for lr in (2e-5, 1e-4)]
+    scratch = [Run("MRPC", "(b) MiniLM-L6 architecture, from scratch", "minilm-scratch", lr) for lr in (1e-4, 2e-5)]
+    reinit = [Run("MRPC", f"(d) MiniLM-L6, --reinit_top_layers={n}", "minilm", lr, extra=(f"--reinit_top_layers={n}",))
+              for lr in (1e-4, 2e-5) for n in (1, 2)]
+    others = [Run(task, "MiniLM-L6, pretrained", "minilm", 1e-4) for task in ("RTE", "STS-B", "CoLA")]
+    others.append(Run("SST-2", "MiniLM-L6, pretrained", "minilm", 1e-4, epochs=1.0))
+    others += [Run(task, "MiniLM-L6, pretrained", "minilm", 2e-5) for task in ("RTE", "STS-B", "CoLA")]
+    others += [Run(task, "MiniLM-L6 architecture, from scratch", "minilm-scratch", 1e-4)
+               for task in ("RTE", "STS-B", "CoLA")]
+    return minilm + tiny + scratch[:1] + reinit[:2] + others[:4] + scratch[1:] + reinit[2:] + others[4:]
 
 
 def read_results(path: Path) -> dict | None:
-    if not path.is_file():
+    """The final eval_results.txt of a finished run (the Trainer rewrites it after every epoch)."""
+    if not path.is_file() or not (path.parent / "model.safetensors").is_file():
         return None
     return {k: float(v) for k, v in (line.split(" = ") for line in path.read_text().splitlines())}
 
 
 def run_one(run: Run, seed: int, data: Path) -> None:
     out = OUTPUTS / run.key / f"seed{seed}"
-    if read_results(out / "eval_results.txt") is not None and (out / "model.safetensors").is_file():
+    if read_results(out / "eval_results.txt") is not None:
         return
     start = time.perf_counter()
     command = [sys.executable, "-m", "bertkit", "-q", *run.argv(seed, data), "--no_progress"]
@@ -150,7 +145,7 @@ def write_report(runs: list[Run], data: Path) -> None:
         lines += [f"## {task}", "", "| run | lr | epochs | " + " | ".join(m.removeprefix("eval_") for m in metrics)
                   + " | n | note |", "|---|---|---|" + "---|" * len(metrics) + "---|---|"]
         commands = []
-        for run in (r for r in runs if r.task == task):
+        for run in sorted((r for r in runs if r.task == task), key=lambda r: (r.name, -r.learning_rate)):
             results = [r for r in (read_results(OUTPUTS / run.key / f"seed{s}" / "eval_results.txt") for s in SEEDS) if r]
             cells = [mean_std([r[m] for r in results]) for m in metrics]
             note = "**collapsed** to the majority class" if collapsed(task, results) else ""
@@ -189,15 +184,17 @@ def main() -> int:
             print("bertkit " + " ".join(run.argv(SEEDS[0], data)))
         return 0
     if not args.report_only:
-        for index, run in enumerate(runs):
-            for seed in SEEDS:
-                run_one(run, seed, data)
+        # MRPC with every seed first, then one seed of every other task before the remaining seeds.
+        jobs = [(run, seed) for run in runs if run.task == "MRPC" for seed in SEEDS]
+        jobs += [(run, seed) for seed in SEEDS for run in runs if run.task != "MRPC"]
+        for index, (run, seed) in enumerate(jobs):
+            run_one(run, seed, data)
+            write_report(runs, data)
+            print(f"[{index + 1}/{len(jobs)}] {run.key} seed {seed} done", flush=True)
+            if run.task == "MRPC" and run.model == "minilm" and run.learning_rate == 2e-5 and not run.extra \
+                    and seed <= args.parity_seeds:
+                hf_parity(data, seed)
                 write_report(runs, data)
-            print(f"[{index + 1}/{len(runs)}] {run.key} done", flush=True)
-            if run.task == "MRPC" and run.model == "minilm" and run.learning_rate == 2e-5 and not run.extra:
-                for seed in SEEDS[: args.parity_seeds]:
-                    hf_parity(data, seed)
-                    write_report(runs, data)
     write_report(runs, data)
     return 0
 
