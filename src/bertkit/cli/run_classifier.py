@@ -12,6 +12,8 @@ trains from scratch. Run the same command under `torchrun --nproc_per_node=N` fo
 
 from __future__ import annotations
 
+import os
+
 from bertkit.cli.common import (add_model_arguments, add_training_arguments, load_model, load_tokenizer,
                                 model_overrides, training_arguments)
 from bertkit.data.glue import get_processor
@@ -44,6 +46,7 @@ def run(args) -> int:
                           cache_dir=None if args.cache_dir.lower() == "none" else args.cache_dir,
                           max_train_examples=args.max_train_examples)
     results = run_classifier(model, tokenizer, str(tokenizer.vocab_file), task, training, resume=args.resume)
-    for key in sorted(results):
-        print(f"{key} = {results[key]}")
+    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, one copy of the results is enough
+        for key in sorted(results):
+            print(f"{key} = {results[key]}")
     return 0
