@@ -1,0 +1,79 @@
+"""Fine-tune and evaluate BERT on CoNLL-2003 named-entity recognition (token classification).
+
+    bertkit run_ner --data_dir=../shared/data/conll2003 --do_train=true --do_eval=true --do_predict=true \\
+        --max_seq_length=128 --train_batch_size=32 --learning_rate=5e-5 --num_train_epochs=3.0 \\
+        --output_dir=/tmp/conll2003_output/
+
+The data directory holds eng.train, eng.testa (evaluated with --do_eval) and eng.testb (with
+--do_predict); --train_file/--eval_file/--test_file name other CoNLL column files, 4-column
+`token POS chunk NER` or 2-column `token label`, IOB1 or IOB2 tags. The label list comes from the
+training file and is stored in the model's config.json (id2label); evaluating a fine-tuned model
+without --do_train uses the labels in its config. Sentences longer than --max_seq_length are split
+into overlapping windows, never truncated. Results: eval_results.txt / test_results.txt,
+<prefix>_results.json, <prefix>_per_type.txt and predictions_dev.txt / predictions_test.txt
+(`word gold pred` columns). Features are built in seconds and are not cached (--cache_dir is unused).
+
+--init_checkpoint defaults to the packaged all-MiniLM-L6-v2; with only --bert_config_file the
+model trains from scratch. Run under `torchrun --nproc_per_node=N` for data parallelism.
+"""
+
+from __future__ import annotations
+
+from bertkit.checkpoint.load import resolve_checkpoint
+from bertkit.cli.common import (add_model_arguments, add_training_arguments, checkpoint_path, load_model,
+                                load_tokenizer, model_overrides, training_arguments)
+from bertkit.cli.main import str2bool
+from bertkit.config import BertConfig
+from bertkit.errors import ConfigError
+from bertkit.heads import BertForTokenClassification
+from bertkit.tasks.ner import CONLL2003_FILES, NerTask, model_labels, run_ner, training_labels
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--data_dir", required=True, help="folder of the CoNLL files (e.g. ../shared/data/conll2003)")
+    parser.add_argument("--train_file", default=CONLL2003_FILES["train"], help="training file in --data_dir")
+    parser.add_argument("--eval_file", default=CONLL2003_FILES["dev"], help="dev file for --do_eval")
+    parser.add_argument("--test_file", default=CONLL2003_FILES["test"], help="test file for --do_predict")
+    parser.add_argument("--label_column", type=int, default=-1,
+                        help="0-based column of the tag; negative counts from the end (default -1: the last)")
+    parser.add_argument("--test_has_labels", type=str2bool, default=True, metavar="BOOL",
+                        help="false: --test_file is unlabelled (words in the first column); it is only predicted")
+    parser.add_argument("--doc_stride", type=int, default=None,
+                        help="for sentences longer than max_seq_length: word pieces between the starts of "
+                             "consecutive windows (default: half a window)")
+    parser.add_argument("--max_train_examples", type=int, default=None, help="train on the first N sentences only")
+    add_model_arguments(parser)
+    add_training_arguments(parser, learning_rate=5e-5)
+
+
+def _checkpoint_labels(args) -> list[str] | None:
+    """The NER labels in the checkpoint's (or --bert_config_file's) config, if it has them."""
+    path = checkpoint_path(args)
+    config_file = args.bert_config_file or (resolve_checkpoint(path).config_file if path else None)
+    return model_labels(BertConfig.from_json_file(config_file)) if config_file else None
+
+
+def run(args) -> int:
+    if not (args.do_train or args.do_eval or args.do_predict):
+        raise ConfigError("at least one of --do_train, --do_eval or --do_predict must be true")
+    if args.doc_stride is not None and args.doc_stride < 1:
+        raise ConfigError(f"--doc_stride must be positive, got {args.doc_stride}")
+    task = NerTask(data_dir=args.data_dir, train_file=args.train_file, eval_file=args.eval_file,
+                   test_file=args.test_file, label_column=args.label_column, test_has_labels=args.test_has_labels,
+                   max_seq_length=args.max_seq_length, doc_stride=args.doc_stride, do_train=args.do_train,
+                   do_eval=args.do_eval, do_predict=args.do_predict, max_train_examples=args.max_train_examples)
+    training = training_arguments(args)
+    # Training takes the labels from the training file; evaluating a fine-tuned model, from its config.
+    labels = None if args.do_train else _checkpoint_labels(args)
+    if labels is None:
+        labels = training_labels(task)
+    model = load_model(args, BertForTokenClassification, num_labels=len(labels), id2label=dict(enumerate(labels)),
+                       label2id={label: i for i, label in enumerate(labels)}, **model_overrides(args))
+    if args.max_seq_length > model.config.max_position_embeddings:
+        raise ConfigError(f"--max_seq_length={args.max_seq_length} is more than the model's "
+                          f"max_position_embeddings={model.config.max_position_embeddings}")
+    tokenizer = load_tokenizer(args, model.config)
+    results = run_ner(model, tokenizer, task, training, resume=args.resume)
+    for key in sorted(results):
+        print(f"{key} = {results[key]}")
+    return 0

@@ -1,0 +1,256 @@
+"""run_ner: token classification (named-entity recognition) on CoNLL-2003 column files.
+
+The same shape as run_classifier: read the column files (data/ner.py), build one feature per
+window of every sentence, fine-tune BertForTokenClassification on the one Trainer, then evaluate
+on the dev file (CoNLL-2003's eng.testa) and, with do_predict, on the test file (eng.testb).
+
+Scores are entity-level precision, recall and F1 with seqeval's default (conlleval) semantics,
+overall (micro average) and per entity type, plus token accuracy. The model predicts one tag per
+word (at its first word piece, in the window where the word has the most context); those tags
+are what is scored and written out. Output, beside the model and the Trainer's files:
+
+    <prefix>_results.txt      key = value, as run_classifier's eval_results.txt (prefix eval / test)
+    <prefix>_results.json     the same numbers, with a per-type block
+    <prefix>_per_type.txt     a precision / recall / F1 / support table per entity type
+    predictions_<split>.txt   CoNLL columns `word gold pred`, a blank line between sentences
+                              (`word pred` for unlabelled text); split is dev or test
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from bertkit.data.batching import FeatureDataset
+from bertkit.data.ner import (NON_MODEL_FIELDS, NerExample, NerFeature, align_predictions, check_labels,
+                              convert_examples_to_features, entity_type, get_labels, read_conll)
+from bertkit.errors import ConfigError
+from bertkit.heads import BertForTokenClassification
+from bertkit.io_utils import atomic_write
+from bertkit.tokenization import FullTokenizer
+from bertkit.training.trainer import Trainer, TrainingArguments
+
+logger = logging.getLogger("bertkit")
+
+# CoNLL-2003's file names; the dev set is eng.testa, the test set eng.testb.
+CONLL2003_FILES = {"train": "eng.train", "dev": "eng.testa", "test": "eng.testb"}
+
+
+@dataclass
+class NerTask:
+    """What run_ner needs beyond the model and the training arguments."""
+
+    data_dir: str
+    train_file: str = CONLL2003_FILES["train"]
+    eval_file: str = CONLL2003_FILES["dev"]
+    test_file: str = CONLL2003_FILES["test"]
+    label_column: int = -1  # the tag column (default the last)
+    test_has_labels: bool = True  # False: the test file is unlabelled text, its words in the first column
+    max_seq_length: int = 128
+    doc_stride: int | None = None  # pieces between window starts for long sentences; None: half a window
+    do_train: bool = False
+    do_eval: bool = False
+    do_predict: bool = False
+    max_train_examples: int | None = None  # the first N training sentences, for smoke tests
+
+    def path(self, split: str) -> Path:
+        names = {"train": self.train_file, "dev": self.eval_file, "test": self.test_file}
+        if split not in names:
+            raise ConfigError(f"unknown split {split!r}; expected one of {', '.join(names)}")
+        return Path(self.data_dir) / names[split]
+
+
+@dataclass
+class NerSplit:
+    """One data file, read and converted: sentences, their window features and the Dataset."""
+
+    path: Path
+    examples: list[NerExample]
+    features: list[NerFeature]
+    dataset: FeatureDataset
+
+    @property
+    def has_labels(self) -> bool:
+        return bool(self.examples) and self.examples[0].labels is not None
+
+
+def read_examples(task: NerTask, split: str) -> list[NerExample]:
+    labelled = split != "test" or task.test_has_labels
+    examples = read_conll(task.path(split), label_column=task.label_column if labelled else None)
+    if split == "train" and task.max_train_examples:
+        examples = examples[: task.max_train_examples]
+    return examples
+
+
+def training_labels(task: NerTask) -> list[str]:
+    """The label list from the (whole) training file: `O` first, then the others sorted."""
+    return get_labels(read_conll(task.path("train"), label_column=task.label_column))
+
+
+def model_labels(config) -> list[str] | None:
+    """The labels a token-classification checkpoint was trained with, if its config holds NER tags."""
+    id2label = getattr(config, "id2label", None)
+    if not id2label or "O" not in id2label.values() or sorted(id2label) != list(range(len(id2label))):
+        return None
+    return [id2label[i] for i in range(len(id2label))]
+
+
+def build_split(task: NerTask, split: str, tokenizer: FullTokenizer, label_list: Sequence[str]) -> NerSplit:
+    path = task.path(split)
+    examples = read_examples(task, split)
+    check_labels(examples, label_list, path)
+    features = convert_examples_to_features(examples, label_list, task.max_seq_length, tokenizer, task.doc_stride)
+    logger.info("%s: %d sentences, %d words, %d windows", path, len(examples),
+                sum(len(e.words) for e in examples), len(features))
+    drop = list(NON_MODEL_FIELDS) + (["labels"] if not examples or examples[0].labels is None else [])
+    return NerSplit(path, examples, features, FeatureDataset(features, drop=drop))
+
+
+# -- metrics ---------------------------------------------------------------------------------
+
+
+def ner_metrics(gold: Sequence[Sequence[str]], predicted: Sequence[Sequence[str]],
+                entity_types: Sequence[str] = ()) -> dict[str, float]:
+    """seqeval's entity-level scores (default mode, as conlleval): `precision`, `recall`, `f1`
+    (micro averages over entities), token `accuracy`, and `<TYPE>_precision / _recall / _f1 /
+    _support` for every type found in either sequence or listed in `entity_types`."""
+    from seqeval.metrics import accuracy_score, classification_report
+
+    gold = [list(s) for s in gold]
+    predicted = [list(s) for s in predicted]
+    report = classification_report(gold, predicted, output_dict=True, zero_division=0)
+    overall = report.get("micro avg", {"precision": 0.0, "recall": 0.0, "f1-score": 0.0, "support": 0})
+    metrics = {"precision": float(overall["precision"]), "recall": float(overall["recall"]),
+               "f1": float(overall["f1-score"]), "accuracy": float(accuracy_score(gold, predicted)) if gold else 0.0,
+               "support": float(overall["support"])}
+    types = sorted({k for k in report if not k.endswith(" avg")} | set(entity_types))
+    for name in types:
+        row = report.get(name, {"precision": 0.0, "recall": 0.0, "f1-score": 0.0, "support": 0})
+        metrics.update({f"{name}_precision": float(row["precision"]), f"{name}_recall": float(row["recall"]),
+                        f"{name}_f1": float(row["f1-score"]), f"{name}_support": float(row["support"])})
+    return metrics
+
+
+def entity_types_of(label_list: Sequence[str]) -> list[str]:
+    return sorted({t for t in map(entity_type, label_list) if t})
+
+
+class NerEvaluation:
+    """The Trainer's compute_metrics for one split: per-token predicted ids -> one tag per word ->
+    ner_metrics. The tags of the latest call are kept in `predicted` for writing out."""
+
+    def __init__(self, split: NerSplit, label_list: Sequence[str]):
+        self.split = split
+        self.label_list = list(label_list)
+        self.predicted: list[list[str]] | None = None
+
+    def tags(self, predictions: np.ndarray) -> list[list[str]]:
+        ids = align_predictions(self.split.features, predictions, self.split.examples)
+        return [[self.label_list[i] for i in sentence] for sentence in ids]
+
+    def __call__(self, predictions: np.ndarray, labels: np.ndarray | None = None) -> dict[str, float]:
+        self.predicted = self.tags(predictions)
+        return ner_metrics([e.labels for e in self.split.examples], self.predicted, entity_types_of(self.label_list))
+
+
+def predicted_ids(output):
+    """The Trainer's prediction_fn: the arg-max class per token (ints, not a float per class)."""
+    return output.logits.argmax(dim=-1)
+
+
+# -- output ----------------------------------------------------------------------------------
+
+
+def write_predictions(path: str | Path, examples: Sequence[NerExample], predicted: Sequence[Sequence[str]]) -> None:
+    """CoNLL columns: `word gold pred` per line (`word pred` without gold), a blank line between sentences."""
+    with atomic_write(path) as handle:
+        for example, tags in zip(examples, predicted):
+            gold = example.labels or [None] * len(example.words)
+            for word, label, tag in zip(example.words, gold, tags):
+                handle.write(f"{word} {label} {tag}\n" if label is not None else f"{word} {tag}\n")
+            handle.write("\n")
+
+
+def per_type_table(metrics: dict[str, float], entity_types: Sequence[str]) -> str:
+    """A seqeval-style table: precision, recall, F1 and support per type, then the micro average."""
+    lines = [f"{'':>10}  {'precision':>9}  {'recall':>9}  {'f1':>9}  {'support':>7}", ""]
+
+    def row(name: str, prefix: str) -> str:
+        return (f"{name:>10}  {metrics[prefix + 'precision']:>9.4f}  {metrics[prefix + 'recall']:>9.4f}  "
+                f"{metrics[prefix + 'f1']:>9.4f}  {int(metrics[prefix + 'support']):>7d}")
+
+    lines += [row(name, f"{name}_") for name in entity_types]
+    lines += ["", row("micro avg", ""), "", f"token accuracy {metrics['accuracy']:.4f}"]
+    return "\n".join(lines) + "\n"
+
+
+def write_report(output_dir: Path, prefix: str, results: dict, entity_types: Sequence[str], path: Path) -> None:
+    """<prefix>_results.json and <prefix>_per_type.txt from a `<prefix>_`-keyed result dict."""
+    plain = {k[len(prefix) + 1:]: v for k, v in results.items() if k.startswith(prefix + "_")}
+    types = [t for t in entity_types if f"{t}_f1" in plain] or sorted(
+        k[: -len("_f1")] for k in plain if k.endswith("_f1") and k != "f1")
+    summary = {"file": str(path), "global_step": results.get("global_step"), "loss": plain.get("loss"),
+               **{k: plain[k] for k in ("precision", "recall", "f1", "accuracy") if k in plain},
+               "support": int(plain.get("support", 0)),
+               "per_type": {t: {"precision": plain[f"{t}_precision"], "recall": plain[f"{t}_recall"],
+                                "f1": plain[f"{t}_f1"], "support": int(plain[f"{t}_support"])} for t in types}}
+    with atomic_write(output_dir / f"{prefix}_results.json") as handle:
+        json.dump(summary, handle, indent=2)
+        handle.write("\n")
+    with atomic_write(output_dir / f"{prefix}_per_type.txt") as handle:
+        handle.write(f"{path}, step {results.get('global_step')}\n\n" + per_type_table(plain, types))
+
+
+# -- the runner ------------------------------------------------------------------------------
+
+
+def run_ner(model: BertForTokenClassification, tokenizer: FullTokenizer, task: NerTask, args: TrainingArguments,
+            resume: bool = False) -> dict:
+    """Train, evaluate (dev) and predict (test) as asked. The label list is the model's
+    (config.id2label). Returns the dev metrics (`eval_*`) and the test metrics (`test_*`)."""
+    label_list = model_labels(model.config)
+    if label_list is None or len(label_list) != model.config.num_labels:
+        raise ConfigError("the model's config has no NER label list (id2label with an 'O' tag for every class); "
+                          "build it with id2label/label2id from the training file (training_labels)")
+    types = entity_types_of(label_list)
+    output_dir = Path(args.output_dir)
+    train = build_split(task, "train", tokenizer, label_list) if task.do_train else None
+    dev = build_split(task, "dev", tokenizer, label_list) if task.do_eval else None
+    dev_evaluation = NerEvaluation(dev, label_list) if dev is not None else None
+    if train is not None:
+        logger.info("***** Running training *****  %d windows of %d sentences, batch size %d, %s epochs",
+                    len(train.dataset), len(train.examples), args.train_batch_size, args.num_train_epochs)
+    trainer = Trainer(model, args, train_dataset=train.dataset if train else None,
+                      eval_dataset=dev.dataset if dev else None, compute_metrics=dev_evaluation,
+                      prediction_fn=predicted_ids, tokenizer=tokenizer)
+    results: dict = {}
+    if task.do_train:
+        results = trainer.train(resume=resume).metrics
+    if task.do_eval and not results:
+        results = trainer.evaluate()
+    if dev is not None and trainer.is_main:
+        write_predictions(output_dir / "predictions_dev.txt", dev.examples, dev_evaluation.predicted)
+        write_report(output_dir, "eval", results, types, dev.path)
+    if task.do_predict:
+        test = build_split(task, "test", tokenizer, label_list)
+        evaluation = NerEvaluation(test, label_list)
+        if test.has_labels:
+            trainer.compute_metrics = evaluation  # scored like the dev set; writes test_results.txt
+            test_results = trainer.evaluate(test.dataset, prefix="test")
+            predicted = evaluation.predicted
+            results.update({k: v for k, v in test_results.items() if k.startswith("test_")})
+        else:  # every process takes part in the gather
+            predicted = evaluation.tags(trainer.predict(test.dataset).predictions)
+        if trainer.is_main:
+            write_predictions(output_dir / "predictions_test.txt", test.examples, predicted)
+            if test.has_labels:
+                write_report(output_dir, "test", test_results, types, test.path)
+            logger.info("wrote the predictions for %d sentences to %s", len(test.examples),
+                        output_dir / "predictions_test.txt")
+    return results
+
