@@ -1,0 +1,184 @@
+"""run_squad: extractive question answering (SQuAD v1.1 / v2.0) on the one Trainer.
+
+Google's run_squad.py, step for step: the JSON files are read into SquadExamples, every example is
+cut into doc-stride windows (data/squad.py), BertForQuestionAnswering is trained on the windows'
+start/end positions, and prediction collects the start and end logits of every window and decodes
+them into one answer per question, written as predictions.json and nbest_predictions.json (and,
+for SQuAD 2.0, null_odds.json).
+
+Beyond Google's script:
+
+* when the prediction file has gold answers, the official v1.1 metric is computed on the
+  predictions and written as eval_results.txt (`exact_match`, `f1`, `global_step`);
+* `split_articles=N` trains on the first N articles of one file and predicts on the rest, for a
+  held-out evaluation when the only annotated SQuAD file at hand is dev-v1.1.json (38/10 of its
+  48 articles); the held-out articles are written as eval_articles.json, so that the official
+  evaluate-v1.1.py can score predictions.json against them.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping
+
+from bertkit.data.batching import FeatureDataset
+from bertkit.data.squad import (SquadExample, collect_raw_results, convert_examples_to_features, load_squad_dataset,
+                                model_inputs, read_squad_examples, split_articles, squad_evaluate,
+                                write_predictions, write_squad_dataset)
+from bertkit.errors import ConfigError
+from bertkit.heads import BertForQuestionAnswering
+from bertkit.tokenization import FullTokenizer
+from bertkit.training.logging import write_eval_results
+from bertkit.training.trainer import Trainer, TrainingArguments
+
+logger = logging.getLogger("bertkit")
+
+PREDICTIONS_FILE = "predictions.json"
+NBEST_FILE = "nbest_predictions.json"
+NULL_ODDS_FILE = "null_odds.json"
+EVAL_RESULTS_FILE = "eval_results.txt"
+EVAL_ARTICLES_FILE = "eval_articles.json"
+
+
+@dataclass
+class SquadTask:
+    """What run_squad needs beyond the model and the training arguments (Google's flag names)."""
+
+    train_file: str | None = None
+    predict_file: str | None = None
+    do_train: bool = False
+    do_predict: bool = False
+    max_seq_length: int = 384
+    doc_stride: int = 128
+    max_query_length: int = 64
+    n_best_size: int = 20
+    max_answer_length: int = 30
+    version_2_with_negative: bool = False
+    null_score_diff_threshold: float = 0.0
+    split_articles: int | None = None  # train on the first N articles of train_file, predict on the rest
+    max_train_examples: int | None = None  # a bounded subset, for smoke tests and quick looks
+
+    def validate(self) -> None:
+        """Flag combinations Google's script checks (validate_flags_or_throw), plus split_articles'."""
+        if not (self.do_train or self.do_predict):
+            raise ConfigError("at least one of --do_train or --do_predict must be true")
+        if self.split_articles is not None:
+            if not self.train_file:
+                raise ConfigError("--split_articles=N needs --train_file: the one file whose first N articles "
+                                  "are trained on and whose other articles are predicted")
+            if self.predict_file and Path(self.predict_file).resolve() != Path(self.train_file).resolve():
+                raise ConfigError("--split_articles predicts on the rest of --train_file; leave --predict_file out "
+                                  f"(got --predict_file={self.predict_file})")
+        else:
+            if self.do_train and not self.train_file:
+                raise ConfigError("--do_train needs --train_file")
+            if self.do_predict and not self.predict_file:
+                raise ConfigError("--do_predict needs --predict_file (or --split_articles=N with --train_file)")
+        for name in ("doc_stride", "max_query_length", "n_best_size", "max_answer_length"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"--{name} must be positive, got {getattr(self, name)}")
+        if self.max_seq_length < self.max_query_length + 4:
+            raise ConfigError(f"--max_seq_length={self.max_seq_length} leaves no room for the document after a "
+                              f"{self.max_query_length}-piece question; raise it or lower --max_query_length")
+
+
+@dataclass
+class SquadData:
+    train_examples: list[SquadExample]
+    eval_examples: list[SquadExample]
+    eval_dataset: dict | None  # the gold answers to score against; None when the file has none
+
+
+def _has_answers(dataset: Mapping) -> bool:
+    """Whether every question of a SQuAD-format dataset carries its gold answers (test files do not)."""
+    return all(isinstance(qa, dict) and "answers" in qa
+               for article in dataset["data"] if isinstance(article, dict)
+               for paragraph in article.get("paragraphs", []) if isinstance(paragraph, dict)
+               for qa in paragraph.get("qas", []))
+
+
+def load_data(task: SquadTask) -> SquadData:
+    """The training and prediction examples the task asks for, and the gold answers if there are any."""
+    v2 = task.version_2_with_negative
+    if task.split_articles is not None:
+        split = split_articles(task.train_file, task.split_articles, version_2_with_negative=v2)
+        logger.info("%s: training on the first %d articles (%d questions), predicting on the other %d (%d questions)",
+                    task.train_file, task.split_articles, len(split.train_examples), len(split.eval_dataset["data"]),
+                    len(split.eval_examples))
+        train, evaluation, gold = split.train_examples, split.eval_examples, split.eval_dataset
+        if not task.do_train:
+            train = []
+        if not task.do_predict:
+            evaluation, gold = [], None
+    else:
+        train = read_squad_examples(task.train_file, is_training=True, version_2_with_negative=v2) if task.do_train else []
+        evaluation, gold = [], None
+        if task.do_predict:
+            evaluation = read_squad_examples(task.predict_file, is_training=False, version_2_with_negative=v2)
+            dataset = load_squad_dataset(task.predict_file)
+            gold = dataset if _has_answers(dataset) else None
+    if task.max_train_examples:
+        train = train[: task.max_train_examples]
+    return SquadData(train, evaluation, gold)
+
+
+def start_end_logits(output):
+    """The Trainer's prediction_fn for BertForQuestionAnswering."""
+    return output.start_logits, output.end_logits
+
+
+def run_squad(model: BertForQuestionAnswering, tokenizer: FullTokenizer, task: SquadTask, args: TrainingArguments,
+              resume: bool = False) -> dict:
+    """Train and predict as asked; returns the training metrics and, when the prediction file has
+    gold answers, `exact_match` and `f1` (in percent, on the main process)."""
+    task.validate()
+    data = load_data(task)
+    output_dir = Path(args.output_dir)
+    convert = dict(tokenizer=tokenizer, max_seq_length=task.max_seq_length, doc_stride=task.doc_stride,
+                   max_query_length=task.max_query_length, pad_to_max_length=args.pad_to_max_length)
+    train_data = None
+    if task.do_train:
+        train_features = convert_examples_to_features(data.train_examples, is_training=True, **convert)
+        train_data = FeatureDataset(model_inputs(train_features))
+        logger.info("***** Running training *****  %d examples in %d windows, batch size %d, %s epochs",
+                    len(data.train_examples), len(train_features), args.train_batch_size, args.num_train_epochs)
+    trainer = Trainer(model, args, train_dataset=train_data, prediction_fn=start_end_logits, tokenizer=tokenizer)
+    results: dict = {}
+    if task.do_train:
+        output = trainer.train(resume=resume)
+        results.update(global_step=output.global_step, train_loss=output.training_loss)
+    if task.do_predict:
+        eval_features = convert_examples_to_features(data.eval_examples, is_training=False, **convert)
+        logger.info("***** Running predictions *****  %d examples in %d windows, batch size %d",
+                    len(data.eval_examples), len(eval_features), args.eval_batch_size)
+        start_logits, end_logits = trainer.predict(FeatureDataset(model_inputs(eval_features))).predictions
+        if trainer.is_main:
+            results.update(write_outputs(output_dir, task, data, eval_features,
+                                         collect_raw_results(eval_features, start_logits, end_logits),
+                                         tokenizer.do_lower_case, trainer.state.global_step))
+    return results
+
+
+def write_outputs(output_dir: Path, task: SquadTask, data: SquadData, features, raw_results, do_lower_case: bool,
+                  global_step: int) -> dict:
+    """predictions.json, nbest_predictions.json (null_odds.json) and, with gold answers, eval_results.txt."""
+    predictions = write_predictions(
+        data.eval_examples, features, raw_results, n_best_size=task.n_best_size,
+        max_answer_length=task.max_answer_length, do_lower_case=do_lower_case,
+        output_prediction_file=output_dir / PREDICTIONS_FILE, output_nbest_file=output_dir / NBEST_FILE,
+        version_2_with_negative=task.version_2_with_negative,
+        null_score_diff_threshold=task.null_score_diff_threshold,
+        output_null_log_odds_file=output_dir / NULL_ODDS_FILE)
+    if task.split_articles is not None and data.eval_dataset is not None:
+        write_squad_dataset(data.eval_dataset, output_dir / EVAL_ARTICLES_FILE)
+    if data.eval_dataset is None:
+        logger.info("%s has no gold answers: wrote the predictions, no scores", task.predict_file)
+        return {}
+    scores = squad_evaluate(data.eval_dataset, predictions)
+    write_eval_results(output_dir / EVAL_RESULTS_FILE,
+                       {**scores, "num_questions": len(data.eval_examples), "global_step": global_step})
+    logger.info("exact_match = %.2f | f1 = %.2f on %d questions", scores["exact_match"], scores["f1"],
+                len(data.eval_examples))
+    return scores
