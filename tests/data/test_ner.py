@@ -125,7 +125,7 @@ def test_windows_cover_every_word_and_each_is_predicted_once_with_most_context(s
         start, end = windows[owner]
         assert start <= word < end
 
-        def context(w):
+        def context(w, word=word):
             s, e = windows[w]
             return min(offsets[word] - offsets[s], offsets[e] - offsets[word + 1])
 
