@@ -221,13 +221,51 @@ class BertLayer(nn.Module):
 class BertEncoder(nn.Module):
     def __init__(self, config: BertConfig):
         super().__init__()
-        self.layer = nn.ModuleList(BertLayer(config) for _ in range(config.num_hidden_layers))
+        # Pruned models (bertkit.compress.prune) have fewer heads / FFN neurons in some layers; the
+        # per-layer sizes are kept in the config so that such a model loads again. HF's
+        # `pruned_heads` ({layer: [head, ...]}) alone is enough for heads pruned as transformers v4 did.
+        heads, sizes = self.layer_sizes(config)
+        self.layer = nn.ModuleList(BertLayer(config, heads[i], sizes[i]) for i in range(config.num_hidden_layers))
+        # LayerDrop (Fan et al., 2019): in training, skip each layer with probability `layerdrop`,
+        # one decision per layer per batch (structured: the whole batch skips it). bertkit.compress
+        # .layerdrop.set_layerdrop changes it on a built model.
+        self.layerdrop = float(config.extra.get("layerdrop", 0.0))
+
+    @staticmethod
+    def layer_sizes(config: BertConfig) -> tuple[list[int], list[int]]:
+        """(attention heads, FFN size) of every layer: the config's, unless pruning recorded its own.
+
+        `extra["layer_num_heads"]` / `extra["layer_intermediate_sizes"]` are written by bertkit's
+        pruning; HF's `pruned_heads` ({layer: [heads]}) is read when the per-layer heads are absent.
+        """
+        from bertkit.errors import ConfigError
+
+        n = config.num_hidden_layers
+        heads = config.extra.get("layer_num_heads")
+        if heads is None:
+            pruned = config.extra.get("pruned_heads") or {}
+            heads = [config.num_attention_heads - len(set(pruned.get(str(i), pruned.get(i, ())))) for i in range(n)]
+        sizes = config.extra.get("layer_intermediate_sizes") or [config.intermediate_size] * n
+        if len(heads) != n or len(sizes) != n:
+            raise ConfigError(f"config: layer_num_heads ({len(heads)}) and layer_intermediate_sizes ({len(sizes)}) "
+                              f"need one entry per layer (num_hidden_layers={n})")
+        return [int(h) for h in heads], [int(s) for s in sizes]
 
     def forward(self, hidden_states, attention_mask=None, head_mask=None, output_hidden_states=False,
                 output_attentions=False):
         all_layers = [] if output_hidden_states else None
         all_attentions = [] if output_attentions else None
+        drop = None
+        if self.training and self.layerdrop > 0:
+            drop = (torch.rand(len(self.layer)) < self.layerdrop).tolist()  # CPU draw: no device sync
         for i, layer in enumerate(self.layer):
+            if drop is not None and drop[i]:
+                # A skipped layer passes its input through; the lists keep one entry per layer.
+                if output_hidden_states:
+                    all_layers.append(hidden_states)
+                if output_attentions:
+                    all_attentions.append(None)
+                continue
             hidden_states, probs = layer(
                 hidden_states, attention_mask, None if head_mask is None else head_mask[i], output_attentions
             )
