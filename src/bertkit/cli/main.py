@@ -19,6 +19,8 @@ COMMANDS = {
     "run_ner": ("run_ner", "token classification (NER) on CoNLL-2003 column files"),
     "run_multiple_choice": ("run_multiple_choice", "multiple choice (SWAG CSV, CommonsenseQA JSONL)"),
     "run_squad": ("run_squad", "extractive question answering (SQuAD v1.1 / v2.0 JSON)"),
+    "distill": ("distill", "distil a fine-tuned GLUE classifier into a smaller student (soft targets + labels)"),
+    "prune": ("prune", "prune attention heads / FFN neurons (importance or magnitude) or weights of a classifier"),
     "encode": ("encode", "load a checkpoint, print its load report, and encode a text or a pair"),
     "inspect": ("inspect_cmd", "list a checkpoint's variables, what they map to, and parameter counts"),
     "convert": ("convert", "convert a Google TF or PyTorch .bin checkpoint to HF layout with safetensors"),

@@ -1,0 +1,126 @@
+"""Distil a fine-tuned GLUE classifier into a smaller student (Hinton et al.; DistilBERT).
+
+    bertkit distill --teacher=/tmp/mrpc_output --task_name=MRPC --data_dir=$GLUE_DIR/MRPC \\
+        --student_layers=every_other --temperature=2 --alpha=0.5 \\
+        --do_train=true --do_eval=true --num_train_epochs=3 --output_dir=/tmp/mrpc_student
+
+The student is cut from the teacher (--student_layers: every_other, 0,2,4, bottom:N, top:N or
+uniform:N; embeddings, those layers, pooler and classifier are copied), or built from
+--student_config (a config.json of any width, randomly initialised; --hidden_weight then trains a
+projection to the teacher's width). loss = alpha * T^2 * KL(teacher || student) + (1 - alpha) *
+cross-entropy (MSE for STS-B). --teacher_cache_dir stores the teacher's logits so that it runs once.
+Data, evaluation and outputs are run_classifier's; the student is saved in --output_dir.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+from bertkit.cli.common import add_training_arguments, load_tokenizer, training_arguments
+from bertkit.cli.main import str2bool
+from bertkit.compress.distill import DistillationArguments, distill_classifier
+from bertkit.compress.layerdrop import set_layerdrop
+from bertkit.compress.student import student_from_teacher
+from bertkit.config import BertConfig
+from bertkit.data.glue import get_processor
+from bertkit.errors import ConfigError
+from bertkit.heads import BertForSequenceClassification
+from bertkit.io_utils import atomic_write
+from bertkit.tasks.classifier import ClassifierTask
+
+logger = logging.getLogger("bertkit")
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--teacher", required=True,
+                        help="the fine-tuned teacher: an HF directory or a Google checkpoint of this task")
+    parser.add_argument("--task_name", required=True, help="MRPC, CoLA, SST-2, STS-B, RTE, WNLI, QQP, MNLI, QNLI")
+    parser.add_argument("--data_dir", required=True, help="the task's GLUE folder (train.tsv, dev.tsv, test.tsv)")
+    parser.add_argument("--max_train_examples", type=int, default=None, help="train on the first N examples only")
+    group = parser.add_argument_group("student and distillation")
+    group.add_argument("--student_layers", default="every_other",
+                       help="teacher layers the student keeps: every_other (default), 0,2,4, bottom:N, top:N, uniform:N")
+    group.add_argument("--student_config", default=None,
+                       help="config.json of a randomly initialised student instead (any depth and width)")
+    group.add_argument("--temperature", type=float, default=2.0, help="softmax temperature T (default 2)")
+    group.add_argument("--alpha", type=float, default=0.5,
+                       help="weight of the soft loss; 1 - alpha goes to the labels (default 0.5)")
+    group.add_argument("--hidden_weight", type=float, default=0.0, help="weight of the hidden-state MSE (default 0)")
+    group.add_argument("--attention_weight", type=float, default=0.0, help="weight of the attention MSE (default 0)")
+    group.add_argument("--layer_map", default=None,
+                       help="student:teacher hidden-state positions for those losses, e.g. 0:0,1:2,2:4 "
+                            "(0 = embeddings; default: the layers the student was copied from)")
+    group.add_argument("--teacher_cache_dir", default="none",
+                       help="cache the teacher's logits here, keyed by data and teacher ('none': run the teacher)")
+    group.add_argument("--layerdrop", type=float, default=0.0, help="train the student with LayerDrop at this rate")
+    group.add_argument("--vocab_file", help="vocab.txt (default: the one beside the teacher)")
+    group.add_argument("--do_lower_case", type=str2bool, default=None, metavar="BOOL",
+                       help="lower-case the input (default: tokenizer_config.json, else true)")
+    add_training_arguments(parser, learning_rate=5e-5)
+
+
+def parse_layer_map(text: str | None) -> dict[int, int] | None:
+    if not text:
+        return None
+    try:
+        return {int(a): int(b) for a, b in (pair.split(":") for pair in text.split(","))}
+    except ValueError:
+        raise ConfigError(f"--layer_map {text!r}: write student:teacher pairs, e.g. 0:0,1:2,2:4") from None
+
+
+def run(args) -> int:
+    if not (args.do_train or args.do_eval or args.do_predict):
+        raise ConfigError("at least one of --do_train, --do_eval or --do_predict must be true")
+    processor = get_processor(args.task_name)
+    training = training_arguments(args)
+    distill_args = DistillationArguments(
+        temperature=args.temperature, alpha=args.alpha, hidden_weight=args.hidden_weight,
+        attention_weight=args.attention_weight, layer_map=parse_layer_map(args.layer_map),
+        teacher_cache_dir=None if args.teacher_cache_dir.lower() == "none" else args.teacher_cache_dir)
+    teacher = BertForSequenceClassification.from_pretrained(args.teacher)
+    untrained = [n for n in teacher.load_report.missing if n.startswith("classifier.")]
+    if untrained:
+        raise ConfigError(f"{args.teacher} has no trained classifier ({', '.join(untrained)} missing): the teacher "
+                          f"must be fine-tuned on {args.task_name} first (bertkit run_classifier)")
+    if teacher.config.num_labels != processor.num_labels:
+        raise ConfigError(f"{args.teacher} has {teacher.config.num_labels} labels but {args.task_name} has "
+                          f"{processor.num_labels}: give a teacher fine-tuned on {args.task_name}")
+    if args.student_config:
+        config = BertConfig.from_json_file(args.student_config, num_labels=teacher.config.num_labels,
+                                           id2label=teacher.config.id2label, label2id=teacher.config.label2id)
+        if config.vocab_size != teacher.config.vocab_size:
+            raise ConfigError(f"{args.student_config}: vocab_size {config.vocab_size} differs from the teacher's "
+                              f"{teacher.config.vocab_size}; the student reads the teacher's word pieces")
+        student = BertForSequenceClassification(config)
+        logger.info("student: %d layers, hidden size %d, randomly initialised", config.num_hidden_layers,
+                    config.hidden_size)
+    else:
+        student = student_from_teacher(teacher, args.student_layers)
+        logger.info("%s", student.load_report.summary())
+    if args.layerdrop:
+        set_layerdrop(student, args.layerdrop)
+    # The tokenizer belongs to the teacher.
+    args.init_checkpoint, args.default_to_minilm, args.bert_config_file = args.teacher, False, None
+    tokenizer = load_tokenizer(args, teacher.config)
+    task = ClassifierTask(task_name=args.task_name, data_dir=args.data_dir, max_seq_length=args.max_seq_length,
+                          do_train=args.do_train, do_eval=args.do_eval, do_predict=args.do_predict,
+                          cache_dir=None if args.cache_dir.lower() == "none" else args.cache_dir,
+                          max_train_examples=args.max_train_examples)
+    teacher_parameters = teacher.num_parameters()
+    results = distill_classifier(teacher, student, tokenizer, str(tokenizer.vocab_file), task, training,
+                                 distill_args, resume=args.resume)
+    if int(os.environ.get("RANK", "0")) == 0:
+        record = {"teacher": str(args.teacher), "student_layers": student.config.extra.get("kept_layers"),
+                  "student_config": args.student_config, "teacher_parameters": teacher_parameters,
+                  "student_parameters": student.num_parameters(), "temperature": args.temperature,
+                  "alpha": args.alpha, "hidden_weight": args.hidden_weight,
+                  "attention_weight": args.attention_weight, "layerdrop": args.layerdrop, "results": results}
+        Path(args.output_dir).mkdir(parents=True, exist_ok=True)
+        with atomic_write(Path(args.output_dir) / "distillation.json") as handle:
+            json.dump(record, handle, indent=2, default=str)
+        for key in sorted(results):
+            print(f"{key} = {results[key]}")
+    return 0
