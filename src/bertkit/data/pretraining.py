@@ -1,0 +1,723 @@
+"""Pre-training data: Google's create_pretraining_data.py, streamed, written as memory-mapped shards.
+
+Input (Google's format): plain UTF-8 text, one sentence per line, a blank line between documents.
+Each input file also starts a new document (Google lets a document run on into the next file).
+
+Instances are made with Google's algorithm, step for step and with the same `random.Random`
+calls: documents are shuffled; each is cut into chunks of sentences up to a target length
+(`max_seq_length - 3`, or with probability `short_seq_prob` a random shorter one); a chunk splits
+into segment A (its first `a_end` sentences) and B, the actual continuation, or with
+probability 1/2 a random span of another document (NSP label 1, "random next"; the unused
+sentences are put back); the pair is truncated from a random end of the longer segment
+(`truncate_seq_pair`); then `masked_lm_prob` of its tokens (at least 1, at most
+`max_predictions_per_seq`; whole words with `do_whole_word_mask`) are picked, and each picked
+position becomes [MASK] 80% of the time, stays itself 10% and becomes a random token 10%
+(`create_masked_lm_predictions`). The whole corpus is gone over `dupe_factor` times, with
+different masks each time.
+
+Where this differs from Google's, and why:
+
+* It streams. Google holds every document in memory, because the random "next" segment may come
+  from any document. Here documents are read in chunks of consecutive documents, a chunk ending
+  once it holds `chunk_documents` documents or `chunk_tokens` tokens, and the random next segment
+  comes from another document *of the same chunk*. A chunk is only closed when at least two
+  documents follow it (the last one is kept with it otherwise), so every chunk holds at least two
+  documents: only a corpus of one single document cannot give NSP pairs, and is an error.
+  Instances go to a shard buffer as compact arrays as they are made and are written out every
+  `instances_per_shard` instances. Memory is therefore bounded by one chunk (about
+  `chunk_tokens` tokens plus the longest document) plus one shard buffer, whatever the size of
+  the corpus. The defaults (1000 documents or 1M tokens) keep the random next segments varied.
+* The random next segment always comes from a different document (Google gives up after 10 draws
+  that hit the same document and uses it anyway): the other document's index is drawn from the
+  n - 1 others directly.
+* A random replacement token is never a special token ([PAD], [UNK], [CLS], [SEP], [MASK],
+  [unusedN], any `[...]` entry of the vocabulary): Google draws from the whole vocabulary.
+* Instances are shuffled within each shard (Google shuffles all of them at once); the Trainer
+  shuffles the whole data set every epoch anyway.
+* A chunk's random draws come from `random.Random(f"{random_seed}:{chunk_index}")`, so the output
+  is a pure function of the input, the vocabulary and the settings.
+
+Output, FORMAT_VERSION 1: a directory with `index.json` and one folder per shard,
+`shard-00000/`, ..., each holding numpy `.npy` arrays that `np.load(..., mmap_mode="r")` maps:
+
+    input_ids            int32, every instance's tokens ([CLS] A [SEP] B [SEP], masks applied), concatenated
+    segment_ids          int8, aligned with input_ids (0 up to and including the first [SEP], then 1)
+    offsets              int64, N + 1: instance i is input_ids[offsets[i]:offsets[i + 1]]
+    masked_lm_positions  int32, the masked positions of every instance, ascending, concatenated
+    masked_lm_ids        int32, the original tokens at those positions (the MLM labels)
+    masked_lm_offsets    int64, N + 1: instance i's predictions are [masked_lm_offsets[i]:masked_lm_offsets[i + 1]]
+    next_sentence_labels int8, N: 1 when B is a random next segment, 0 when it is the actual next (Google's)
+
+Nothing is padded: batches are padded by the collator. A shard is written into a temp folder and
+renamed into place; `index.json` (counts, settings, vocabulary, shard list) is written last, so a
+directory without it is an interrupted run, and readers only read the shards it lists.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import json
+import logging
+import os
+import random
+import re
+import shutil
+import tempfile
+from array import array
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+import numpy as np
+from torch.utils.data import Dataset
+
+from bertkit.errors import ConfigError, DataError
+from bertkit.io_utils import atomic_write
+
+logger = logging.getLogger(__name__)
+
+FORMAT_NAME = "bertkit-pretraining-shards"
+FORMAT_VERSION = 1
+INDEX_NAME = "index.json"
+SHARD_PREFIX = "shard-"
+SHARD_ARRAYS = {
+    "input_ids": np.int32,
+    "segment_ids": np.int8,
+    "offsets": np.int64,
+    "masked_lm_positions": np.int32,
+    "masked_lm_ids": np.int32,
+    "masked_lm_offsets": np.int64,
+    "next_sentence_labels": np.int8,
+}
+# Vocabulary entries never drawn as random replacements: [PAD], [UNK], [CLS], [SEP], [MASK], [unused0], ...
+SPECIAL_TOKEN_RE = re.compile(r"\[[A-Za-z0-9_]+\]")
+
+
+@dataclass
+class PretrainingDataConfig:
+    """create_pretraining_data's settings; the first seven are Google's flags with Google's defaults."""
+
+    max_seq_length: int = 128
+    max_predictions_per_seq: int = 20
+    masked_lm_prob: float = 0.15
+    dupe_factor: int = 10
+    short_seq_prob: float = 0.1
+    do_whole_word_mask: bool = False
+    random_seed: int = 12345
+    chunk_documents: int = 1000  # a chunk (the pool of random next segments) ends at this many documents
+    chunk_tokens: int = 1_000_000  # ... or at this many tokens
+    instances_per_shard: int = 50_000
+
+    def __post_init__(self):
+        if self.max_seq_length < 5:
+            raise ConfigError(f"max_seq_length={self.max_seq_length} leaves no room for [CLS] A [SEP] B [SEP] "
+                              "with two tokens of text; use at least 5")
+        if not 0.0 < self.masked_lm_prob < 1.0:
+            raise ConfigError(f"masked_lm_prob must be between 0 and 1, got {self.masked_lm_prob}")
+        if not 0.0 <= self.short_seq_prob <= 1.0:
+            raise ConfigError(f"short_seq_prob must be between 0 and 1, got {self.short_seq_prob}")
+        for name, least in (("max_predictions_per_seq", 1), ("dupe_factor", 1), ("chunk_documents", 2),
+                            ("chunk_tokens", 1), ("instances_per_shard", 1)):
+            if getattr(self, name) < least:
+                raise ConfigError(f"{name} must be at least {least}, got {getattr(self, name)}")
+
+
+@dataclass
+class TrainingInstance:
+    """One MLM + NSP example, as token ids."""
+
+    input_ids: list[int]  # [CLS] A [SEP] B [SEP], masks applied
+    segment_ids: list[int]
+    masked_lm_positions: list[int]  # ascending
+    masked_lm_ids: list[int]  # the original tokens at masked_lm_positions
+    is_random_next: bool
+
+
+@dataclass
+class Document:
+    sentences: list[array]  # token ids of each non-empty sentence
+    num_tokens: int
+    source: str  # "file:line" of its first sentence
+
+
+class MaskingVocab:
+    """What masking needs from the vocabulary, by id."""
+
+    def __init__(self, vocab: dict[str, int]):
+        def special(token: str) -> int:
+            if token not in vocab:
+                raise ConfigError(f"the vocabulary has no {token} token; use a BERT vocab.txt")
+            return vocab[token]
+
+        self.size = max(vocab.values()) + 1
+        self.cls_id, self.sep_id, self.mask_id = special("[CLS]"), special("[SEP]"), special("[MASK]")
+        by_id = {i: t for t, i in vocab.items()}
+        self.replacement_ids = [i for i in sorted(by_id) if not SPECIAL_TOKEN_RE.fullmatch(by_id[i])]
+        if not self.replacement_ids:
+            raise ConfigError("the vocabulary has only special tokens: nothing to draw random replacements from")
+        continuation = [False] * self.size
+        for token, i in vocab.items():
+            if token.startswith("##"):
+                continuation[i] = True
+        self.is_continuation = continuation
+
+    @classmethod
+    def from_tokenizer(cls, tokenizer) -> MaskingVocab:
+        return cls(tokenizer.vocab)
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading the input.
+
+
+def expand_input_files(spec: str | os.PathLike | Sequence[str | os.PathLike]) -> list[Path]:
+    """A comma-separated list of files and glob patterns (or a list of them), as Google's --input_file."""
+    parts = [str(p) for p in spec] if isinstance(spec, (list, tuple)) else str(spec).split(",")
+    files: list[Path] = []
+    for pattern in (p.strip() for p in parts):
+        if not pattern:
+            continue
+        if glob.has_magic(pattern):
+            matches = sorted(Path(p) for p in glob.glob(pattern) if Path(p).is_file())
+            if not matches:
+                raise DataError(f"--input_file pattern {pattern} matches no file")
+            files += matches
+        else:
+            path = Path(pattern)
+            if not path.is_file():
+                raise DataError(f"input file {path} does not exist" if not path.exists()
+                                else f"input file {path} is not a file")
+            files.append(path)
+    if not files:
+        raise DataError("no input files given: pass --input_file=FILE[,FILE or glob ...]")
+    return files
+
+
+def read_documents(files: Iterable[Path], tokenizer, stats: dict | None = None) -> Iterator[Document]:
+    """Documents of token ids, one at a time: a blank line (or a new file) ends a document.
+
+    Lines are stripped and tokenized; lines with no tokens are skipped, as are empty documents.
+    """
+    stats = stats if stats is not None else {}
+    for path in files:
+        try:
+            handle = open(path, encoding="utf-8")
+        except OSError as err:
+            raise DataError(f"cannot read input file {path}: {err.strerror}") from None
+        sentences: list[array] = []
+        num_tokens = 0
+        first_line = 0
+        line_number = 0
+        with handle:
+            try:
+                for line_number, line in enumerate(handle, 1):
+                    if "\x00" in line:
+                        raise DataError(f"{path}:{line_number}: holds a NUL byte; the input must be plain text, "
+                                        "one sentence per line")
+                    line = line.strip()
+                    if not line:
+                        if sentences:
+                            stats["documents"] = stats.get("documents", 0) + 1
+                            yield Document(sentences, num_tokens, f"{path}:{first_line}")
+                            sentences, num_tokens = [], 0
+                        continue
+                    ids = tokenizer.text_to_ids(line)
+                    if ids:
+                        if not sentences:
+                            first_line = line_number
+                        sentences.append(array("i", ids))
+                        num_tokens += len(ids)
+                        stats["sentences"] = stats.get("sentences", 0) + 1
+                        stats["tokens"] = stats.get("tokens", 0) + len(ids)
+            except UnicodeDecodeError as err:
+                raise DataError(f"{path}: not UTF-8 text near line {line_number + 1} ({err.reason}); "
+                                "convert the file to UTF-8") from None
+        if sentences:
+            stats["documents"] = stats.get("documents", 0) + 1
+            yield Document(sentences, num_tokens, f"{path}:{first_line}")
+
+
+def iter_chunks(documents: Iterable[Document], chunk_documents: int, chunk_tokens: int) -> Iterator[list[Document]]:
+    """Consecutive documents in chunks of `chunk_documents` documents or `chunk_tokens` tokens.
+
+    A chunk is closed only when at least two more documents follow, so every chunk holds at least
+    two documents unless the whole input is a single document.
+    """
+    source = iter(documents)
+    lookahead: list[Document] = []
+
+    def fill(n: int) -> bool:
+        while len(lookahead) < n:
+            document = next(source, None)
+            if document is None:
+                return False
+            lookahead.append(document)
+        return True
+
+    chunk: list[Document] = []
+    tokens = 0
+    while fill(1):
+        document = lookahead.pop(0)
+        chunk.append(document)
+        tokens += document.num_tokens
+        if (len(chunk) >= chunk_documents or tokens >= chunk_tokens) and len(chunk) >= 2 and fill(2):
+            yield chunk
+            chunk, tokens = [], 0
+    if chunk:
+        yield chunk
+
+
+# ---------------------------------------------------------------------------------------------
+# Google's instance creation, on token ids.
+
+
+def truncate_seq_pair(tokens_a: list, tokens_b: list, max_num_tokens: int, rng: random.Random) -> None:
+    """Google's pre-training truncation: shorten the longer segment (B on ties) from a random end."""
+    while len(tokens_a) + len(tokens_b) > max_num_tokens:
+        trunc_tokens = tokens_a if len(tokens_a) > len(tokens_b) else tokens_b
+        if rng.random() < 0.5:
+            del trunc_tokens[0]
+        else:
+            trunc_tokens.pop()
+
+
+def create_masked_lm_predictions(input_ids: list[int], masked_lm_prob: float, max_predictions_per_seq: int,
+                                 vocab: MaskingVocab, rng: random.Random,
+                                 do_whole_word_mask: bool = False) -> tuple[list[int], list[int], list[int]]:
+    """(masked input_ids, masked_lm_positions ascending, original ids there), Google's algorithm."""
+    cand_indexes: list[list[int]] = []
+    for i, token in enumerate(input_ids):
+        if token == vocab.cls_id or token == vocab.sep_id:
+            continue
+        if do_whole_word_mask and cand_indexes and vocab.is_continuation[token]:
+            cand_indexes[-1].append(i)  # a ##piece joins the word before it
+        else:
+            cand_indexes.append([i])
+    rng.shuffle(cand_indexes)
+
+    output = list(input_ids)
+    num_to_predict = min(max_predictions_per_seq, max(1, int(round(len(input_ids) * masked_lm_prob))))
+    replacements = vocab.replacement_ids
+    masked: list[tuple[int, int]] = []
+    for index_set in cand_indexes:
+        if len(masked) >= num_to_predict:
+            break
+        if len(masked) + len(index_set) > num_to_predict:
+            continue  # a whole word that does not fit is skipped
+        for index in index_set:
+            if rng.random() < 0.8:
+                new_token = vocab.mask_id  # 80%: [MASK]
+            elif rng.random() < 0.5:
+                new_token = input_ids[index]  # 10%: the token itself
+            else:
+                new_token = replacements[rng.randint(0, len(replacements) - 1)]  # 10%: a random token
+            output[index] = new_token
+            masked.append((index, input_ids[index]))
+    masked.sort()
+    return output, [i for i, _ in masked], [label for _, label in masked]
+
+
+def create_instances_from_document(documents: Sequence[Document], document_index: int,
+                                   config: PretrainingDataConfig, vocab: MaskingVocab,
+                                   rng: random.Random) -> list[TrainingInstance]:
+    """Google's create_instances_from_document; the random next segment comes from another document."""
+    document = documents[document_index].sentences
+    max_num_tokens = config.max_seq_length - 3  # [CLS], [SEP], [SEP]
+    target_seq_length = max_num_tokens
+    if rng.random() < config.short_seq_prob:
+        target_seq_length = rng.randint(2, max_num_tokens)
+
+    instances = []
+    current_chunk: list[array] = []
+    current_length = 0
+    i = 0
+    while i < len(document):
+        segment = document[i]
+        current_chunk.append(segment)
+        current_length += len(segment)
+        if i == len(document) - 1 or current_length >= target_seq_length:
+            if current_chunk:
+                a_end = 1
+                if len(current_chunk) >= 2:
+                    a_end = rng.randint(1, len(current_chunk) - 1)
+                tokens_a: list[int] = []
+                for j in range(a_end):
+                    tokens_a.extend(current_chunk[j])
+                tokens_b: list[int] = []
+                if len(current_chunk) == 1 or rng.random() < 0.5:
+                    is_random_next = True
+                    target_b_length = target_seq_length - len(tokens_a)
+                    if len(documents) < 2:
+                        raise DataError(f"the document at {documents[document_index].source} is the only one: the "
+                                        "random next sentence must come from a different document")
+                    other = rng.randint(0, len(documents) - 2)
+                    if other >= document_index:
+                        other += 1  # any document but this one, in one draw
+                    random_document = documents[other].sentences
+                    random_start = rng.randint(0, len(random_document) - 1)
+                    for j in range(random_start, len(random_document)):
+                        tokens_b.extend(random_document[j])
+                        if len(tokens_b) >= target_b_length:
+                            break
+                    # The segments not used go back, so they are not wasted.
+                    i -= len(current_chunk) - a_end
+                else:
+                    is_random_next = False
+                    for j in range(a_end, len(current_chunk)):
+                        tokens_b.extend(current_chunk[j])
+                truncate_seq_pair(tokens_a, tokens_b, max_num_tokens, rng)
+                assert tokens_a and tokens_b
+
+                input_ids = [vocab.cls_id, *tokens_a, vocab.sep_id, *tokens_b, vocab.sep_id]
+                segment_ids = [0] * (len(tokens_a) + 2) + [1] * (len(tokens_b) + 1)
+                input_ids, positions, labels = create_masked_lm_predictions(
+                    input_ids, config.masked_lm_prob, config.max_predictions_per_seq, vocab, rng,
+                    config.do_whole_word_mask)
+                instances.append(TrainingInstance(input_ids, segment_ids, positions, labels, is_random_next))
+            current_chunk = []
+            current_length = 0
+        i += 1
+    return instances
+
+
+def create_instances_from_chunk(documents: list[Document], config: PretrainingDataConfig, vocab: MaskingVocab,
+                                rng: random.Random) -> Iterator[TrainingInstance]:
+    """Google's create_training_instances on one chunk of documents (shuffled in place)."""
+    rng.shuffle(documents)
+    for _ in range(config.dupe_factor):
+        for document_index in range(len(documents)):
+            yield from create_instances_from_document(documents, document_index, config, vocab, rng)
+
+
+def iter_training_instances(files: Sequence[Path], tokenizer, config: PretrainingDataConfig,
+                            stats: dict | None = None) -> Iterator[TrainingInstance]:
+    """Every instance of the corpus, chunk after chunk, holding one chunk of documents at a time."""
+    stats = stats if stats is not None else {}
+    vocab = MaskingVocab.from_tokenizer(tokenizer)
+    chunks = iter_chunks(read_documents(files, tokenizer, stats), config.chunk_documents, config.chunk_tokens)
+    for chunk_index, chunk in enumerate(chunks):
+        if len(chunk) < 2:
+            raise DataError(f"{', '.join(map(str, files))}: the input holds a single document (from "
+                            f"{chunk[0].source}); next-sentence prediction draws its random next sentence from a "
+                            "different document: separate the documents with blank lines, or add more")
+        stats["chunks"] = chunk_index + 1
+        rng = random.Random(f"{config.random_seed}:{chunk_index}")
+        yield from create_instances_from_chunk(chunk, config, vocab, rng)
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing shards.
+
+
+def shard_name(index: int) -> str:
+    return f"{SHARD_PREFIX}{index:05d}"
+
+
+class ShardWriter:
+    """Collects instances as compact arrays and writes a shard every `instances_per_shard` of them."""
+
+    def __init__(self, output_dir: Path, instances_per_shard: int, seed: int):
+        self.output_dir = Path(output_dir)
+        self.instances_per_shard = instances_per_shard
+        self.seed = seed
+        self.shards: list[dict] = []
+        self._reset()
+
+    def _reset(self) -> None:
+        self.input_ids, self.segment_ids = array("i"), array("b")
+        self.positions, self.labels = array("i"), array("i")
+        self.lengths, self.num_masked, self.random_next = array("q"), array("q"), array("b")
+
+    def add(self, instance: TrainingInstance) -> None:
+        self.input_ids.extend(instance.input_ids)
+        self.segment_ids.extend(instance.segment_ids)
+        self.positions.extend(instance.masked_lm_positions)
+        self.labels.extend(instance.masked_lm_ids)
+        self.lengths.append(len(instance.input_ids))
+        self.num_masked.append(len(instance.masked_lm_positions))
+        self.random_next.append(int(instance.is_random_next))
+        if len(self.lengths) >= self.instances_per_shard:
+            self.flush()
+
+    def flush(self) -> None:
+        n = len(self.lengths)
+        if n == 0:
+            return
+        index = len(self.shards)
+        order = np.random.default_rng([self.seed, index]).permutation(n)  # shuffle within the shard
+        lengths = np.frombuffer(self.lengths, dtype=np.int64)
+        num_masked = np.frombuffer(self.num_masked, dtype=np.int64)
+        tokens, token_offsets = _reorder(lengths, order)
+        masked, masked_offsets = _reorder(num_masked, order)
+        arrays = {
+            "input_ids": np.frombuffer(self.input_ids, dtype=np.int32)[tokens],
+            "segment_ids": np.frombuffer(self.segment_ids, dtype=np.int8)[tokens],
+            "offsets": token_offsets,
+            "masked_lm_positions": np.frombuffer(self.positions, dtype=np.int32)[masked],
+            "masked_lm_ids": np.frombuffer(self.labels, dtype=np.int32)[masked],
+            "masked_lm_offsets": masked_offsets,
+            "next_sentence_labels": np.frombuffer(self.random_next, dtype=np.int8)[order],
+        }
+        name = shard_name(index)
+        final = self.output_dir / name
+        tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".tmp", dir=self.output_dir))
+        try:
+            for key, values in arrays.items():
+                with atomic_write(tmp / f"{key}.npy", "wb") as handle:
+                    np.save(handle, values.astype(SHARD_ARRAYS[key], copy=False))
+            if final.exists():  # an earlier run's shard of the same number
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        self.shards.append({"name": name, "num_instances": n, "num_tokens": int(lengths.sum()),
+                            "num_masked_lm": int(num_masked.sum()),
+                            "num_random_next": int(arrays["next_sentence_labels"].sum())})
+        logger.info("wrote %s: %d instances", final, n)
+        self._reset()
+
+
+def _reorder(lengths: np.ndarray, order: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Gather indices that put variable-length rows into `order`, and the new offsets."""
+    starts = np.concatenate([[0], np.cumsum(lengths)])[:-1]
+    new_lengths = lengths[order]
+    offsets = np.concatenate([[0], np.cumsum(new_lengths)]).astype(np.int64)
+    gather = np.repeat(starts[order] - offsets[:-1], new_lengths) + np.arange(offsets[-1])
+    return gather, offsets
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 16), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def create_pretraining_data(input_files, output_dir: str | os.PathLike, tokenizer,
+                            config: PretrainingDataConfig | None = None) -> dict:
+    """Google's create_pretraining_data, streamed into shards under `output_dir`; returns the index.
+
+    `input_files`: a comma-separated string of files and globs, or a list of paths.
+    """
+    config = config or PretrainingDataConfig()
+    files = expand_input_files(input_files)
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    index_path = output_dir / INDEX_NAME
+    if index_path.exists():
+        index_path.unlink()  # the shards already there stop being a valid set now
+    for stale in output_dir.glob(f".{SHARD_PREFIX}*.tmp"):  # left by a killed run
+        shutil.rmtree(stale, ignore_errors=True)
+    for path in files:
+        logger.info("reading %s", path)
+
+    stats: dict = {}
+    writer = ShardWriter(output_dir, config.instances_per_shard, config.random_seed)
+    for instance in iter_training_instances(files, tokenizer, config, stats):
+        writer.add(instance)
+    writer.flush()
+    if not writer.shards:
+        raise DataError(f"{', '.join(map(str, files))}: no sentences found; the input must be text, one sentence "
+                        "per line, with blank lines between documents")
+    shards = writer.shards
+    for path in output_dir.glob(f"{SHARD_PREFIX}*"):  # higher-numbered shards of an earlier, bigger run
+        match = re.fullmatch(rf"{SHARD_PREFIX}(\d{{5}})", path.name)
+        if match and int(match.group(1)) >= len(shards) and path.is_dir():
+            shutil.rmtree(path)
+
+    vocab_file = Path(tokenizer.vocab_file).resolve()
+    index = {
+        "format": FORMAT_NAME,
+        "version": FORMAT_VERSION,
+        "num_instances": sum(s["num_instances"] for s in shards),
+        "num_tokens": sum(s["num_tokens"] for s in shards),
+        "num_masked_lm": sum(s["num_masked_lm"] for s in shards),
+        "num_random_next": sum(s["num_random_next"] for s in shards),
+        "num_documents": stats.get("documents", 0),
+        "num_sentences": stats.get("sentences", 0),
+        "num_corpus_tokens": stats.get("tokens", 0),
+        "num_chunks": stats.get("chunks", 0),
+        "settings": {**asdict(config), "do_lower_case": tokenizer.do_lower_case},
+        "vocab": {"file": str(vocab_file), "size": len(tokenizer), "sha256": _sha256(vocab_file)},
+        "input_files": [str(p) for p in files],
+        "shards": shards,
+    }
+    with atomic_write(index_path) as handle:
+        json.dump(index, handle, indent=2)
+        handle.write("\n")
+    logger.info("wrote %d instances in %d shard(s) to %s (%d documents, %d sentences)", index["num_instances"],
+                len(shards), output_dir, index["num_documents"], index["num_sentences"])
+    return index
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading shards.
+
+
+def load_index(path: str | os.PathLike) -> tuple[Path, dict]:
+    """(directory, index) of a create_pretraining_data output: its folder or its index.json."""
+    path = Path(path)
+    index_path = path if path.name == INDEX_NAME else path / INDEX_NAME
+    if not index_path.is_file():
+        if not path.exists():
+            raise DataError(f"pre-training data {path} does not exist; create it with bertkit create_pretraining_data")
+        raise DataError(f"{index_path} is missing: {index_path.parent} is not the output of bertkit "
+                        "create_pretraining_data, or that run was interrupted; run it again")
+    try:
+        index = json.loads(index_path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as err:
+        raise DataError(f"{index_path} is not valid JSON ({err}); run bertkit create_pretraining_data again") from None
+    if not isinstance(index, dict) or index.get("format") != FORMAT_NAME:
+        raise DataError(f"{index_path} is not a bertkit pre-training index (no \"format\": \"{FORMAT_NAME}\")")
+    if index.get("version") != FORMAT_VERSION:
+        raise DataError(f"{index_path} has format version {index.get('version')}, this bertkit reads version "
+                        f"{FORMAT_VERSION}; run bertkit create_pretraining_data again")
+    try:
+        for shard in index["shards"]:
+            shard["name"], int(shard["num_instances"])
+        index["settings"]["max_seq_length"], index["vocab"]["size"]
+    except (KeyError, TypeError, ValueError) as err:
+        raise DataError(f"{index_path} is missing a field ({err}); run bertkit create_pretraining_data again") from None
+    return index_path.parent, index
+
+
+def expand_shard_dirs(spec: str | os.PathLike | Sequence) -> list[Path]:
+    """A comma-separated list (or a list) of create_pretraining_data output folders, globs allowed."""
+    parts = [str(p) for p in spec] if isinstance(spec, (list, tuple)) else str(spec).split(",")
+    found: list[Path] = []
+    for pattern in (p.strip() for p in parts):
+        if not pattern:
+            continue
+        if glob.has_magic(pattern):
+            matches = sorted(Path(p) for p in glob.glob(pattern))
+            if not matches:
+                raise DataError(f"pre-training data pattern {pattern} matches nothing")
+            found += matches
+        else:
+            found.append(Path(pattern))
+    if not found:
+        raise DataError("no pre-training data given: pass --input_file=DIR (the output of create_pretraining_data)")
+    return found
+
+
+@dataclass
+class _Shard:
+    directory: Path
+    num_instances: int
+    arrays: dict = field(default_factory=dict)
+
+
+class PretrainingDataset(Dataset):
+    """The instances of one or more create_pretraining_data outputs, memory-mapped.
+
+    An item is a dict of plain lists ready for PaddingCollator: input_ids, attention_mask,
+    token_type_ids, masked_lm_positions, labels (the original ids at those positions) and
+    next_sentence_label; BertForPreTraining takes it as it is. `limit` keeps the first N instances
+    (Google's --max_eval_steps evaluates the first batches of the input).
+    """
+
+    def __init__(self, paths, limit: int | None = None):
+        self.indexes: list[tuple[Path, dict]] = [load_index(p) for p in expand_shard_dirs(paths)]
+        hashes = {index["vocab"].get("sha256") for _, index in self.indexes}
+        if len(hashes) > 1:
+            raise DataError("the pre-training data sets " + ", ".join(str(d) for d, _ in self.indexes) +
+                            " were built with different vocabularies; build them all with the same vocab.txt")
+        self.shards = [_Shard(directory / shard["name"], int(shard["num_instances"]))
+                       for directory, index in self.indexes for shard in index["shards"]]
+        self.max_seq_length = max(int(index["settings"]["max_seq_length"]) for _, index in self.indexes)
+        self.max_predictions_per_seq = max(int(index["settings"]["max_predictions_per_seq"])
+                                           for _, index in self.indexes)
+        self.vocab_size = max(int(index["vocab"]["size"]) for _, index in self.indexes)
+        self._starts = np.cumsum([0] + [s.num_instances for s in self.shards])
+        total = int(self._starts[-1])
+        self._length = total if limit is None else min(total, max(0, int(limit)))
+        if self._length == 0:
+            raise DataError(f"the pre-training data {', '.join(str(d) for d, _ in self.indexes)} holds no instances")
+        self._lengths: np.ndarray | None = None
+
+    def __getstate__(self):  # DataLoader workers map the files again instead of pickling them
+        state = self.__dict__.copy()
+        state["shards"] = [_Shard(s.directory, s.num_instances) for s in self.shards]
+        return state
+
+    def _arrays(self, shard: _Shard) -> dict:
+        if not shard.arrays:
+            arrays = {}
+            for name, dtype in SHARD_ARRAYS.items():
+                path = shard.directory / f"{name}.npy"
+                try:
+                    values = np.load(path, mmap_mode="r", allow_pickle=False)
+                except FileNotFoundError:
+                    raise DataError(f"{path} is missing; run bertkit create_pretraining_data again") from None
+                except (OSError, ValueError, EOFError) as err:
+                    raise DataError(f"{path} is not a readable .npy array ({err}); run bertkit "
+                                    "create_pretraining_data again") from None
+                if values.dtype != dtype or values.ndim != 1:
+                    raise DataError(f"{path} holds {values.dtype} of shape {values.shape}, expected a flat "
+                                    f"{np.dtype(dtype)} array")
+                arrays[name] = values
+            n = shard.num_instances
+            checks = [
+                (len(arrays["offsets"]) == n + 1 and len(arrays["masked_lm_offsets"]) == n + 1
+                 and len(arrays["next_sentence_labels"]) == n, f"does not hold the {n} instances its index lists"),
+                (arrays["offsets"][-1] == len(arrays["input_ids"]) == len(arrays["segment_ids"]),
+                 "has offsets that do not match input_ids"),
+                (arrays["masked_lm_offsets"][-1] == len(arrays["masked_lm_positions"]) == len(arrays["masked_lm_ids"]),
+                 "has masked_lm_offsets that do not match masked_lm_positions"),
+            ]
+            for ok, problem in checks:
+                if not ok:
+                    raise DataError(f"{shard.directory} {problem}: it is damaged or from another run; run bertkit "
+                                    "create_pretraining_data again")
+            shard.arrays = arrays
+        return shard.arrays
+
+    def __len__(self) -> int:
+        return self._length
+
+    def locate(self, index: int) -> tuple[_Shard, int]:
+        if not 0 <= index < self._length:
+            raise IndexError(f"instance {index} is out of range for {self._length} instances")
+        number = int(np.searchsorted(self._starts, index, side="right")) - 1
+        return self.shards[number], index - int(self._starts[number])
+
+    def __getitem__(self, index: int) -> dict:
+        shard, row = self.locate(int(index))
+        a = self._arrays(shard)
+        start, end = int(a["offsets"][row]), int(a["offsets"][row + 1])
+        m_start, m_end = int(a["masked_lm_offsets"][row]), int(a["masked_lm_offsets"][row + 1])
+        return {
+            "input_ids": a["input_ids"][start:end].tolist(),
+            "attention_mask": [1] * (end - start),
+            "token_type_ids": a["segment_ids"][start:end].tolist(),
+            "masked_lm_positions": a["masked_lm_positions"][m_start:m_end].tolist(),
+            "labels": a["masked_lm_ids"][m_start:m_end].tolist(),
+            "next_sentence_label": int(a["next_sentence_labels"][row]),
+        }
+
+    @property
+    def lengths(self) -> np.ndarray:
+        """Tokens per instance (for length-grouped batching), read from the offsets only."""
+        if self._lengths is None:
+            parts, remaining = [], self._length
+            for shard in self.shards:
+                if remaining <= 0:
+                    break
+                lengths = np.diff(self._arrays(shard)["offsets"])[:remaining]
+                parts.append(lengths)
+                remaining -= len(lengths)
+            self._lengths = np.concatenate(parts)
+        return self._lengths
+
+    def max_token_id(self) -> int:
+        """The largest token id in the data (input and labels), to check it against a model's vocab_size."""
+        largest = 0
+        for shard in self.shards:
+            a = self._arrays(shard)
+            for name in ("input_ids", "masked_lm_ids"):
+                if len(a[name]):
+                    largest = max(largest, int(a[name].max()))
+        return largest
