@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
 from bertkit.config import BertConfig
@@ -29,3 +31,22 @@ def random_batch(config: BertConfig, batch: int = 3, length: int = 11, seed: int
 
 def hf_config(transformers, config: BertConfig, **extra):
     return transformers.BertConfig(**{**config.to_hf_dict(), **extra})
+
+
+REPO = Path(__file__).resolve().parents[1]
+# The vocab beside the TensorFlow-written fixtures: 99 tokens, enough for tiny from-scratch runs.
+TINY_VOCAB = REPO / "tests" / "fixtures" / "tf" / "bert_tiny_classifier" / "vocab.txt"
+
+
+def google_tiny_config(**overrides) -> dict:
+    """A bert_config.json (Google's keys) for task runners trained from scratch in tests."""
+    values = {"attention_probs_dropout_prob": 0.1, "hidden_act": "gelu", "hidden_dropout_prob": 0.1,
+              "hidden_size": 32, "initializer_range": 0.02, "intermediate_size": 64,
+              "max_position_embeddings": 128, "num_attention_heads": 2, "num_hidden_layers": 2,
+              "type_vocab_size": 2, "vocab_size": 99}
+    return {**values, **overrides}
+
+
+def read_eval_results(path) -> dict[str, str]:
+    """Google's eval_results.txt: `key = value` lines."""
+    return dict(line.split(" = ") for line in Path(path).read_text().splitlines())

@@ -8,18 +8,12 @@ from pathlib import Path
 import pytest
 
 from bertkit.cli.main import main
+from helpers import google_tiny_config, read_eval_results
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "examples" / "data" / "mrpc_sample"
 TF_CLASSIFIER = ROOT / "tests" / "fixtures" / "tf" / "bert_tiny_classifier"
-TINY_CONFIG = {"attention_probs_dropout_prob": 0.1, "hidden_act": "gelu", "hidden_dropout_prob": 0.1,
-               "hidden_size": 32, "initializer_range": 0.02, "intermediate_size": 64,
-               "max_position_embeddings": 128, "num_attention_heads": 2, "num_hidden_layers": 2,
-               "type_vocab_size": 2, "vocab_size": 30522}
 
-
-def _eval_results(path: Path) -> dict:
-    return dict(line.split(" = ") for line in path.read_text().splitlines())
 
 
 def test_google_flags_from_a_tf_checkpoint(tmp_path):
@@ -31,7 +25,7 @@ def test_google_flags_from_a_tf_checkpoint(tmp_path):
             "--train_batch_size=32", "--learning_rate=2e-5", "--num_train_epochs=1.0",
             f"--output_dir={tmp_path}", "--cache_dir=none", "--no_progress"]
     assert main(argv) == 0
-    results = _eval_results(tmp_path / "eval_results.txt")
+    results = read_eval_results(tmp_path / "eval_results.txt")
     assert set(results) >= {"eval_accuracy", "eval_f1", "eval_loss", "global_step", "loss"}
     assert results["global_step"] == "13"
     assert (tmp_path / "model.safetensors").is_file() and (tmp_path / "vocab.txt").is_file()
@@ -47,14 +41,14 @@ def test_google_flags_from_a_tf_checkpoint(tmp_path):
 
 def test_from_scratch_with_bert_config_then_continue_from_hf_output(tmp_path):
     config = tmp_path / "bert_config.json"
-    config.write_text(json.dumps({**TINY_CONFIG, "vocab_size": 99}))
+    config.write_text(json.dumps(google_tiny_config()))
     common = ["-q", "run_classifier", "--task_name=MRPC", f"--data_dir={SAMPLE}",
               f"--vocab_file={TF_CLASSIFIER / 'vocab.txt'}", "--max_seq_length=48", "--cache_dir=none", "--no_progress"]
     assert main([*common, "--do_train=true", f"--bert_config_file={config}", "--max_steps=3",
                  f"--output_dir={tmp_path / 'scratch'}"]) == 0
     assert main([*common, "--do_eval=true", f"--init_checkpoint={tmp_path / 'scratch'}",
                  f"--output_dir={tmp_path / 'again'}"]) == 0
-    assert _eval_results(tmp_path / "again" / "eval_results.txt")["global_step"] == "0"
+    assert read_eval_results(tmp_path / "again" / "eval_results.txt")["global_step"] == "0"
 
 
 @pytest.mark.parametrize("extra, message", [
@@ -77,15 +71,15 @@ def test_user_errors_are_one_line(tmp_path, extra, message):
 def test_real_mrpc_smoke_run_on_the_bert_tiny_config(tmp_path, shared_data):
     """CI's bounded real-data run: BERT-Tiny from scratch on MRPC, 200 steps, uncased vocab."""
     config = tmp_path / "bert_config.json"
-    config.write_text(json.dumps({**TINY_CONFIG, "hidden_size": 128, "intermediate_size": 512,
-                                  "max_position_embeddings": 512}))
+    config.write_text(json.dumps(google_tiny_config(hidden_size=128, intermediate_size=512, max_position_embeddings=512,
+                                                       vocab_size=30522)))
     assert main(["-q", "run_classifier", "--task_name=MRPC", "--do_train=true", "--do_eval=true",
                  f"--data_dir={shared_data / 'glue' / 'MRPC'}",
                  f"--vocab_file={shared_data / 'vocab' / 'bert-base-uncased' / 'vocab.txt'}",
                  f"--bert_config_file={config}", "--max_seq_length=128", "--train_batch_size=32",
                  "--learning_rate=1e-4", "--max_steps=200", f"--output_dir={tmp_path}", "--cache_dir=none",
                  "--no_progress", "--save_checkpoints_steps=100", "--save_total_limit=1"]) == 0
-    results = _eval_results(tmp_path / "eval_results.txt")
+    results = read_eval_results(tmp_path / "eval_results.txt")
     assert results["global_step"] == "200"
     assert 0.5 <= float(results["eval_accuracy"]) <= 1.0 and float(results["eval_loss"]) < 1.0
     assert [p.name for p in tmp_path.glob("checkpoint-*")] == ["checkpoint-200"]

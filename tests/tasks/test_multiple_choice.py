@@ -10,18 +10,11 @@ import pytest
 
 from bertkit.cli.main import main
 from bertkit.tasks.multiple_choice import AccuracyMetric
+from helpers import TINY_VOCAB as VOCAB, google_tiny_config, read_eval_results
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "tests" / "fixtures" / "multiple_choice"
-VOCAB = ROOT / "tests" / "fixtures" / "tf" / "bert_tiny_classifier" / "vocab.txt"
-TINY_CONFIG = {"attention_probs_dropout_prob": 0.1, "hidden_act": "gelu", "hidden_dropout_prob": 0.1,
-               "hidden_size": 32, "initializer_range": 0.02, "intermediate_size": 64,
-               "max_position_embeddings": 128, "num_attention_heads": 2, "num_hidden_layers": 2,
-               "type_vocab_size": 2, "vocab_size": 99}
 
-
-def _eval_results(path: Path) -> dict:
-    return dict(line.split(" = ") for line in path.read_text().splitlines())
 
 
 def _jsonl(path: Path) -> list[dict]:
@@ -31,7 +24,7 @@ def _jsonl(path: Path) -> list[dict]:
 @pytest.fixture
 def tiny_config(tmp_path):
     path = tmp_path / "bert_config.json"
-    path.write_text(json.dumps(TINY_CONFIG))
+    path.write_text(json.dumps(google_tiny_config()))
     return path
 
 
@@ -42,7 +35,7 @@ def test_train_eval_predict_from_scratch(tmp_path, tiny_config, task, labels, nu
             "--do_eval=true", "--do_predict=true", f"--bert_config_file={tiny_config}", f"--vocab_file={VOCAB}",
             "--max_seq_length=32", "--train_batch_size=2", "--max_steps=3", f"--output_dir={out}", "--no_progress"]
     assert main(argv) == 0
-    results = _eval_results(out / "eval_results.txt")
+    results = read_eval_results(out / "eval_results.txt")
     assert results["global_step"] == "3" and 0.0 <= float(results["eval_accuracy"]) <= 1.0
     assert {"eval_loss", "loss"} <= set(results)
     assert (out / "model.safetensors").is_file() and (out / "vocab.txt").is_file()
@@ -63,7 +56,7 @@ def test_eval_only_from_the_trained_output_and_max_train_examples(tmp_path, tiny
     state = json.loads((tmp_path / "a" / "metrics.jsonl").read_text().splitlines()[-1])
     assert state["step"] == 1  # 2 examples, batch 2, one epoch
     assert main([*common, "--do_eval", f"--init_checkpoint={tmp_path / 'a'}", f"--output_dir={tmp_path / 'b'}"]) == 0
-    assert _eval_results(tmp_path / "b" / "eval_results.txt")["global_step"] == "0"
+    assert read_eval_results(tmp_path / "b" / "eval_results.txt")["global_step"] == "0"
     assert len(_jsonl(tmp_path / "b" / "eval_predictions.jsonl")) == 3
 
 
@@ -102,5 +95,5 @@ def test_a_user_error_from_the_command_line_has_no_traceback(tmp_path):
 def test_the_packaged_minilm_is_the_default_checkpoint(tmp_path, minilm_path):
     assert main(["-q", "run_multiple_choice", "--task=commonsenseqa", f"--data_dir={FIXTURES / 'commonsenseqa'}",
                  "--do_eval", "--max_seq_length=32", f"--output_dir={tmp_path}", "--no_progress"]) == 0
-    assert _eval_results(tmp_path / "eval_results.txt")["global_step"] == "0"
+    assert read_eval_results(tmp_path / "eval_results.txt")["global_step"] == "0"
     assert [r["id"] for r in _jsonl(tmp_path / "eval_predictions.jsonl")] == [f"fixture-dev{i}" for i in range(3)]

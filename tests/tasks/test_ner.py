@@ -11,14 +11,10 @@ from bertkit.cli.main import main
 from bertkit.data.ner import NerExample, read_conll
 from bertkit.tasks.ner import NerEvaluation, NerTask, build_split, ner_metrics, write_predictions
 from bertkit.tokenization import FullTokenizer
+from helpers import TINY_VOCAB as VOCAB, google_tiny_config, read_eval_results
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "tests" / "fixtures" / "ner"
-VOCAB = ROOT / "tests" / "fixtures" / "tf" / "bert_tiny_classifier" / "vocab.txt"
-TINY_CONFIG = {"attention_probs_dropout_prob": 0.1, "hidden_act": "gelu", "hidden_dropout_prob": 0.1,
-               "hidden_size": 32, "initializer_range": 0.02, "intermediate_size": 64,
-               "max_position_embeddings": 64, "num_attention_heads": 2, "num_hidden_layers": 2,
-               "type_vocab_size": 2, "vocab_size": 99}
 
 HAND_CASES = [
     # gold, predicted
@@ -86,7 +82,7 @@ def _cli(tmp_path, *extra):
 
 def test_cli_end_to_end_from_scratch_then_eval_with_the_saved_labels(tmp_path, capsys):
     config = tmp_path / "bert_config.json"
-    config.write_text(json.dumps(TINY_CONFIG))
+    config.write_text(json.dumps(google_tiny_config(max_position_embeddings=64)))
     out = tmp_path / "out"
     assert main(_cli(tmp_path, "--do_train=true", "--do_eval=true", "--do_predict=true", f"--bert_config_file={config}",
                      "--max_steps=3", f"--output_dir={out}")) == 0
@@ -120,7 +116,7 @@ def test_cli_end_to_end_from_scratch_then_eval_with_the_saved_labels(tmp_path, c
 
 def test_cli_on_two_column_files_with_unlabelled_test_text(tmp_path):
     config = tmp_path / "bert_config.json"
-    config.write_text(json.dumps(TINY_CONFIG))
+    config.write_text(json.dumps(google_tiny_config(max_position_embeddings=64)))
     data = tmp_path / "data"
     data.mkdir()
     (data / "train.txt").write_text((FIXTURES / "two_column.txt").read_text())
@@ -146,7 +142,7 @@ def test_malformed_files_are_one_line_errors_naming_file_and_line(tmp_path, caps
     for name in ("eng.train", "eng.testa"):
         (data / name).write_text(files.get(name, (FIXTURES / name).read_text()))
     config = tmp_path / "bert_config.json"
-    config.write_text(json.dumps(TINY_CONFIG))
+    config.write_text(json.dumps(google_tiny_config(max_position_embeddings=64)))
     assert main(["run_ner", f"--data_dir={data}", f"--vocab_file={VOCAB}", f"--bert_config_file={config}",
                  "--do_train=true", "--do_eval=true", "--max_steps=1", "--max_seq_length=16",
                  f"--output_dir={tmp_path / 'out'}"]) == 2

@@ -7,22 +7,16 @@ import pytest
 
 from bertkit.cli.main import main
 from bertkit.data.squad import squad_evaluate
+from helpers import google_tiny_config, read_eval_results
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "tests" / "fixtures" / "squad"
 TINY_V1 = FIXTURES / "tiny-v1.1.json"
 TINY_V2 = FIXTURES / "tiny-v2.0.json"
 VOCAB = FIXTURES / "vocab.txt"
-TINY_CONFIG = {"attention_probs_dropout_prob": 0.1, "hidden_act": "gelu", "hidden_dropout_prob": 0.1,
-               "hidden_size": 32, "initializer_range": 0.02, "intermediate_size": 64,
-               "max_position_embeddings": 128, "num_attention_heads": 2, "num_hidden_layers": 2,
-               "type_vocab_size": 2, "vocab_size": 128}
 # Small windows, so that the 328-character "Rivers" paragraph is cut into several doc-stride windows.
 WINDOWS = ["--max_seq_length=32", "--doc_stride=8", "--max_query_length=12"]
 
-
-def _eval_results(path: Path) -> dict:
-    return dict(line.split(" = ") for line in path.read_text().splitlines())
 
 
 def _question_ids(articles: list) -> list[str]:
@@ -32,7 +26,7 @@ def _question_ids(articles: list) -> list[str]:
 @pytest.fixture
 def tiny_config(tmp_path):
     path = tmp_path / "bert_config.json"
-    path.write_text(json.dumps(TINY_CONFIG))
+    path.write_text(json.dumps(google_tiny_config(vocab_size=128)))
     return path
 
 
@@ -64,7 +58,7 @@ def test_split_articles_train_predict_and_score(tmp_path, tiny_config):
     # The held-out articles, to score predictions.json with the official evaluate-v1.1.py.
     held_out = json.loads((out / "eval_articles.json").read_text())
     assert held_out["data"] == articles[1:] and held_out["version"] == "1.1"
-    results = _eval_results(out / "eval_results.txt")
+    results = read_eval_results(out / "eval_results.txt")
     assert results["global_step"] == "3" and results["num_questions"] == "3"
     expected = squad_evaluate(held_out, predictions)
     assert float(results["exact_match"]) == pytest.approx(expected["exact_match"])
@@ -101,7 +95,7 @@ def test_squad_v2_train_and_predict_files(tmp_path, tiny_config):
     nbest = json.loads((out / "nbest_predictions.json").read_text())
     _check_nbest(nbest, ids, 20 + 1)  # as in Google's script, "" joins a full n-best list
     assert all(any(e["text"] == "" for e in entries) for entries in nbest.values())
-    results = _eval_results(out / "eval_results.txt")
+    results = read_eval_results(out / "eval_results.txt")
     assert set(results) == {"exact_match", "f1", "num_questions", "global_step"}
     assert not (out / "eval_articles.json").exists()
 
