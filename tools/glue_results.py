@@ -30,6 +30,9 @@ from bertkit.paths import minilm_dir, shared_data_dir  # noqa: E402
 
 OUTPUTS = ROOT / "outputs" / "glue_results"
 REPORT = ROOT / "docs" / "results.md"
+# One JSON line per finished run, committed, so that results outlive the outputs/ folder and a
+# later invocation (or session) only runs what is missing.
+RECORDS = ROOT / "docs" / "glue_runs.jsonl"
 SEEDS = (1, 2, 3)
 BERT_TINY = {"attention_probs_dropout_prob": 0.1, "hidden_act": "gelu", "hidden_dropout_prob": 0.1,
              "hidden_size": 128, "initializer_range": 0.02, "intermediate_size": 512,
@@ -86,6 +89,14 @@ def planned_runs() -> list[Run]:
     return minilm + tiny + scratch[:1] + reinit[:2] + others[:4] + scratch[1:] + reinit[2:] + others[4:]
 
 
+def read_records() -> dict[tuple[str, int], dict]:
+    """{(run key, seed): record} of every finished run."""
+    if not RECORDS.is_file():
+        return {}
+    records = (json.loads(line) for line in RECORDS.read_text().splitlines() if line.strip())
+    return {(r["key"], r["seed"]): r for r in records}
+
+
 def read_results(path: Path) -> dict | None:
     """The final eval_results.txt of a finished run (the Trainer rewrites it after every epoch)."""
     if not path.is_file() or not (path.parent / "model.safetensors").is_file():
@@ -93,29 +104,45 @@ def read_results(path: Path) -> dict | None:
     return {k: float(v) for k, v in (line.split(" = ") for line in path.read_text().splitlines())}
 
 
+def record(key: str, seed: int, metrics: dict, seconds: float | None, command: str) -> None:
+    with open(RECORDS, "a", encoding="utf-8") as handle:
+        handle.write(json.dumps({"key": key, "seed": seed, "metrics": metrics, "wall_seconds": seconds,
+                                 "command": command}) + "\n")
+
+
 def run_one(run: Run, seed: int, data: Path) -> None:
-    out = OUTPUTS / run.key / f"seed{seed}"
-    if read_results(out / "eval_results.txt") is not None:
+    if (run.key, seed) in read_records():
         return
-    start = time.perf_counter()
+    out = OUTPUTS / run.key / f"seed{seed}"
     command = [sys.executable, "-m", "bertkit", "-q", *run.argv(seed, data), "--no_progress"]
-    result = subprocess.run(command, capture_output=True, text=True)
-    if result.returncode != 0:
-        raise SystemExit(f"run failed: {' '.join(command)}\n{result.stderr[-3000:]}")
-    (out / "wall_seconds.txt").write_text(f"{time.perf_counter() - start:.1f}\n")
+    metrics = read_results(out / "eval_results.txt")  # finished before records existed
+    seconds = None
+    if metrics is None:
+        start = time.perf_counter()
+        result = subprocess.run(command, capture_output=True, text=True)
+        if result.returncode != 0:
+            raise SystemExit(f"run failed: {' '.join(command)}\n{result.stderr[-3000:]}")
+        seconds = round(time.perf_counter() - start, 1)
+        metrics = read_results(out / "eval_results.txt")
+    record(run.key, seed, metrics, seconds, "bertkit " + " ".join(run.argv(seed, data)))
 
 
 def hf_parity(data: Path, seed: int) -> None:
     """transformers' Trainer on MRPC with the seed's hyperparameters (2e-5, batch 32, 3 epochs)."""
-    path = OUTPUTS / "transformers-MRPC-minilm-lr2e-5" / f"seed{seed}.json"
-    if path.is_file():
+    key = "transformers-MRPC-minilm-lr2e-05-ep3"
+    if (key, seed) in read_records():
         return
-    from hf_reference import run_hf_glue
+    path = OUTPUTS / key / f"seed{seed}.json"  # finished before records existed
+    if path.is_file():
+        result = json.loads(path.read_text())
+    else:
+        from hf_reference import run_hf_glue
 
-    result = run_hf_glue("MRPC", data / "glue" / "MRPC", minilm_dir(), seed=seed, learning_rate=2e-5,
-                         num_train_epochs=3.0, padding="group_by_length")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result, indent=2))
+        result = run_hf_glue("MRPC", data / "glue" / "MRPC", minilm_dir(), seed=seed, learning_rate=2e-5,
+                             num_train_epochs=3.0, padding="group_by_length")
+    record(key, seed, result, result.get("train_seconds"),
+           "python bench/hf_reference.py equivalent: run_hf_glue('MRPC', ..., seed, learning_rate=2e-5, "
+           "num_train_epochs=3, padding='group_by_length')")
 
 
 def mean_std(values: list[float]) -> str:
@@ -140,13 +167,14 @@ def write_report(runs: list[Run], data: Path) -> None:
              "weight decay 0.01, dynamic padding with length-grouped batches, fp32, on a 2-core CPU. "
              "Numbers are dev-set scores ×100, mean ± std over seeds " + ", ".join(map(str, SEEDS)) + " "
              "(n = seeds finished). **collapsed** marks runs that predict the majority class on every seed.", ""]
+    records = read_records()
     for task in dict.fromkeys(r.task for r in runs):
         metrics = HEADLINE[task]
         lines += [f"## {task}", "", "| run | lr | epochs | " + " | ".join(m.removeprefix("eval_") for m in metrics)
                   + " | n | note |", "|---|---|---|" + "---|" * len(metrics) + "---|---|"]
         commands = []
         for run in sorted((r for r in runs if r.task == task), key=lambda r: (r.name, -r.learning_rate)):
-            results = [r for r in (read_results(OUTPUTS / run.key / f"seed{s}" / "eval_results.txt") for s in SEEDS) if r]
+            results = [records[(run.key, s)]["metrics"] for s in SEEDS if (run.key, s) in records]
             cells = [mean_std([r[m] for r in results]) for m in metrics]
             note = "**collapsed** to the majority class" if collapsed(task, results) else ""
             lines.append(f"| {run.name} | {run.learning_rate:g} | {run.epochs:g} | " + " | ".join(cells)
@@ -154,7 +182,8 @@ def write_report(runs: list[Run], data: Path) -> None:
             commands.append("bertkit " + " ".join(run.argv(SEEDS[0], data)).replace(str(data), "../shared/data")
                             .replace(str(minilm_dir()), "$MINILM").replace(str(ROOT) + "/", ""))
         if task == "MRPC":
-            parity = [json.loads(p.read_text()) for p in sorted((OUTPUTS / "transformers-MRPC-minilm-lr2e-5").glob("seed*.json"))]
+            parity = [records[("transformers-MRPC-minilm-lr2e-05-ep3", s)]["metrics"] for s in SEEDS
+                      if ("transformers-MRPC-minilm-lr2e-05-ep3", s) in records]
             if parity:
                 lines.append(f"| transformers Trainer, MiniLM-L6 pretrained (reference) | 2e-05 | 3 | "
                              f"{mean_std([p['accuracy'] for p in parity])} | {mean_std([p['f1'] for p in parity])} | "
