@@ -488,12 +488,11 @@ def _reorder(lengths: np.ndarray, order: np.ndarray) -> tuple[np.ndarray, np.nda
     return gather, offsets
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 16), b""):
-            digest.update(block)
-    return digest.hexdigest()
+def vocab_fingerprint(vocab: dict[str, int]) -> str:
+    """sha256 of the vocabulary's tokens in id order: the same for two vocab.txt files with the same
+    entries, whatever their line ends or final newline."""
+    by_id = sorted((i, t) for t, i in vocab.items())
+    return hashlib.sha256("\n".join(t for _, t in by_id).encode("utf-8")).hexdigest()
 
 
 def create_pretraining_data(input_files, output_dir: str | os.PathLike, tokenizer,
@@ -541,7 +540,7 @@ def create_pretraining_data(input_files, output_dir: str | os.PathLike, tokenize
         "num_corpus_tokens": stats.get("tokens", 0),
         "num_chunks": stats.get("chunks", 0),
         "settings": {**asdict(config), "do_lower_case": tokenizer.do_lower_case},
-        "vocab": {"file": str(vocab_file), "size": len(tokenizer), "sha256": _sha256(vocab_file)},
+        "vocab": {"file": str(vocab_file), "size": len(tokenizer), "fingerprint": vocab_fingerprint(tokenizer.vocab)},
         "input_files": [str(p) for p in files],
         "shards": shards,
     }
@@ -621,7 +620,7 @@ class PretrainingDataset(Dataset):
 
     def __init__(self, paths, limit: int | None = None):
         self.indexes: list[tuple[Path, dict]] = [load_index(p) for p in expand_shard_dirs(paths)]
-        hashes = {index["vocab"].get("sha256") for _, index in self.indexes}
+        hashes = {index["vocab"].get("fingerprint") for _, index in self.indexes}
         if len(hashes) > 1:
             raise DataError("the pre-training data sets " + ", ".join(str(d) for d, _ in self.indexes) +
                             " were built with different vocabularies; build them all with the same vocab.txt")
@@ -631,6 +630,7 @@ class PretrainingDataset(Dataset):
         self.max_predictions_per_seq = max(int(index["settings"]["max_predictions_per_seq"])
                                            for _, index in self.indexes)
         self.vocab_size = max(int(index["vocab"]["size"]) for _, index in self.indexes)
+        self.vocab_fingerprint = hashes.pop()
         self._starts = np.cumsum([0] + [s.num_instances for s in self.shards])
         total = int(self._starts[-1])
         self._length = total if limit is None else min(total, max(0, int(limit)))

@@ -1,0 +1,72 @@
+"""Pre-train BERT (masked LM + next sentence) on create_pretraining_data's shards, with Google's run_pretraining.py flags.
+
+    bertkit run_pretraining --input_file=/tmp/pretraining_128 --output_dir=/tmp/pretraining_output \\
+        --do_train=true --do_eval=true --bert_config_file=$BERT_BASE_DIR/bert_config.json \\
+        --train_batch_size=32 --max_seq_length=128 --max_predictions_per_seq=20 \\
+        --num_train_steps=20 --num_warmup_steps=10 --learning_rate=2e-5
+
+Without --init_checkpoint the model starts from scratch with --bert_config_file; with it (an HF
+folder, or Google's .../bert_model.ckpt) pre-training continues. Phase 2 of the paper's schedule
+is a second run: --init_checkpoint=<phase 1's --output_dir> on shards built with the longer
+--max_seq_length. --max_position_embeddings=M beyond the checkpoint's extends the position table
+(trained rows kept) and evaluation reports masked_lm_accuracy_beyond_512 too.
+
+--vocab_file and --do_lower_case default to the checkpoint's, else to the ones the data was built
+with. Evaluation reads the first --max_eval_steps batches of --eval_input_file (default: the
+training data, as Google's). Under `torchrun --nproc_per_node=N` training is data parallel.
+"""
+
+from __future__ import annotations
+
+import os
+
+from bertkit.checkpoint.load import resolve_checkpoint
+from bertkit.cli.common import (add_model_arguments, add_training_arguments, load_model, load_tokenizer,
+                                model_overrides, training_arguments)
+from bertkit.errors import ConfigError
+from bertkit.heads import BertForPreTraining
+from bertkit.tasks.pretraining import PretrainingTask, run_pretraining
+
+
+def add_arguments(parser) -> None:
+    google = parser.add_argument_group("Google's pre-training flags")
+    google.add_argument("--input_file", help="create_pretraining_data output folder(s), comma-separated, globs allowed")
+    google.add_argument("--max_predictions_per_seq", type=int, default=20)
+    google.add_argument("--num_train_steps", type=int, default=None,
+                        help="optimizer steps (the same as --max_steps; default: --num_train_epochs over the data)")
+    google.add_argument("--num_warmup_steps", type=int, default=None, help="the same as --warmup_steps")
+    google.add_argument("--max_eval_steps", type=int, default=100, help="evaluate on this many batches")
+    ours = parser.add_argument_group("bertkit's pre-training flags")
+    ours.add_argument("--eval_input_file", help="shards to evaluate on (default: --input_file)")
+    add_model_arguments(parser, default_to_minilm=False)
+    add_training_arguments(parser, learning_rate=5e-5, epochs=1.0, max_seq_length=128)
+
+
+def _merge(args, google: str, ours: str) -> None:
+    a, b = getattr(args, google), getattr(args, ours)
+    if a is not None and b is not None and a != b:
+        raise ConfigError(f"--{google}={a} and --{ours}={b} mean the same thing; give one of them")
+    setattr(args, ours, b if b is not None else a)
+
+
+def run(args) -> int:
+    _merge(args, "num_train_steps", "max_steps")
+    _merge(args, "num_warmup_steps", "warmup_steps")
+    task = PretrainingTask(input_file=args.input_file, eval_input_file=args.eval_input_file,
+                           do_train=args.do_train, do_eval=args.do_eval, max_seq_length=args.max_seq_length,
+                           max_predictions_per_seq=args.max_predictions_per_seq, max_eval_steps=args.max_eval_steps)
+    task.validate()  # bad flags fail before the model loads
+    index = task.data_index()
+    if args.vocab_file is None and (not args.init_checkpoint or resolve_checkpoint(args.init_checkpoint).vocab_file is None):
+        # From scratch (or a checkpoint without a vocab.txt): the vocabulary and casing the data was built with.
+        args.vocab_file = index["vocab"]["file"]
+        if args.do_lower_case is None:
+            args.do_lower_case = index["settings"].get("do_lower_case")
+    training = training_arguments(args)
+    model = load_model(args, BertForPreTraining, **model_overrides(args))
+    tokenizer = load_tokenizer(args, model.config)
+    results = run_pretraining(model, tokenizer, task, training, resume=args.resume)
+    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, one copy of the results is enough
+        for key in sorted(results):  # Google's names: masked_lm_accuracy, next_sentence_loss, ...
+            print(f"{key if key == 'eval_loss' else key.removeprefix('eval_')} = {results[key]}")
+    return 0
