@@ -1,6 +1,7 @@
 """Pruning: heads and neurons removed for real equal the masked model; save -> load; transformers; sparsity."""
 
 import copy
+import json
 
 import pytest
 import torch
@@ -149,6 +150,12 @@ def test_heads_pruned_as_transformers_does_load_in_transformers(transformers_mod
     with torch.no_grad():
         ours = model(**batch).logits
         assert (theirs(**batch).logits - ours).abs().max() < 1e-5
+    # A config with HF's pruned_heads only (as transformers v4 writes it) builds the same model in bertkit.
+    config = json.loads((tmp_path / "config.json").read_text())
+    del config["layer_num_heads"], config["layer_intermediate_sizes"]
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with torch.no_grad():
+        assert torch.equal(BertForSequenceClassification.from_pretrained(tmp_path).eval()(**batch).logits, ours)
 
 
 def test_unstructured_magnitude_pruning_and_report():
