@@ -74,6 +74,9 @@ def parse_layer_map(text: str | None) -> dict[int, int] | None:
 def run(args) -> int:
     if not (args.do_train or args.do_eval or args.do_predict):
         raise ConfigError("at least one of --do_train, --do_eval or --do_predict must be true")
+    if args.reinit or args.reinit_top_layers or args.max_position_embeddings:
+        raise ConfigError("--reinit, --reinit_top_layers and --max_position_embeddings are run_classifier's; "
+                          "distill copies the teacher's layers as they are")
     processor = get_processor(args.task_name)
     training = training_arguments(args)
     distill_args = DistillationArguments(
