@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import random
+import sys
 import tracemalloc
 from pathlib import Path
 
@@ -18,6 +20,7 @@ from bertkit.data.pretraining import (SHARD_ARRAYS, Document, MaskingVocab, Pret
 from bertkit.errors import ConfigError, DataError
 from bertkit.tokenization import FullTokenizer
 
+ROOT = Path(__file__).resolve().parents[2]
 SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [f"[unused{i}]" for i in range(40)]
 WORDS = ("the a an of and to in is was he she it they we you i that this with for on as at by from be have has had "
          "not but or are were his her their its my our your cat dog house car tree book water fire day night good bad "
@@ -322,3 +325,34 @@ def test_cli(tokenizer, tmp_path, capsys):
     assert main(["-q", "create_pretraining_data", f"--input_file={tmp_path / 'nope.txt'}", f"--output_dir={out}",
                  f"--vocab_file={tokenizer.vocab_file}"]) == 2
     assert f"{tmp_path / 'nope.txt'} does not exist" in capsys.readouterr().err
+
+
+def test_prepare_corpus_tool(tmp_path, capsys, monkeypatch):
+    spec = importlib.util.spec_from_file_location("prepare_corpus", ROOT / "tools" / "prepare_corpus.py")
+    tool = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "prepare_corpus", tool)  # its dataclass looks itself up there
+    spec.loader.exec_module(tool)
+    assert tool.split_sentences("Mr. Smith met H. americanus in 1999. It was 2 @.@ 5 m long ! \"Wow.\" Then (A.H. Jones) "
+                                "left. Brown stayed, e.g. Smith too.") == [
+        "Mr. Smith met H. americanus in 1999.", "It was 2 @.@ 5 m long !", "\"Wow.\"", "Then (A.H. Jones) left.",
+        "Brown stayed, e.g. Smith too."]
+    corpus = tmp_path / "corpus"
+    (corpus / "wikitext-2-raw").mkdir(parents=True)
+    (corpus / "gutenberg-nltk").mkdir()
+    (corpus / "wikitext-2-raw" / "wiki.valid.raw").write_text(
+        " \n = First = \n \n The cat @-@ like dog ran 1 @,@ 000 m . It sat .\n \n = = Part = = \n \n"
+        " A line , then\n = 1 henry and capacitance C = \n the rest .\n \n = Second = \n \n Red is 2 @.@ 5 . Blue .\n")
+    (corpus / "gutenberg-nltk" / "book.txt").write_text(
+        "[A Book by Someone 1900]\n\nCHAPTER I\n\nThe old house stood\nby the water. The tree\ngrew tall.\n\n"
+        "She said, \"Go.\"  He went.\n")
+    out = tmp_path / "out" / "corpus.txt"
+    assert tool.main([f"--corpus_dir={corpus}", f"--output={out}", "--vocab_file=none"]) == 0
+    documents = [d.splitlines() for d in out.read_text().split("\n\n") if d.strip()]
+    assert documents == [
+        ["The cat-like dog ran 1,000 m .", "It sat .", "A line , then", "= 1 henry and capacitance C =", "the rest ."],
+        ["Red is 2.5 .", "Blue ."],
+        ["The old house stood by the water.", "The tree grew tall.", "She said, \"Go.\"", "He went."]]
+    printed = capsys.readouterr().out
+    assert "total" in printed and " 3 " in printed.splitlines()[-2]
+    with pytest.raises(SystemExit, match="not git-ignored"):
+        tool.main([f"--corpus_dir={corpus}", f"--output={ROOT / 'README.md'}", "--vocab_file=none"])

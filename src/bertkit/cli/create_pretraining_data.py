@@ -43,7 +43,8 @@ def add_arguments(parser) -> None:
     ours.add_argument("--chunk_documents", type=int, default=1000,
                       help="documents per chunk: random next sentences come from the same chunk")
     ours.add_argument("--chunk_tokens", type=int, default=1_000_000, help="... or at most this many tokens per chunk")
-    ours.add_argument("--instances_per_shard", type=int, default=50_000)
+    ours.add_argument("--instances_per_shard", type=int, default=20_000,
+                      help="instances per shard; also bounds memory (the shard being built is held)")
 
 
 def run(args) -> int:

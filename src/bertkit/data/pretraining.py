@@ -107,7 +107,7 @@ class PretrainingDataConfig:
     random_seed: int = 12345
     chunk_documents: int = 1000  # a chunk (the pool of random next segments) ends at this many documents
     chunk_tokens: int = 1_000_000  # ... or at this many tokens
-    instances_per_shard: int = 50_000
+    instances_per_shard: int = 20_000  # a shard buffer of 20k x 128 tokens takes ~50 MB at its flush
 
     def __post_init__(self):
         if self.max_seq_length < 5:
