@@ -127,9 +127,16 @@ def check_data_fits(data: PretrainingDataset, model: BertForPreTraining, tokeniz
     if largest >= config.vocab_size:
         raise ConfigError(f"{where} holds token id {largest} but the model has vocab_size={config.vocab_size}; "
                           "build the data with the model's vocab.txt")
-    if tokenizer is not None and vocab_fingerprint(tokenizer.vocab) != data.vocab_fingerprint:
+    if tokenizer is None:
+        return
+    if data.vocab_fingerprint and vocab_fingerprint(tokenizer.vocab) != data.vocab_fingerprint:
         raise ConfigError(f"{where} was built with the vocabulary {data.indexes[0][1]['vocab']['file']}, not with "
                           f"{tokenizer.vocab_file}; pass the --vocab_file the data was built with")
+    cased = {index["settings"].get("do_lower_case") for _, index in data.indexes} - {None}
+    if cased and cased != {tokenizer.do_lower_case}:
+        logger.warning("%s was built with do_lower_case=%s but the tokenizer saved with the model has "
+                       "do_lower_case=%s; pass --do_lower_case=%s", where, cased.pop(), tokenizer.do_lower_case,
+                       str(not tokenizer.do_lower_case).lower())
 
 
 def run_pretraining(model: BertForPreTraining, tokenizer, task: PretrainingTask, args: TrainingArguments,
