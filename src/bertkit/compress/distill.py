@@ -515,32 +515,15 @@ def distill_classifier(teacher: nn.Module, student: nn.Module, tokenizer, vocab_
     `task` is a ClassifierTask; evaluation and prediction are the student's, as run_classifier's.
     """
     from bertkit.data.glue import get_processor
-    from bertkit.tasks.classifier import build_dataset, glue_metrics_fn, write_predictions
+    from bertkit.tasks.classifier import run_classifier
 
     processor = get_processor(task.task_name)
     if teacher.config.num_labels != processor.num_labels:
         raise ConfigError(f"the teacher has {teacher.config.num_labels} labels but {task.task_name} has "
                           f"{processor.num_labels}: give a teacher fine-tuned on {task.task_name}")
-    train_data = eval_data = None
-    if task.do_train:
-        _, train_data = build_dataset(processor, task, "train", tokenizer, vocab_file, args.pad_to_max_length)
-    if task.do_eval:
-        _, eval_data = build_dataset(processor, task, "dev", tokenizer, vocab_file, args.pad_to_max_length)
-    trainer = DistillationTrainer(student, teacher, args, distill_args, train_dataset=train_data,
-                                  eval_dataset=eval_data,
-                                  compute_metrics=glue_metrics_fn(task.task_name, processor.is_regression),
-                                  tokenizer=tokenizer)
-    results: dict = {}
-    if task.do_train:
-        results = trainer.train(resume=resume).metrics
-    if task.do_eval and not results:
-        results = trainer.evaluate()
-    if task.do_predict:
-        _, test_data = build_dataset(processor, task, "test", tokenizer, vocab_file, args.pad_to_max_length)
-        predictions = trainer.predict(test_data).predictions
-        if trainer.is_main:
-            write_predictions(Path(args.output_dir), task.task_name, processor, predictions)
-    return results
+    return run_classifier(student, tokenizer, vocab_file, task, args, resume=resume,
+                          make_trainer=lambda **kwargs: DistillationTrainer(student, teacher, args, distill_args,
+                                                                            **kwargs))
 
 
 __all__ = ["DistillationArguments", "DistillationLoss", "DistillationTrainer", "IndexedDataset", "TeacherCache",

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -103,8 +104,13 @@ def write_predictions(output_dir: Path, task_name: str, processor: DataProcessor
 
 
 def run_classifier(model: BertForSequenceClassification, tokenizer: FullTokenizer, vocab_file: str,
-                   task: ClassifierTask, args: TrainingArguments, resume: bool = False) -> dict:
-    """Train, evaluate and predict as asked; returns the last evaluation's metrics (if any)."""
+                   task: ClassifierTask, args: TrainingArguments, resume: bool = False,
+                   make_trainer: Callable[..., Trainer] | None = None) -> dict:
+    """Train, evaluate and predict as asked; returns the last evaluation's metrics (if any).
+
+    `make_trainer(**trainer_kwargs)` builds the trainer (default: the Trainer on `model`); the
+    distillation runner passes one that builds a DistillationTrainer around a teacher.
+    """
     processor = get_processor(task.task_name)
     output_dir = Path(args.output_dir)
     train_data = eval_data = None
@@ -114,8 +120,9 @@ def run_classifier(model: BertForSequenceClassification, tokenizer: FullTokenize
                     args.train_batch_size, args.num_train_epochs)
     if task.do_eval:
         _, eval_data = build_dataset(processor, task, "dev", tokenizer, vocab_file, args.pad_to_max_length)
-    trainer = Trainer(model, args, train_dataset=train_data, eval_dataset=eval_data,
-                      compute_metrics=glue_metrics_fn(task.task_name, processor.is_regression), tokenizer=tokenizer)
+    make_trainer = make_trainer or (lambda **kwargs: Trainer(model, args, **kwargs))
+    trainer = make_trainer(train_dataset=train_data, eval_dataset=eval_data, tokenizer=tokenizer,
+                           compute_metrics=glue_metrics_fn(task.task_name, processor.is_regression))
     results: dict = {}
     if task.do_train:
         results = trainer.train(resume=resume).metrics
