@@ -63,7 +63,6 @@ import os
 import random
 import re
 import shutil
-import tempfile
 from array import array
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -73,7 +72,7 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from bertkit.errors import ConfigError, DataError
-from bertkit.io_utils import atomic_write
+from bertkit.io_utils import atomic_directory, atomic_write
 
 logger = logging.getLogger(__name__)
 
@@ -461,17 +460,10 @@ class ShardWriter:
         }
         name = shard_name(index)
         final = self.output_dir / name
-        tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".tmp", dir=self.output_dir))
-        try:
+        with atomic_directory(final) as tmp:
             for key, values in arrays.items():
                 with atomic_write(tmp / f"{key}.npy", "wb") as handle:
                     np.save(handle, values.astype(SHARD_ARRAYS[key], copy=False))
-            if final.exists():  # an earlier run's shard of the same number
-                shutil.rmtree(final)
-            os.replace(tmp, final)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
         self.shards.append({"name": name, "num_instances": n, "num_tokens": int(lengths.sum()),
                             "num_masked_lm": int(num_masked.sum()),
                             "num_random_next": int(arrays["next_sentence_labels"].sum())})

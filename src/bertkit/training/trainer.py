@@ -31,7 +31,6 @@ import os
 import random
 import re
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,7 +47,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from bertkit.data.batching import LengthGroupedBatchSampler, PaddingCollator, dataset_lengths
 from bertkit.errors import BertkitError, CheckpointError, ConfigError
-from bertkit.io_utils import atomic_write
+from bertkit.io_utils import atomic_directory, atomic_write
 from bertkit.training.logging import MetricsLogger, write_eval_results
 from bertkit.training.optim import SCHEDULES, create_optimizer, get_scheduler
 
@@ -550,8 +549,7 @@ class Trainer:
             final = self.output_dir / f"{CHECKPOINT_PREFIX}{step}"
             # Everything goes into a temp dir first and is renamed into place: a run killed while
             # saving leaves a .tmp dir (removed on the next start), never a half checkpoint.
-            tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=self.output_dir))
-            try:
+            with atomic_directory(final) as tmp:
                 self.model.save_pretrained(tmp, tokenizer=self.tokenizer)
                 torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
                 torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
@@ -561,12 +559,6 @@ class Trainer:
                                  "world_size": self.world_size, "args": _jsonable(dataclasses.asdict(self.args))}
                 with atomic_write(tmp / TRAINER_STATE_FILE) as handle:
                     json.dump(trainer_state, handle, indent=2)
-                if final.exists():  # an older run's checkpoint of the same step
-                    shutil.rmtree(final)
-                os.replace(tmp, final)
-            except BaseException:
-                shutil.rmtree(tmp, ignore_errors=True)
-                raise
             self._info("Saved checkpoint %s", final)
             if self.args.save_total_limit:
                 for _, old in self._checkpoints()[:-self.args.save_total_limit]:
