@@ -167,6 +167,10 @@ def write_report(runs: list[Run], data: Path) -> None:
              "weight decay 0.01, dynamic padding with length-grouped batches, fp32, on a 2-core CPU. "
              "Numbers are dev-set scores ×100, mean ± std over seeds " + ", ".join(map(str, SEEDS)) + " "
              "(n = seeds finished). **collapsed** marks runs that predict the majority class on every seed.", ""]
+    missing = sum(1 for run in runs for seed in SEEDS if (run.key, seed) not in read_records())
+    if missing:
+        lines += [f"**Incomplete:** {missing} of {len(runs) * len(SEEDS)} runs have not finished yet (rows with "
+                  "n < 3 or a dash). `python tools/glue_results.py` runs only what is missing.", ""]
     records = read_records()
     for task in dict.fromkeys(r.task for r in runs):
         metrics = HEADLINE[task]
