@@ -69,3 +69,44 @@ def test_prune_heads_and_neurons_then_reload(tmp_path, capsys):
 def test_prune_user_errors(tmp_path, capsys, argv, message):
     assert main(["prune", f"--model={TEACHER}", f"--output_dir={tmp_path}", *argv]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_layerdrop_training_then_depth_report_and_layer_pruning(tmp_path, capsys):
+    trained = tmp_path / "layerdrop"
+    argv = ["-q", "run_classifier", f"--init_checkpoint={TEACHER}", *COMMON, "--do_train", "--layerdrop=0.5",
+            "--max_steps=2", "--train_batch_size=8", "--max_train_examples=16", "--no_progress",
+            "--save_checkpoints_steps=100", f"--output_dir={trained}"]
+    assert main(argv) == 0
+    assert BertForSequenceClassification.from_pretrained(trained).config.extra["layerdrop"] == 0.5
+
+    out = tmp_path / "cut"
+    argv = ["-q", "prune", f"--model={trained}", *COMMON, "--layers=1", "--depth_report", "--do_eval",
+            f"--output_dir={out}"]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "| depth | layers |" in printed and "kept layers: [1]" in printed
+    report = json.loads((out / "prune_report.json").read_text())
+    assert [row["depth"] for row in report["depths"]] == [2, 1]
+    assert report["depths"][1]["layers"] == [1] and "eval_accuracy" in report["depths"][1]
+    cut = BertForSequenceClassification.from_pretrained(out)
+    assert cut.config.num_hidden_layers == 1 and cut.load_report.missing == []
+    # the depth report's one-layer row is the model that was saved
+    assert report["after"]["eval_accuracy"] == report["depths"][1]["eval_accuracy"]
+
+
+def test_distill_into_a_pruned_student(tmp_path, capsys):
+    pruned = tmp_path / "pruned"
+    assert main(["-q", "prune", f"--model={TEACHER}", "--heads=0.5", "--method=magnitude",
+                 f"--output_dir={pruned}"]) == 0
+    out = tmp_path / "recovered"
+    argv = ["-q", "distill", f"--teacher={TEACHER}", f"--student={pruned}", *COMMON, "--do_train", "--max_steps=2",
+            "--train_batch_size=8", "--max_train_examples=16", "--no_progress", "--save_checkpoints_steps=100",
+            f"--output_dir={out}"]
+    assert main(argv) == 0
+    record = json.loads((out / "distillation.json").read_text())
+    assert record["student"] == str(pruned) and record["student_parameters"] < record["teacher_parameters"]
+    recovered = BertForSequenceClassification.from_pretrained(out)
+    assert recovered.config.extra["layer_num_heads"] == [1, 1] and recovered.load_report.missing == []
+    assert main(["distill", f"--teacher={TEACHER}", f"--student={pruned}", f"--student_config={pruned}/config.json",
+                 *COMMON, "--do_train", f"--output_dir={tmp_path / 'x'}"]) == 2
+    assert "not both" in capsys.readouterr().err

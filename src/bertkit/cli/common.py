@@ -6,6 +6,7 @@ import logging
 import os
 
 from bertkit.checkpoint.load import resolve_checkpoint
+from bertkit.compress.layerdrop import set_layerdrop
 from bertkit.cli.main import str2bool
 from bertkit.config import BertConfig
 from bertkit.errors import CheckpointError, ConfigError
@@ -56,6 +57,14 @@ def load_model(args, model_class, **overrides):
     """
     surgery = {k: overrides.pop(k, None) for k in ("reinit", "reinit_top_layers", "max_position_embeddings")}
     surgery = {k: v for k, v in surgery.items() if v}
+    layerdrop = overrides.pop("layerdrop", 0.0)
+    model = _build_model(args, model_class, surgery, overrides)
+    if layerdrop:
+        set_layerdrop(model, layerdrop)
+    return model
+
+
+def _build_model(args, model_class, surgery: dict, overrides: dict):
     path = checkpoint_path(args)
     if path is None:
         if not args.bert_config_file:
@@ -109,6 +118,9 @@ def add_training_arguments(parser, learning_rate: float = 5e-5, epochs: float = 
     ours.add_argument("--reinit", default=None, help="comma-separated parameter names or glob patterns to re-initialise")
     ours.add_argument("--max_position_embeddings", type=int, default=None,
                       help="extend the position table past the checkpoint's (trained rows are kept)")
+    ours.add_argument("--layerdrop", type=float, default=0.0,
+                      help="LayerDrop: skip each encoder layer with this probability while training, so that "
+                           "`bertkit prune --layers` can cut the model afterwards (Fan et al. 2019; default 0)")
     ours.add_argument("--scheduler", choices=sorted(SCHEDULES), default="linear")
     ours.add_argument("--warmup_steps", type=int, default=None, help="overrides --warmup_proportion")
     ours.add_argument("--max_steps", type=int, default=None, help="stop after this many optimizer steps")
@@ -144,4 +156,5 @@ def training_arguments(args) -> TrainingArguments:
 
 def model_overrides(args) -> dict:
     return dict(reinit=[p for p in args.reinit.split(",") if p] if args.reinit else None,
-                reinit_top_layers=args.reinit_top_layers, max_position_embeddings=args.max_position_embeddings)
+                reinit_top_layers=args.reinit_top_layers, max_position_embeddings=args.max_position_embeddings,
+                layerdrop=args.layerdrop)

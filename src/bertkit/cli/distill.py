@@ -5,9 +5,9 @@
         --do_train=true --do_eval=true --num_train_epochs=3 --output_dir=/tmp/mrpc_student
 
 The student is cut from the teacher (--student_layers: every_other, 0,2,4, bottom:N, top:N or
-uniform:N; embeddings, those layers, pooler and classifier are copied), or built from
+uniform:N; embeddings, those layers, pooler and classifier are copied), built from
 --student_config (a config.json of any width, randomly initialised; --hidden_weight then trains a
-projection to the teacher's width). loss = alpha * T^2 * KL(teacher || student) + (1 - alpha) *
+projection to the teacher's width), or given as --student (a saved model, e.g. a pruned one). loss = alpha * T^2 * KL(teacher || student) + (1 - alpha) *
 cross-entropy (MSE for STS-B). --teacher_cache_dir stores the teacher's logits so that it runs once.
 Data, evaluation and outputs are run_classifier's; the student is saved in --output_dir.
 """
@@ -45,6 +45,9 @@ def add_arguments(parser) -> None:
                        help="teacher layers the student keeps: every_other (default), 0,2,4, bottom:N, top:N, uniform:N")
     group.add_argument("--student_config", default=None,
                        help="config.json of a randomly initialised student instead (any depth and width)")
+    group.add_argument("--student", default=None,
+                       help="an existing model as the student instead, e.g. one from `bertkit prune` (the "
+                            "teacher then recovers what pruning lost)")
     group.add_argument("--temperature", type=float, default=2.0, help="softmax temperature T (default 2)")
     group.add_argument("--alpha", type=float, default=0.5,
                        help="weight of the soft loss; 1 - alpha goes to the labels (default 0.5)")
@@ -55,7 +58,6 @@ def add_arguments(parser) -> None:
                             "(0 = embeddings; default: the layers the student was copied from)")
     group.add_argument("--teacher_cache_dir", default="none",
                        help="cache the teacher's logits here, keyed by data and teacher ('none': run the teacher)")
-    group.add_argument("--layerdrop", type=float, default=0.0, help="train the student with LayerDrop at this rate")
     group.add_argument("--vocab_file", help="vocab.txt (default: the one beside the teacher)")
     group.add_argument("--do_lower_case", type=str2bool, default=None, metavar="BOOL",
                        help="lower-case the input (default: tokenizer_config.json, else true)")
@@ -91,7 +93,15 @@ def run(args) -> int:
     if teacher.config.num_labels != processor.num_labels:
         raise ConfigError(f"{args.teacher} has {teacher.config.num_labels} labels but {args.task_name} has "
                           f"{processor.num_labels}: give a teacher fine-tuned on {args.task_name}")
-    if args.student_config:
+    if args.student and args.student_config:
+        raise ConfigError("give --student or --student_config, not both")
+    if args.student:
+        student = BertForSequenceClassification.from_pretrained(args.student)
+        if student.config.num_labels != teacher.config.num_labels:
+            raise ConfigError(f"{args.student} has {student.config.num_labels} labels but the teacher has "
+                              f"{teacher.config.num_labels}: give a student made for {args.task_name}")
+        logger.info("student: %s (%s parameters)", args.student, f"{student.num_parameters():,}")
+    elif args.student_config:
         config = BertConfig.from_json_file(args.student_config, num_labels=teacher.config.num_labels,
                                            id2label=teacher.config.id2label, label2id=teacher.config.label2id)
         if config.vocab_size != teacher.config.vocab_size:
@@ -116,7 +126,8 @@ def run(args) -> int:
     results = distill_classifier(teacher, student, tokenizer, str(tokenizer.vocab_file), task, training,
                                  distill_args, resume=args.resume)
     if int(os.environ.get("RANK", "0")) == 0:
-        record = {"teacher": str(args.teacher), "student_layers": student.config.extra.get("kept_layers"),
+        record = {"teacher": str(args.teacher), "student": args.student,
+                  "student_layers": student.config.extra.get("kept_layers"),
                   "student_config": args.student_config, "teacher_parameters": teacher_parameters,
                   "student_parameters": student.num_parameters(), "temperature": args.temperature,
                   "alpha": args.alpha, "hidden_weight": args.hidden_weight,

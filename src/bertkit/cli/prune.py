@@ -7,8 +7,10 @@
 one). --method=importance (default; Michel et al. 2019) scores them by |d loss / d gate| on
 --importance_examples training examples; --method=magnitude needs no data. --sparsity zeroes that
 fraction of the encoder's dense weights by magnitude (unstructured; shapes unchanged) and prints a
-sparsity report. With --do_eval the dev set is evaluated before and after. The pruned model,
-loadable with from_pretrained, and prune_report.json go to --output_dir.
+sparsity report. --layers keeps only those encoder layers (every_other, 0,2,4, uniform:N, ...),
+as LayerDrop's inference-time pruning does; --depth_report evaluates the dev set at every depth
+first. With --do_eval the dev set is evaluated before and after. The pruned model, loadable with
+from_pretrained, and prune_report.json go to --output_dir.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from torch.utils.data import DataLoader
 
 from bertkit.cli.common import default_cache_dir, load_tokenizer
 from bertkit.cli.main import str2bool
+from bertkit.compress.layerdrop import evaluate_depths, format_depth_table, prune_layers
 from bertkit.compress.prune import (importance_scores, magnitude_prune, magnitude_scores, prune_structured,
                                     sparsity_report)
 from bertkit.data.batching import PaddingCollator
@@ -48,6 +51,12 @@ def add_arguments(parser) -> None:
                         help="rank units over all layers (default) or remove the fraction from every layer")
     parser.add_argument("--sparsity", type=float, default=0.0,
                         help="unstructured: zero this fraction of the encoder's dense weights by magnitude")
+    parser.add_argument("--layers", default=None,
+                        help="keep only these encoder layers: every_other, 0,2,4, bottom:N, top:N or uniform:N "
+                             "(for a model trained with --layerdrop)")
+    parser.add_argument("--depth_report", type=str2bool, nargs="?", const=True, default=False, metavar="BOOL",
+                        help="evaluate the dev set with the encoder cut to every depth (needs --task_name, "
+                             "--data_dir); printed as a table and saved in prune_report.json")
     parser.add_argument("--importance_examples", type=int, default=512,
                         help="training examples used for importance scores (default 512)")
     parser.add_argument("--batch_size", type=int, default=32)
@@ -71,12 +80,12 @@ def _evaluate(model, dataset, task_name: str, is_regression: bool, output_dir: s
 
 
 def run(args) -> int:
-    if not (args.heads or args.neurons or args.sparsity):
-        raise ConfigError("nothing to prune: give --heads, --neurons and/or --sparsity")
-    needs_data = args.do_eval or ((args.heads or args.neurons) and args.method == "importance")
+    if not (args.heads or args.neurons or args.sparsity or args.layers or args.depth_report):
+        raise ConfigError("nothing to prune: give --heads, --neurons, --sparsity and/or --layers")
+    needs_data = args.do_eval or args.depth_report or ((args.heads or args.neurons) and args.method == "importance")
     if needs_data and not (args.task_name and args.data_dir):
-        raise ConfigError("--task_name and --data_dir are needed for importance scores and --do_eval "
-                          "(or use --method=magnitude without --do_eval)")
+        raise ConfigError("--task_name and --data_dir are needed for importance scores, --do_eval and "
+                          "--depth_report (or use --method=magnitude without them)")
     processor = get_processor(args.task_name) if args.task_name else None
     model = BertForSequenceClassification.from_pretrained(args.model)
     args.init_checkpoint, args.default_to_minilm, args.bert_config_file = args.model, False, None
@@ -85,11 +94,20 @@ def run(args) -> int:
     cache_dir = None if args.cache_dir.lower() == "none" else args.cache_dir
     report: dict = {"model": str(args.model), "parameters_before": model.num_parameters()}
     dev = None
-    if args.do_eval:
+    if args.do_eval or args.depth_report:
         task = ClassifierTask(args.task_name, args.data_dir, args.max_seq_length, cache_dir=cache_dir)
         _, dev = build_dataset(processor, task, "dev", tokenizer, vocab_file, False)
+    if args.do_eval:
         report["before"] = _evaluate(model, dev, args.task_name, processor.is_regression, args.output_dir,
                                      args.batch_size, "unpruned")
+    if args.depth_report:
+        rows = evaluate_depths(model, lambda cut: _evaluate(cut, dev, args.task_name, processor.is_regression,
+                                                            args.output_dir, args.batch_size, "eval"))
+        report["depths"] = rows
+        print(format_depth_table([{k: v for k, v in row.items() if not k.endswith("_seconds")} for row in rows]))
+    if args.layers:
+        model = prune_layers(model, args.layers)
+        report["kept_layers"] = model.config.extra["kept_layers"]
     if args.heads or args.neurons:
         if args.method == "importance":
             task = ClassifierTask(args.task_name, args.data_dir, args.max_seq_length, cache_dir=cache_dir,
@@ -114,6 +132,8 @@ def run(args) -> int:
     with atomic_write(Path(args.output_dir) / "prune_report.json") as handle:
         json.dump(report, handle, indent=2, default=str)
     print(f"parameters: {report['parameters_before']:,} -> {report['parameters_after']:,}")
+    if "kept_layers" in report:
+        print(f"kept layers: {report['kept_layers']}")
     if "structured" in report:
         s = report["structured"]
         print(f"heads per layer: {s['layer_num_heads']}")
