@@ -2,6 +2,7 @@
 
     python tools/prepare_corpus.py                                # -> outputs/corpus/corpus.txt
     python tools/prepare_corpus.py --output /tmp/corpus.txt --vocab_file path/to/vocab.txt
+    python tools/prepare_corpus.py --heldout_output outputs/corpus/heldout.txt   # every 10th article held out
 
 Output (Google's format): one sentence per line, a blank line between documents. It prints how
 many documents, sentences, words (whitespace-separated) and WordPiece tokens it wrote, per source.
@@ -158,6 +159,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="vocab.txt to count WordPiece tokens with (default: the shared bert-base-uncased; "
                              "'none' skips the count)")
     parser.add_argument("--do_lower_case", default="true", choices=["true", "false"])
+    parser.add_argument("--heldout_output", type=Path, default=None,
+                        help="write every --heldout_every-th Wikipedia article here instead (evaluation text "
+                             "the model never trains on)")
+    parser.add_argument("--heldout_every", type=int, default=10)
     args = parser.parse_args(argv)
 
     shared = shared_data_dir()
@@ -171,24 +176,35 @@ def main(argv: list[str] | None = None) -> int:
     if vocab_file is not None and str(vocab_file).lower() != "none":
         tokenizer = FullTokenizer(vocab_file, do_lower_case=args.do_lower_case == "true")
     check_output(args.output)
+    if args.heldout_output is not None:
+        check_output(args.heldout_output)
 
     wiki = sorted((corpus_dir / "wikitext-2-raw").glob("wiki.*.raw"), reverse=True)  # valid, then test
     books = sorted((corpus_dir / "gutenberg-nltk").glob("*.txt"))
     if not wiki and not books:
         sys.exit(f"prepare_corpus: {corpus_dir} has neither wikitext-2-raw/wiki.*.raw nor gutenberg-nltk/*.txt")
     per_source: dict[str, Counts] = {}
+    heldout: list[list[str]] = []
     with atomic_write(args.output) as handle:
         for path in wiki:
-            per_source[f"wikitext-2-raw/{path.name}"] = write_documents(handle, wikitext_documents(path), tokenizer)
+            articles = wikitext_documents(path)
+            if args.heldout_output is not None:
+                heldout += articles[args.heldout_every - 1::args.heldout_every]
+                del articles[args.heldout_every - 1::args.heldout_every]
+            per_source[f"wikitext-2-raw/{path.name}"] = write_documents(handle, articles, tokenizer)
         for path in books:
             per_source[f"gutenberg-nltk/{path.name}"] = write_documents(handle, [gutenberg_paragraphs(path)],
                                                                          tokenizer)
+    if args.heldout_output is not None:
+        with atomic_write(args.heldout_output) as handle:
+            per_source[f"held out -> {args.heldout_output.name}"] = write_documents(handle, heldout, tokenizer)
     total = Counts()
     print(f"{'source':42s} {'documents':>9s} {'sentences':>10s} {'words':>10s} {'wordpieces':>11s}")
     for name, counts in per_source.items():
-        total.add(counts)
+        if not name.startswith("held out"):
+            total.add(counts)
         print(f"{name:42s} {counts.documents:9d} {counts.sentences:10d} {counts.words:10d} {counts.wordpieces:11d}")
-    print(f"{'total':42s} {total.documents:9d} {total.sentences:10d} {total.words:10d} {total.wordpieces:11d}")
+    print(f"{'total (training)':42s} {total.documents:9d} {total.sentences:10d} {total.words:10d} {total.wordpieces:11d}")
     print(f"wrote {args.output}" + ("" if tokenizer else " (WordPieces not counted: no --vocab_file)"))
     return 0
 

@@ -354,5 +354,11 @@ def test_prepare_corpus_tool(tmp_path, capsys, monkeypatch):
         ["The old house stood by the water.", "The tree grew tall.", "She said, \"Go.\"", "He went."]]
     printed = capsys.readouterr().out
     assert "total" in printed and " 3 " in printed.splitlines()[-2]
+    heldout = tmp_path / "out" / "heldout.txt"
+    assert tool.main([f"--corpus_dir={corpus}", f"--output={out}", "--vocab_file=none", f"--heldout_output={heldout}",
+                      "--heldout_every=2"]) == 0
+    assert heldout.read_text() == "Red is 2.5 .\nBlue .\n\n"
+    assert "Red is" not in out.read_text() and "The cat-like" in out.read_text()
+    assert "total (training)" in capsys.readouterr().out
     with pytest.raises(SystemExit, match="not git-ignored"):
         tool.main([f"--corpus_dir={corpus}", f"--output={ROOT / 'README.md'}", "--vocab_file=none"])
