@@ -20,7 +20,9 @@ def run_hf_glue(task_name: str, data_dir: str | Path, model_dir: str | Path, *, 
                 learning_rate: float = 2e-5, num_train_epochs: float = 3.0, batch_size: int = 32,
                 max_seq_length: int = 128, padding: str = "max_length", warmup_proportion: float = 0.1,
                 output_dir: str | Path | None = None) -> dict:
-    """Fine-tune and evaluate on dev; padding is "max_length" (Google's) or "group_by_length".
+    """Fine-tune and evaluate on dev. padding: "max_length" (every batch padded to max_seq_length,
+    as Google's script), "dynamic" (transformers' default: random batches padded to their longest
+    row) or "group_by_length" (dynamic padding, length-grouped batches).
 
     Returns the dev metrics plus `train_seconds` (the Trainer's train() call only).
     """
@@ -30,6 +32,8 @@ def run_hf_glue(task_name: str, data_dir: str | Path, model_dir: str | Path, *, 
     from bertkit.data.glue import get_processor
     from bertkit.training.metrics import glue_compute_metrics
 
+    if padding not in ("max_length", "dynamic", "group_by_length"):
+        raise ValueError(f"padding {padding!r}: use max_length, dynamic or group_by_length")
     transformers.logging.set_verbosity_error()
     transformers.set_seed(seed)
     processor = get_processor(task_name)

@@ -1,0 +1,319 @@
+"""Produce docs/pretraining.md: a BERT-Tiny pre-trained here, on this CPU, and what it is worth.
+
+    python tools/pretraining_results.py                # run what is missing, then write the report
+    python tools/pretraining_results.py --list         # the commands it would run
+    python tools/pretraining_results.py --report-only  # rewrite the report from finished steps
+
+Every step is an ordinary command (listed in the report), writing under outputs/pretraining/; a
+finished step (its output present) is not run again, so an interrupted invocation resumes.
+
+1. Corpus: tools/prepare_corpus.py turns ../shared/data/corpus into Google's input format, every
+   10th Wikipedia article held out for evaluation.
+2. Data: create_pretraining_data at 128 tokens (dupe_factor 5), 512 and 1024 tokens (dupe_factor 1).
+3. Phase 1: BERT-Tiny (L=2, H=128, A=2, the uncased vocab) from scratch at 128 tokens; phase 2
+   continues at 512 tokens (the paper's two-phase schedule, so that positions 128-511 are trained).
+4. Beyond 512: phase 2's model with --max_position_embeddings=1024 (new rows random) continues on
+   1024-token sequences; masked_lm_accuracy_beyond_512 on the held-out text shows the new rows learn.
+5. Fine-tuning: MRPC (3 epochs) and SST-2 (1 epoch) from the pre-trained model and from scratch,
+   3 seeds each.
+Needs ../shared/data (corpus, GLUE, the uncased vocab).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from bertkit.paths import shared_data_dir  # noqa: E402
+
+OUT = ROOT / "outputs" / "pretraining"
+CORPUS = ROOT / "outputs" / "corpus"
+REPORT = ROOT / "docs" / "pretraining.md"
+PLOT = ROOT / "docs" / "pretraining_curves.png"
+RECORDS = ROOT / "docs" / "pretraining_runs.jsonl"  # finished fine-tuning runs, committed
+SEEDS = (1, 2, 3)
+BERT_TINY = {"attention_probs_dropout_prob": 0.1, "hidden_act": "gelu", "hidden_dropout_prob": 0.1,
+             "hidden_size": 128, "initializer_range": 0.02, "intermediate_size": 512,
+             "max_position_embeddings": 512, "num_attention_heads": 2, "num_hidden_layers": 2,
+             "type_vocab_size": 2, "vocab_size": 30522}
+PHASE1_STEPS, PHASE2_STEPS, LONG_STEPS = 1500, 150, 150
+
+
+@dataclass
+class Step:
+    name: str
+    argv: list[str]  # a bertkit command, or ["python", "tools/..."]
+    done: Path  # exists once the step has finished
+
+    def command(self) -> list[str]:
+        if self.argv[0] == "python":
+            return [sys.executable, *self.argv[1:]]
+        return [sys.executable, "-m", "bertkit", "-q", *self.argv]
+
+
+def data_step(name: str, source: Path, vocab: Path, max_seq_length: int, dupe_factor: int, seed: int) -> Step:
+    predictions = round(max_seq_length * 0.15 / 10 + 0.5) * 10  # 20 at 128, 80 at 512, 160 at 1024
+    out = OUT / "data" / name
+    return Step(name, ["create_pretraining_data", f"--input_file={source}", f"--output_dir={out}",
+                       f"--vocab_file={vocab}", "--do_lower_case=true", f"--max_seq_length={max_seq_length}",
+                       f"--max_predictions_per_seq={predictions}", f"--dupe_factor={dupe_factor}",
+                       f"--random_seed={seed}"], out / "index.json")
+
+
+def pretrain_step(name: str, data: str, max_seq_length: int, steps: int, batch: int, learning_rate: float,
+                  eval_every: int, *model: str) -> Step:
+    predictions = round(max_seq_length * 0.15 / 10 + 0.5) * 10
+    out = OUT / name
+    return Step(name, ["run_pretraining", *model, f"--input_file={OUT / 'data' / ('train_' + data)}",
+                       f"--eval_input_file={OUT / 'data' / ('heldout_' + data)}", "--do_train=true", "--do_eval=true",
+                       f"--max_seq_length={max_seq_length}", f"--max_predictions_per_seq={predictions}",
+                       f"--train_batch_size={batch}", f"--eval_batch_size={batch}", f"--num_train_steps={steps}",
+                       f"--num_warmup_steps={steps // 10}", f"--learning_rate={learning_rate:g}",
+                       f"--eval_steps={eval_every}", "--max_eval_steps=20", "--save_checkpoints_steps=100000",
+                       "--seed=1", "--no_progress", f"--output_dir={out}"], out / "model.safetensors")
+
+
+def step_line(step: Step) -> str:
+    return " ".join(step.argv) if step.argv[0] == "python" else "bertkit " + " ".join(step.argv)
+
+
+def plan(data: Path) -> list[Step]:
+    vocab = data / "vocab" / "bert-base-uncased" / "vocab.txt"
+    train, heldout = CORPUS / "corpus.txt", CORPUS / "heldout.txt"
+    steps = [Step("corpus", ["python", "tools/prepare_corpus.py", f"--heldout_output={heldout}"], heldout)]
+    for length, dupe in ((128, 5), (512, 1), (1024, 1)):
+        steps.append(data_step(f"train_{length}", train, vocab, length, dupe, 12345))
+        steps.append(data_step(f"heldout_{length}", heldout, vocab, length, 5, 54321))
+    steps += [
+        pretrain_step("phase1_128", "128", 128, PHASE1_STEPS, 64, 1e-3, 100,
+                      f"--bert_config_file={OUT / 'bert_tiny_config.json'}", f"--vocab_file={vocab}"),
+        pretrain_step("phase2_512", "512", 512, PHASE2_STEPS, 16, 5e-4, 50, f"--init_checkpoint={OUT / 'phase1_128'}"),
+        pretrain_step("long_1024", "1024", 1024, LONG_STEPS, 8, 5e-4, 25, f"--init_checkpoint={OUT / 'phase2_512'}",
+                      "--max_position_embeddings=1024"),
+    ]
+    return steps
+
+
+@dataclass
+class FineTune:
+    task: str
+    model: str  # "pretrained" or "scratch"
+    epochs: int
+
+    @property
+    def key(self) -> str:
+        return f"{self.task}-tiny-{self.model}"
+
+    def argv(self, seed: int, data: Path) -> list[str]:
+        model = ([f"--init_checkpoint={OUT / 'phase2_512'}"] if self.model == "pretrained" else
+                 [f"--bert_config_file={OUT / 'bert_tiny_config.json'}",
+                  f"--vocab_file={data / 'vocab' / 'bert-base-uncased' / 'vocab.txt'}"])
+        return ["run_classifier", f"--task_name={self.task}", "--do_train=true", "--do_eval=true",
+                f"--data_dir={data / 'glue' / self.task}", *model, "--max_seq_length=128", "--train_batch_size=32",
+                "--learning_rate=1e-4", f"--num_train_epochs={self.epochs}", f"--seed={seed}",
+                "--save_checkpoints_steps=100000", "--no_progress",
+                f"--output_dir={OUT / 'finetune' / self.key / f'seed{seed}'}"]
+
+
+FINETUNES = [FineTune("MRPC", "pretrained", 3), FineTune("MRPC", "scratch", 3),
+             FineTune("SST-2", "pretrained", 1), FineTune("SST-2", "scratch", 1)]
+
+
+def run(step_name: str, command: list[str]) -> float:
+    print(f"{step_name}: {' '.join(command[1:])}", flush=True)
+    start = time.perf_counter()
+    result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
+    if result.returncode != 0:
+        raise SystemExit(f"{step_name} failed:\n{result.stderr[-3000:]}")
+    if step_name == "corpus":
+        (OUT / "corpus_stats.txt").write_text(result.stdout)
+    return time.perf_counter() - start
+
+
+def read_records() -> dict[tuple[str, int], dict]:
+    if not RECORDS.is_file():
+        return {}
+    return {(r["key"], r["seed"]): r for r in map(json.loads, RECORDS.read_text().splitlines())}
+
+
+def eval_results(path: Path) -> dict:
+    return {k: float(v) for k, v in (line.split(" = ") for line in path.read_text().splitlines())}
+
+
+def read_metrics(name: str) -> list[dict]:
+    path = OUT / name / "metrics.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
+
+
+def plot(path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, middle, right) = plt.subplots(1, 3, figsize=(15, 4))
+    offset = 0
+    for name, style in (("phase1_128", "-"), ("phase2_512", "--")):
+        rows = read_metrics(name)
+        evals = [r for r in rows if r["event"] == "eval"]
+        train = [r for r in rows if r["event"] == "train"]
+        label = name.replace("_", ", ").replace("phase", "phase ") + " tokens"
+        left.plot([offset + r["step"] for r in evals], [r["eval_masked_lm_accuracy"] for r in evals], style, label=label)
+        middle.plot([offset + r["step"] for r in evals], [r["eval_next_sentence_accuracy"] for r in evals], style,
+                    label=label)
+        right.plot([offset + r["step"] for r in train], [r["loss"] for r in train], style, label=label)
+        offset += max((r["step"] for r in rows), default=0)
+    left.set(title="held-out masked LM accuracy", xlabel="step")
+    middle.set(title="held-out next-sentence accuracy", xlabel="step")
+    right.set(title="training loss (MLM + NSP)", xlabel="step")
+    for axis in (left, middle, right):
+        axis.grid(alpha=0.3)
+        axis.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def mean_std(values: list[float]) -> str:
+    if not values:
+        return "–"
+    if len(values) == 1:
+        return f"{100 * values[0]:.1f}"
+    return f"{100 * statistics.mean(values):.1f} ± {100 * statistics.stdev(values):.1f}"
+
+
+def shown(text: str, data: Path) -> str:
+    return text.replace(str(data), "../shared/data").replace(str(ROOT) + "/", "")
+
+
+def write_report(steps: list[Step], data: Path) -> None:
+    lines = ["# Pre-training a BERT-Tiny on this CPU", "",
+             "Produced by `python tools/pretraining_results.py`; every command is listed at the end. "
+             "The machine is a 2-core CPU; the steps ran with one thread each, beside other work.", ""]
+    stats = OUT / "corpus_stats.txt"
+    if stats.is_file():
+        lines += ["## Corpus", "", "`tools/prepare_corpus.py` (WikiText-2 raw valid and test, 13 Gutenberg books; "
+                  "one sentence per line, a blank line between documents; every 10th Wikipedia article held out). "
+                  "WordPieces are counted with the bert-base uncased vocab:", "", "```",
+                  stats.read_text().strip(), "```", ""]
+    data_rows = []
+    for step in steps:
+        if step.name.startswith(("train_", "heldout_")) and step.done.is_file():
+            index = json.loads(step.done.read_text())
+            settings = index["settings"]
+            data_rows.append(f"| {step.name} | {settings['max_seq_length']} | {settings['dupe_factor']} | "
+                             f"{index['num_instances']:,} | {index['num_masked_lm']:,} | "
+                             f"{index['num_random_next'] / index['num_instances']:.3f} |")
+    if data_rows:
+        lines += ["## Pre-training data (`bertkit create_pretraining_data`)", "",
+                  "| shards | max_seq_length | dupe_factor | instances | masked positions | random-next share |",
+                  "|---|---:|---:|---:|---:|---:|", *data_rows, "",
+                  "The random-next share is above one half as in Google's script: a segment A that uses the whole "
+                  "chunk gets a random B from another document.", ""]
+    phases = []
+    for name, what in (("phase1_128", "phase 1: from scratch, 128 tokens, batch 64, lr 1e-3"),
+                       ("phase2_512", "phase 2: continued, 512 tokens, batch 16, lr 5e-4"),
+                       ("long_1024", "beyond 512: positions extended to 1024, 1024 tokens, batch 8, lr 5e-4")):
+        done = OUT / name / "eval_results.txt"
+        if not done.is_file():
+            continue
+        results = eval_results(done)
+        seconds = (OUT / name / "step_seconds.txt")
+        wall = f"{float(seconds.read_text()) / 60:.0f}" if seconds.is_file() else "–"
+        beyond = results.get("masked_lm_accuracy_beyond_512")
+        phases.append(f"| {what} | {int(results['global_step'])} | {wall} | {100 * results['masked_lm_accuracy']:.1f} | "
+                      f"{results['masked_lm_loss']:.2f} | {100 * results['next_sentence_accuracy']:.1f} | "
+                      + (f"{100 * beyond:.1f}" if beyond is not None else "") + " |")
+    if phases:
+        lines += ["## Pre-training (`bertkit run_pretraining`)", "",
+                  "BERT-Tiny: L=2, H=128, A=2, intermediate 512, the uncased 30,522 vocab (4.4 M parameters, most of "
+                  "them the word embeddings the MLM decoder shares). Metrics on the held-out articles:", "",
+                  "| run | steps | minutes | masked_lm_accuracy | masked_lm_loss | next_sentence_accuracy | "
+                  "masked_lm_accuracy_beyond_512 |", "|---|---:|---:|---:|---:|---:|---:|", *phases, ""]
+    if PLOT.is_file():
+        lines += [f"![MLM and NSP accuracy curves]({PLOT.name})", ""]
+    long_evals = [r for r in read_metrics("long_1024") if r["event"] == "eval"]
+    if long_evals:
+        lines += ["### Positions beyond 512", "",
+                  "Phase 2's model with `--max_position_embeddings=1024`: rows 0-511 copied, rows 512-1023 random. "
+                  "Held-out MLM accuracy at masked positions 512 and later, and over all positions, during "
+                  "continued pre-training on 1024-token sequences:", "",
+                  "| step | masked_lm_accuracy_beyond_512 | masked_lm_accuracy |", "|---:|---:|---:|"]
+        lines += [f"| {r['step']} | {100 * r['eval_masked_lm_accuracy_beyond_512']:.1f} | "
+                  f"{100 * r['eval_masked_lm_accuracy']:.1f} |" for r in long_evals]
+        lines.append("")
+    records = read_records()
+    if records:
+        lines += ["## Fine-tuning: pre-trained against from scratch", "",
+                  "`bertkit run_classifier`, the same BERT-Tiny architecture, max_seq_length 128, batch 32, lr 1e-4, "
+                  "dev-set scores ×100, mean ± std over seeds 1, 2, 3. MRPC's majority class scores 68.4 accuracy / "
+                  "81.2 F1; SST-2's 50.9. (The seed article reports 71.1 against 68.4 MRPC accuracy for Google's "
+                  "BERT-Tiny, pre-trained for far longer.)", "",
+                  "| task | epochs | model | accuracy | F1 | n |", "|---|---:|---|---:|---:|---:|"]
+        for run in FINETUNES:
+            results = [records[(run.key, s)]["metrics"] for s in SEEDS if (run.key, s) in records]
+            f1 = mean_std([r["eval_f1"] for r in results]) if run.task == "MRPC" else ""
+            lines.append(f"| {run.task} | {run.epochs} | {run.model} | {mean_std([r['eval_accuracy'] for r in results])} "
+                         f"| {f1} | {len(results)} |")
+        lines.append("")
+    commands = [shown(step_line(step), data) for step in steps]
+    commands += [shown("bertkit " + " ".join(run.argv(1, data)), data) for run in FINETUNES]
+    lines += ["<details><summary>commands, in order (fine-tuning shown for seed 1)</summary>", "", "```",
+              *commands, "```", "</details>", ""]
+    REPORT.write_text("\n".join(lines))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--list", action="store_true")
+    parser.add_argument("--report-only", action="store_true")
+    args = parser.parse_args()
+    data = shared_data_dir()
+    if data is None:
+        print("needs ../shared/data (corpus, GLUE, vocab)", file=sys.stderr)
+        return 2
+    steps = plan(data)
+    if args.list:
+        for step in steps:
+            print(step_line(step))
+        for run in FINETUNES:
+            print("bertkit " + " ".join(run.argv(1, data)))
+        return 0
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / "bert_tiny_config.json").write_text(json.dumps(BERT_TINY, indent=2))
+    if not args.report_only:
+        for step in steps:
+            if not step.done.is_file():
+                seconds = run(step.name, step.command())
+                if step.argv[0] == "run_pretraining":
+                    (OUT / step.name / "step_seconds.txt").write_text(f"{seconds:.1f}\n")
+                plot(PLOT)
+                write_report(steps, data)
+        for seed in SEEDS:
+            for finetune in FINETUNES:
+                if (finetune.key, seed) in read_records():
+                    continue
+                argv = finetune.argv(seed, data)
+                seconds = run(f"{finetune.key} seed {seed}", [sys.executable, "-m", "bertkit", "-q", *argv])
+                metrics = eval_results(OUT / "finetune" / finetune.key / f"seed{seed}" / "eval_results.txt")
+                with open(RECORDS, "a", encoding="utf-8") as handle:
+                    handle.write(json.dumps({"key": finetune.key, "seed": seed, "metrics": metrics,
+                                             "wall_seconds": round(seconds, 1)}) + "\n")
+                write_report(steps, data)
+    if (OUT / "phase1_128" / "metrics.jsonl").is_file():
+        plot(PLOT)
+    write_report(steps, data)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
