@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bertkit.config import BertConfig
+from bertkit.errors import ConfigError
 
 ACTIVATIONS = {
     "gelu": F.gelu,  # exact erf GELU, as HF's "gelu"; Google's TF code used the tanh approximation
@@ -238,8 +239,6 @@ class BertEncoder(nn.Module):
         `extra["layer_num_heads"]` / `extra["layer_intermediate_sizes"]` are written by bertkit's
         pruning; HF's `pruned_heads` ({layer: [heads]}) is read when the per-layer heads are absent.
         """
-        from bertkit.errors import ConfigError
-
         n = config.num_hidden_layers
         heads = config.extra.get("layer_num_heads")
         if heads is None:

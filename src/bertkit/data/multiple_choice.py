@@ -37,6 +37,7 @@ from typing import Any, Sequence
 from tqdm.auto import tqdm
 
 from bertkit.data.batching import GOOGLE_FEATURE_NAMES, FeatureDataset
+from bertkit.data.json_records import json_field
 from bertkit.errors import ConfigError, DataError
 from bertkit.tokenization import truncate_seq_pair
 
@@ -166,14 +167,7 @@ def read_swag_examples(input_file: str | os.PathLike) -> list[MultipleChoiceExam
 
 
 def _get(record: Any, key: str, kind: type, where: str) -> Any:
-    if not isinstance(record, dict):
-        raise DataError(f"{where}: expected a JSON object, found {type(record).__name__}")
-    if key not in record:
-        raise DataError(f"{where}: missing key {key!r}; is this a CommonsenseQA .jsonl file?")
-    value = record[key]
-    if not isinstance(value, kind):
-        raise DataError(f"{where}: {key!r} must be a {kind.__name__}, found {type(value).__name__}")
-    return value
+    return json_field(record, key, kind, where, "CommonsenseQA .jsonl file")
 
 
 def read_commonsenseqa_examples(input_file: str | os.PathLike) -> list[MultipleChoiceExample]:

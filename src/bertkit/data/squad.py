@@ -46,6 +46,7 @@ from typing import Any, NamedTuple
 
 from tqdm.auto import tqdm
 
+from bertkit.data.json_records import json_field
 from bertkit.errors import DataError
 from bertkit.io_utils import atomic_write
 from bertkit.tokenization import BasicTokenizer, whitespace_tokenize
@@ -227,25 +228,7 @@ def split_context(paragraph_text: str) -> tuple[list[str], list[int]]:
 
 
 def _field(record: Any, key: str, kind: type, where: str) -> Any:
-    """record[key], checked to be a `kind`; a DataError naming `where` otherwise."""
-    if not isinstance(record, dict):
-        raise DataError(f"{where}: expected a JSON object, found {_json_type_name(type(record))}")
-    if key not in record:
-        raise DataError(f"{where}: missing key {key!r}; is this a SQuAD json file?")
-    value = record[key]
-    # bool is an int in Python, but `"answer_start": true` is a broken record, not offset 1.
-    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
-        raise DataError(f"{where}: {key!r} must be a JSON {_json_type_name(kind)}, found {_json_type_name(type(value))}")
-    return value
-
-
-# The names the JSON format gives the Python types that json.load returns.
-_JSON_TYPE_NAMES = {dict: "object", list: "array", str: "string", int: "integer", float: "number", bool: "boolean",
-                    type(None): "null"}
-
-
-def _json_type_name(kind: type) -> str:
-    return _JSON_TYPE_NAMES.get(kind, kind.__name__)
+    return json_field(record, key, kind, where, "SQuAD json file")
 
 
 def _examples_from_articles(

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+from scipy.special import softmax
 
 from bertkit.data.batching import GOOGLE_FEATURE_NAMES, FeatureDataset
 from bertkit.data.features import load_or_build_features
@@ -89,8 +90,7 @@ def write_predictions(output_dir: Path, task_name: str, processor: DataProcessor
             handle.writelines(f"{score:.6f}\n" for score in scores)
         predictions = [f"{min(max(score, 0.0), 5.0):.3f}" for score in scores]
     else:
-        shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
-        probabilities = shifted / shifted.sum(axis=-1, keepdims=True)
+        probabilities = softmax(logits.astype(np.float64), axis=-1)
         with atomic_write(output_dir / "test_results.tsv") as handle:
             handle.writelines("\t".join(f"{p:.6f}" for p in row) + "\n" for row in probabilities)
         labels = processor.get_labels()

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from scipy.special import softmax
 
 from bertkit.data.batching import FeatureDataset
 from bertkit.data.multiple_choice import (MultipleChoiceExample, MultipleChoiceProcessor,
@@ -71,17 +72,12 @@ class AccuracyMetric:
         return {"accuracy": accuracy(logits.argmax(axis=-1), labels)}
 
 
-def softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
-    return shifted / shifted.sum(axis=-1, keepdims=True)
-
-
 def write_predictions(path: str | Path, examples: list[MultipleChoiceExample], logits: np.ndarray) -> None:
     """One JSON object per example: id, the predicted choice label ("A".."E", "0".."3"), the choice
     probabilities and, when the file has answers, the gold label."""
     if len(logits) != len(examples):
         raise ValueError(f"{len(logits)} rows of logits for {len(examples)} examples")
-    probabilities = softmax(np.asarray(logits, dtype=np.float64))
+    probabilities = softmax(np.asarray(logits, dtype=np.float64), axis=-1)
     with atomic_write(path) as handle:
         for example, row in zip(examples, probabilities):
             record = {"id": example.example_id, "prediction": example.choice_labels[int(row.argmax())],
