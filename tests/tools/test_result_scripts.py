@@ -1,0 +1,70 @@
+"""The scripts that produce docs/*.md plan ordinary bertkit commands: every one must parse.
+
+A flag renamed in a command and not in the script would otherwise surface only hours into a run.
+"""
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+from bertkit.cli.main import build_parser
+
+ROOT = Path(__file__).resolve().parents[2]
+DATA = Path("/data")  # the scripts only build paths from it
+MINILM = Path("/minilm")
+
+
+def load_tool(name: str, monkeypatch):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "tools" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, name, module)  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    monkeypatch.setattr(module, "minilm_dir", lambda: MINILM, raising=False)
+    return module
+
+
+def assert_parses(argv: list[str]) -> None:
+    args = build_parser(argv[0]).parse_args(argv)
+    assert args.command == argv[0]
+
+
+def test_glue_results_commands_parse(monkeypatch):
+    tool = load_tool("glue_results", monkeypatch)
+    runs = tool.planned_runs()
+    assert {run.task for run in runs} == {"MRPC", "RTE", "STS-B", "CoLA", "SST-2"}
+    assert len({run.key for run in runs}) == len(runs)
+    for run in runs:
+        assert_parses(run.argv(1, DATA))
+
+
+def test_compression_results_commands_parse(monkeypatch):
+    tool = load_tool("compression_results", monkeypatch)
+    steps, rows = tool.plan(DATA)
+    names = [step.name for step in steps]
+    assert len(set(names)) == len(names) and {row.step for row in rows} <= set(names)
+    for step in steps:
+        assert_parses(step.argv)
+        # a step reads only models that earlier steps make
+        for flag in ("--model=", "--student=", "--teacher="):
+            for arg in step.argv:
+                if arg.startswith(flag) and str(tool.OUTPUTS) in arg:
+                    assert Path(arg.split("=", 1)[1]).name in names[: names.index(step.name)]
+
+
+def test_pretraining_results_commands_parse(monkeypatch):
+    tool = load_tool("pretraining_results", monkeypatch)
+    steps = tool.plan(DATA)
+    for step in steps:
+        if step.argv[0] != "python":
+            assert_parses(step.argv)
+    for finetune in tool.FINETUNES:
+        assert_parses(finetune.argv(1, DATA))
+
+
+@pytest.mark.parametrize("length, predictions", [(128, 20), (512, 80), (1024, 160)])
+def test_pretraining_predictions_per_sequence_follow_the_masking_rate(monkeypatch, length, predictions):
+    tool = load_tool("pretraining_results", monkeypatch)
+    step = tool.data_step("x", Path("in.txt"), Path("vocab.txt"), length, 1, 1)
+    assert f"--max_predictions_per_seq={predictions}" in step.argv
