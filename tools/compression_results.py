@@ -90,11 +90,13 @@ def plan(data: Path) -> tuple[list[Step], list[Row]]:
                          "--num_train_epochs=3", f"--output_dir={teacher}"]),
         distill("student3_labels", "--student_layers=every_other", "--alpha=0"),
         distill("student3_distilled", "--student_layers=every_other", "--alpha=0.5"),
+        distill("student3_distilled_6ep", "--student_layers=every_other", "--alpha=0.5", epochs=6),
         prune("teacher_cut3", "teacher", "--layers=uniform:3", "--depth_report=true"),
-        Step("layerdrop", ["run_classifier", *mrpc, "--do_train=true", "--do_eval=true",
-                           f"--init_checkpoint={minilm_dir()}", "--layerdrop=0.5", *TRAINING, "--num_train_epochs=3",
-                           out("layerdrop")]),
-        prune("layerdrop_cut3", "layerdrop", "--layers=uniform:3", "--depth_report=true"),
+        *[step for p in ("0.2", "0.5") for step in (
+            Step(f"layerdrop_p{p}", ["run_classifier", *mrpc, "--do_train=true", "--do_eval=true",
+                                     f"--init_checkpoint={minilm_dir()}", f"--layerdrop={p}", *TRAINING,
+                                     "--num_train_epochs=3", out(f"layerdrop_p{p}")]),
+            prune(f"layerdrop_p{p}_cut3", f"layerdrop_p{p}", "--layers=uniform:3", "--depth_report=true"))],
         prune("heads50", "teacher", "--heads=0.5"),
         distill("heads50_distilled", f"--student={OUTPUTS / 'heads50'}", "--alpha=0.5", epochs=1),
         prune("ffn50", "teacher", "--neurons=0.5"),
@@ -107,9 +109,11 @@ def plan(data: Path) -> tuple[list[Step], list[Row]]:
         Row("teacher: MiniLM-L6 fine-tuned", "teacher", "run_classifier"),
         Row("3 layers (0,2,4) from the teacher, labels only", "student3_labels", "distill --alpha=0"),
         Row("3 layers (0,2,4) from the teacher, distilled", "student3_distilled", "distill --alpha=0.5 --temperature=2"),
+        Row("3 layers (0,2,4) from the teacher, distilled for 6 epochs", "student3_distilled_6ep",
+            "distill --alpha=0.5 --temperature=2 --num_train_epochs=6"),
         Row("teacher cut to 3 layers (1,3,5), no retraining", "teacher_cut3", "prune --layers=uniform:3"),
-        Row("LayerDrop p=0.5 fine-tuned, cut to 3 layers (1,3,5)", "layerdrop_cut3",
-            "run_classifier --layerdrop=0.5; prune --layers=uniform:3"),
+        *[Row(f"LayerDrop p={p} while fine-tuning, cut to 3 layers (1,3,5)", f"layerdrop_p{p}_cut3",
+              f"run_classifier --layerdrop={p}; prune --layers=uniform:3") for p in ("0.2", "0.5")],
         Row("50% of heads pruned (importance), no retraining", "heads50", "prune --heads=0.5"),
         Row("50% of heads pruned, then distilled for 1 epoch", "heads50_distilled", "prune; distill --student, 1 epoch"),
         Row("50% of FFN neurons pruned (importance), no retraining", "ffn50", "prune --neurons=0.5"),
@@ -173,7 +177,7 @@ def measure(models: dict[str, Path], batches: list[dict], rounds: int) -> dict[s
                          "parameters": model.num_parameters(),
                          "disk_bytes": (models[name] / "model.safetensors").stat().st_size,
                          "layers": len(layers),
-                         "heads": sum(layer.attention.self.num_attention_heads for layer in layers),
+                         "heads": sum(layer.attention.self.num_heads for layer in layers),
                          "ffn": sum(layer.intermediate.dense.out_features for layer in layers), "seconds": []}
     sentences = sum(len(b["input_ids"]) for b in batches)
     for _ in range(rounds):
@@ -222,8 +226,9 @@ def write_report(steps: list[Step], rows: list[Row], measured: dict, data: Path)
             and measured["models"][row.step]["accuracy"] >= 0.97 * teacher["accuracy"]]
     lines += ["", "**Goal** (at least 2x the teacher's speed, at least 97% of its accuracy): "
               + ("met by " + "; ".join(f"*{row.label}*" for row in goal) if goal else "not met by any row") + ".", ""]
-    for name, title in (("teacher_cut3", "the teacher (trained without LayerDrop)"),
-                        ("layerdrop_cut3", "the LayerDrop-trained model (p = 0.5)")):
+    for name, title in (("teacher_cut3", "the teacher (fine-tuned without LayerDrop)"),
+                        ("layerdrop_p0.2_cut3", "MiniLM fine-tuned with LayerDrop p = 0.2"),
+                        ("layerdrop_p0.5_cut3", "MiniLM fine-tuned with LayerDrop p = 0.5")):
         report = OUTPUTS / name / "prune_report.json"
         if report.is_file():
             depths = json.loads(report.read_text())["depths"]
