@@ -127,7 +127,7 @@ FINETUNES = [FineTune("MRPC", "pretrained", 3), FineTune("MRPC", "scratch", 3),
              FineTune("SST-2", "pretrained", 1), FineTune("SST-2", "scratch", 1)]
 
 
-def run(step_name: str, command: list[str]) -> float:
+def run_command(step_name: str, command: list[str]) -> float:
     print(f"{step_name}: {' '.join(command[1:])}", flush=True)
     start = time.perf_counter()
     result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
@@ -271,15 +271,15 @@ def main() -> int:
     if args.list:
         for step in steps:
             print(step_line(step))
-        for run in FINETUNES:
-            print("bertkit " + " ".join(run.argv(1, data)))
+        for finetune in FINETUNES:
+            print("bertkit " + " ".join(finetune.argv(1, data)))
         return 0
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "bert_tiny_config.json").write_text(json.dumps(BERT_TINY, indent=2))
     if not args.report_only:
         for step in steps:
             if not step.done.is_file():
-                seconds = run(step.name, step.command())
+                seconds = run_command(step.name, step.command())
                 if step.argv[0] == "run_pretraining":
                     (OUT / step.name / "step_seconds.txt").write_text(f"{seconds:.1f}\n")
                 plot(PLOT)
@@ -289,7 +289,7 @@ def main() -> int:
                 if (finetune.key, seed) in read_records():
                     continue
                 argv = finetune.argv(seed, data)
-                seconds = run(f"{finetune.key} seed {seed}", [sys.executable, "-m", "bertkit", "-q", *argv])
+                seconds = run_command(f"{finetune.key} seed {seed}", [sys.executable, "-m", "bertkit", "-q", *argv])
                 metrics = read_eval_results(OUT / "finetune" / finetune.key / f"seed{seed}" / "eval_results.txt")
                 with open(RECORDS, "a", encoding="utf-8") as handle:
                     handle.write(json.dumps({"key": finetune.key, "seed": seed, "metrics": metrics,
