@@ -43,6 +43,7 @@ from report_common import require_data  # noqa: E402
 
 OUTPUTS = ROOT / "outputs" / "compression"
 REPORT = ROOT / "docs" / "compression.md"
+PLOT = ROOT / "docs" / "compression.png"
 MEASURED = ROOT / "docs" / "compression_runs.json"  # the last measurement, committed with the report
 TEACHER = ROOT / "outputs" / "glue_results" / "MRPC-minilm-lr0.0001-ep3" / "seed1"
 TRAINING = ["--learning_rate=1e-4", "--train_batch_size=32", "--seed=1", "--save_checkpoints_steps=100000",
@@ -199,6 +200,36 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def plot(rows: list[Row], measured: dict) -> None:
+    """Accuracy against speed-up, with the goal's corner (>= 2x, >= 97% of the teacher) shaded."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    teacher = measured["models"]["teacher"]
+    fig, axis = plt.subplots(figsize=(9, 6))
+    axis.fill_between([2, 100], 100 * 0.97 * teacher["accuracy"], 100, color="tab:green", alpha=0.1,
+                      label="goal: >= 2x and >= 97% of the teacher")
+    for index, row in enumerate(rows):
+        m = measured["models"].get(row.step)
+        if m is None:
+            continue
+        x = m["sentences_per_second"] / teacher["sentences_per_second"]
+        axis.scatter(x, 100 * m["accuracy"], s=20 + m["parameters"] / 4e5, alpha=0.7)
+        axis.annotate(str(index), (x, 100 * m["accuracy"]), textcoords="offset points", xytext=(5, 4))
+    speedups = [m["sentences_per_second"] / teacher["sentences_per_second"] for m in measured["models"].values()]
+    accuracies = [100 * m["accuracy"] for m in measured["models"].values()]
+    axis.set(xlim=(0.8, max(speedups) * 1.1), ylim=(min(accuracies) - 1, max(accuracies) + 1),
+             xlabel="inference speed-up over the teacher (MRPC dev, same run)", ylabel="MRPC dev accuracy",
+             title="Compressed MiniLM-L6 on MRPC (numbers: rows of the table; area: parameters)")
+    axis.grid(alpha=0.3)
+    axis.legend(loc="lower left")
+    fig.tight_layout()
+    fig.savefig(PLOT, dpi=100)
+    plt.close(fig)
+
+
 def write_report(steps: list[Step], rows: list[Row], measured: dict, data: Path) -> None:
     teacher = measured["models"]["teacher"]
     lines = ["# Compression on MRPC", "",
@@ -209,15 +240,16 @@ def write_report(steps: list[Step], rows: list[Row], measured: dict, data: Path)
              f"batches of 32, fp32, {measured['threads']} threads on {measured['machine']}: the median of "
              f"{measured['rounds']} passes, every model measured in turns in the same process; the ratio is to "
              "the teacher in that same run.", "",
-             "| model | layers | heads | FFN units | parameters | disk MB | accuracy | F1 | % of teacher accuracy "
+             f"![accuracy against speed-up]({PLOT.name})", "",
+             "| # | model | layers | heads | FFN units | parameters | disk MB | accuracy | F1 | % of teacher accuracy "
              "| sentences/s | speed-up |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for row in rows:
+             "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for index, row in enumerate(rows):
         m = measured["models"].get(row.step)
         if m is None:
-            lines.append(f"| {row.label} | – | – | – | – | – | – | – | – | – | not run yet |")
+            lines.append(f"| {index} | {row.label} | – | – | – | – | – | – | – | – | – | not run yet |")
             continue
-        lines.append(f"| {row.label} | {m['layers']} | {m['heads']} | {m['ffn']:,} | {m['parameters'] / 1e6:.1f} M | "
+        lines.append(f"| {index} | {row.label} | {m['layers']} | {m['heads']} | {m['ffn']:,} | {m['parameters'] / 1e6:.1f} M | "
                      f"{m['disk_bytes'] / 2**20:.1f} | {100 * m['accuracy']:.1f} | {100 * m['f1']:.1f} | "
                      f"{100 * m['accuracy'] / teacher['accuracy']:.1f}% | {m['sentences_per_second']:.0f} | "
                      f"{m['sentences_per_second'] / teacher['sentences_per_second']:.2f}x |")
@@ -247,6 +279,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--list", action="store_true")
     parser.add_argument("--speed-only", action="store_true", help="measure and report; run no training")
+    parser.add_argument("--report-only", action="store_true", help=f"rewrite the report from {MEASURED.name}")
     parser.add_argument("--rounds", type=int, default=5, help="timed passes over the dev set per model")
     args = parser.parse_args()
     data = require_data()
@@ -255,6 +288,11 @@ def main() -> int:
     steps, rows = plan(data)
     if args.list:
         print("\n".join(command_line(step) for step in steps))
+        return 0
+    if args.report_only:
+        measured = json.loads(MEASURED.read_text())
+        plot(rows, measured)
+        write_report(steps, rows, measured, data)
         return 0
     OUTPUTS.mkdir(parents=True, exist_ok=True)
     if not args.speed_only:
@@ -269,6 +307,7 @@ def main() -> int:
     measured = {"threads": torch.get_num_threads(), "machine": cpu_name(),
                 "rounds": args.rounds, "models": measure(models, batches, args.rounds)}
     MEASURED.write_text(json.dumps(measured, indent=2) + "\n")
+    plot(rows, measured)
     write_report(steps, rows, measured, data)
     print(REPORT.read_text())
     return 0

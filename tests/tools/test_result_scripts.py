@@ -68,3 +68,21 @@ def test_pretraining_predictions_per_sequence_follow_the_masking_rate(monkeypatc
     tool = load_tool("pretraining_results", monkeypatch)
     step = tool.data_step("x", Path("in.txt"), Path("vocab.txt"), length, 1, 1)
     assert f"--max_predictions_per_seq={predictions}" in step.argv
+
+
+def test_compression_report_and_plot(monkeypatch, tmp_path):
+    tool = load_tool("compression_results", monkeypatch)
+    for name in ("REPORT", "PLOT", "OUTPUTS"):
+        monkeypatch.setattr(tool, name, tmp_path / getattr(tool, name).name)
+    steps, rows = tool.plan(DATA)
+    model = {"layers": 6, "heads": 72, "ffn": 9216, "parameters": 22_700_000, "disk_bytes": 90_000_000}
+    measured = {"threads": 1, "machine": "cpu", "rounds": 5, "models": {
+        "teacher": {**model, "accuracy": 0.80, "f1": 0.86, "sentences_per_second": 100.0},
+        "student3_distilled": {**model, "layers": 3, "accuracy": 0.79, "f1": 0.85, "sentences_per_second": 210.0},
+        "heads50": {**model, "accuracy": 0.70, "f1": 0.80, "sentences_per_second": 120.0}}}
+    tool.plot(rows, measured)
+    tool.write_report(steps, rows, measured, DATA)
+    report = (tmp_path / "compression.md").read_text()
+    assert (tmp_path / "compression.png").stat().st_size > 10_000
+    assert "met by *3 layers (0,2,4) from the teacher, distilled*" in report
+    assert "| 2.10x |" in report and "98.8%" in report and "not run yet" in report
