@@ -26,6 +26,7 @@ sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "bench"))
 sys.path.insert(0, str(ROOT / "tools"))
 
+from bertkit.io_utils import atomic_write  # noqa: E402
 from bertkit.paths import minilm_dir  # noqa: E402
 from report_common import mean_std, read_eval_results, require_data  # noqa: E402
 
@@ -193,7 +194,8 @@ def write_report(runs: list[Run], data: Path) -> None:
         lines += ["", "<details><summary>commands (seed 1; $MINILM is the packaged checkpoint's directory)</summary>",
                   "", "```"] + commands + ["```", "</details>", ""]
     REPORT.parent.mkdir(parents=True, exist_ok=True)
-    REPORT.write_text("\n".join(lines))
+    with atomic_write(REPORT) as handle:  # two shards may rewrite it at once
+        handle.write("\n".join(lines))
 
 
 def main() -> int:
@@ -201,7 +203,11 @@ def main() -> int:
     parser.add_argument("--report-only", action="store_true")
     parser.add_argument("--list", action="store_true")
     parser.add_argument("--parity-seeds", type=int, default=3, help="seeds of the transformers reference run")
+    parser.add_argument("--shard", default="0/1", metavar="I/N",
+                        help="run every N-th job starting at the I-th, so that N processes share the list "
+                             "(on a machine with cores to spare; shard 0 runs the transformers reference)")
     args = parser.parse_args()
+    shard, shards = (int(x) for x in args.shard.split("/"))
     data = require_data()
     if data is None:
         return 2
@@ -213,15 +219,17 @@ def main() -> int:
             print("bertkit " + " ".join(run.argv(SEEDS[0], data)))
         return 0
     if not args.report_only:
-        # MRPC with every seed first, then one seed of every other task before the remaining seeds.
+        # MRPC first; then, in order of importance, every seed of one row before the next row.
         jobs = [(run, seed) for run in runs if run.task == "MRPC" for seed in SEEDS]
-        jobs += [(run, seed) for seed in SEEDS for run in runs if run.task != "MRPC"]
+        jobs += [(run, seed) for run in runs if run.task != "MRPC" for seed in SEEDS]
         for index, (run, seed) in enumerate(jobs):
+            if index % shards != shard:
+                continue
             run_one(run, seed, data)
             write_report(runs, data)
             print(f"[{index + 1}/{len(jobs)}] {run.key} seed {seed} done", flush=True)
             if run.task == "MRPC" and run.model == "minilm" and run.learning_rate == 2e-5 and not run.extra \
-                    and seed <= args.parity_seeds:
+                    and seed <= args.parity_seeds and shard == 0:
                 hf_parity(data, seed)
                 write_report(runs, data)
     write_report(runs, data)
