@@ -4,6 +4,9 @@
     python tools/glue_results.py --report-only   # rebuild docs/results.md from finished runs
     python tools/glue_results.py --list          # the commands it would run
 
+Start it twice (OMP_NUM_THREADS=1 each on a 2-core machine) and the two share the list: a job
+is claimed under outputs/glue_results/claims/ before it runs.
+
 Each run is an ordinary `bertkit run_classifier` command line (printed in the report), writing
 to outputs/glue_results/<run>/seed<k>/. Finished runs (eval_results.txt present) are not run
 again, so an interrupted invocation resumes where it stopped; the report is rewritten after
@@ -15,9 +18,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -112,6 +117,50 @@ def record(key: str, seed: int, metrics: dict, seconds: float | None, command: s
                                  "command": command}) + "\n")
 
 
+def _try_claim(path: Path) -> bool:
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        return False
+    os.write(fd, str(os.getpid()).encode())
+    os.close(fd)
+    return True
+
+
+def _stale(path: Path) -> bool:
+    """Whether the claim was left by a process that has died."""
+    try:
+        os.kill(int(path.read_text()), 0)
+    except ProcessLookupError:
+        return True
+    except (ValueError, FileNotFoundError):  # being written, or just released
+        return False
+    return False
+
+
+@contextmanager
+def claim(key: str, seed: int):
+    """Yields whether this process may run the job: it is not recorded yet and no live process has
+    claimed it. Several invocations can then share the list (one thread each on a 2-core machine)."""
+    path = OUTPUTS / "claims" / f"{key}-seed{seed}"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if (key, seed) in read_records():
+        yield False
+        return
+    if not _try_claim(path):
+        if not _stale(path):
+            yield False
+            return
+        path.unlink(missing_ok=True)
+        if not _try_claim(path):
+            yield False
+            return
+    try:
+        yield (key, seed) not in read_records()  # another process may have finished it meanwhile
+    finally:
+        path.unlink(missing_ok=True)
+
+
 def run_one(run: Run, seed: int, data: Path) -> None:
     if (run.key, seed) in read_records():
         return
@@ -203,11 +252,7 @@ def main() -> int:
     parser.add_argument("--report-only", action="store_true")
     parser.add_argument("--list", action="store_true")
     parser.add_argument("--parity-seeds", type=int, default=3, help="seeds of the transformers reference run")
-    parser.add_argument("--shard", default="0/1", metavar="I/N",
-                        help="run every N-th job starting at the I-th, so that N processes share the list "
-                             "(on a machine with cores to spare; shard 0 runs the transformers reference)")
     args = parser.parse_args()
-    shard, shards = (int(x) for x in args.shard.split("/"))
     data = require_data()
     if data is None:
         return 2
@@ -222,16 +267,17 @@ def main() -> int:
         # MRPC first; then, in order of importance, every seed of one row before the next row.
         jobs = [(run, seed) for run in runs if run.task == "MRPC" for seed in SEEDS]
         jobs += [(run, seed) for run in runs if run.task != "MRPC" for seed in SEEDS]
-        if shard == 0:
-            for seed in SEEDS[: args.parity_seeds]:
-                hf_parity(data, seed)
-                write_report(runs, data)
+        for seed in SEEDS[: args.parity_seeds]:
+            with claim(PARITY["dynamic"], seed) as mine:
+                if mine:
+                    hf_parity(data, seed)
+                    write_report(runs, data)
         for index, (run, seed) in enumerate(jobs):
-            if index % shards != shard:
-                continue
-            run_one(run, seed, data)
-            write_report(runs, data)
-            print(f"[{index + 1}/{len(jobs)}] {run.key} seed {seed} done", flush=True)
+            with claim(run.key, seed) as mine:
+                if mine:
+                    run_one(run, seed, data)
+                    write_report(runs, data)
+                    print(f"[{index + 1}/{len(jobs)}] {run.key} seed {seed} done", flush=True)
     write_report(runs, data)
     return 0
 

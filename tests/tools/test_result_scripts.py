@@ -86,3 +86,22 @@ def test_compression_report_and_plot(monkeypatch, tmp_path):
     assert (tmp_path / "compression.png").stat().st_size > 10_000
     assert "met by *3 layers (0,2,4) from the teacher, distilled*" in report
     assert "| 2.10x |" in report and "98.8%" in report and "not run yet" in report
+
+
+def test_glue_results_claims_share_the_job_list(monkeypatch, tmp_path):
+    tool = load_tool("glue_results", monkeypatch)
+    monkeypatch.setattr(tool, "OUTPUTS", tmp_path)
+    monkeypatch.setattr(tool, "RECORDS", tmp_path / "runs.jsonl")
+    with tool.claim("MRPC-x", 1) as mine:
+        assert mine
+        with tool.claim("MRPC-x", 1) as other:  # a second invocation meets the live claim
+            assert not other
+        with tool.claim("MRPC-x", 2) as other:
+            assert other
+    assert not list((tmp_path / "claims").iterdir())  # released
+    (tmp_path / "claims" / "MRPC-x-seed1").write_text("999999999")  # a claimant that died
+    with tool.claim("MRPC-x", 1) as mine:
+        assert mine
+    tool.record("MRPC-x", 1, {"eval_accuracy": 0.5}, 1.0, "bertkit ...")
+    with tool.claim("MRPC-x", 1) as mine:
+        assert not mine  # finished jobs are not run again
