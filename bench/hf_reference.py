@@ -74,3 +74,91 @@ def run_hf_glue(task_name: str, data_dir: str | Path, model_dir: str | Path, *, 
     preds = logits.squeeze(-1) if is_regression else np.argmax(logits, axis=-1)
     metrics = glue_compute_metrics(task_name, preds, np.array([row["labels"] for row in dev]))
     return {**metrics, "train_seconds": train_seconds, "torch_threads": torch.get_num_threads()}
+
+
+def _hf_trainer(model, train_rows, *, seed: int, learning_rate: float, num_train_epochs: float, batch_size: int,
+                warmup_proportion: float, output_dir: str):
+    """transformers' Trainer with Google's recipe (linear warmup and decay, weight decay 0.01, eps
+    1e-6) on rows that bertkit built, padded by bertkit's collator so that both sides see the same
+    batches' contents; the sampling is transformers' own."""
+    import transformers
+
+    from bertkit.data.batching import PaddingCollator
+
+    steps = math.ceil(len(train_rows) / batch_size) * num_train_epochs
+    args = transformers.TrainingArguments(
+        output_dir=output_dir, learning_rate=learning_rate, num_train_epochs=num_train_epochs,
+        per_device_train_batch_size=batch_size, per_device_eval_batch_size=64, seed=seed,
+        warmup_steps=int(steps * warmup_proportion), weight_decay=0.01, adam_epsilon=1e-6, lr_scheduler_type="linear",
+        save_strategy="no", eval_strategy="no", report_to=[], use_cpu=True, logging_strategy="no", disable_tqdm=True)
+    return transformers.Trainer(model=model, args=args, train_dataset=train_rows, data_collator=PaddingCollator())
+
+
+def run_hf_squad(train_file: str | Path, model_dir: str | Path, *, split_articles: int = 38, seed: int = 42,
+                 learning_rate: float = 5e-5, num_train_epochs: float = 2.0, batch_size: int = 32,
+                 max_seq_length: int = 384, doc_stride: int = 128, max_query_length: int = 64,
+                 warmup_proportion: float = 0.1, max_train_examples: int | None = None) -> dict:
+    """transformers' BertForQuestionAnswering trained on the first `split_articles` articles of
+    `train_file` and scored on the rest: bertkit's doc-stride windows in, bertkit's n-best decoding
+    and the official EM/F1 out, so that the model and its training are what is compared."""
+    import transformers
+
+    from bertkit.data.squad import collect_raw_results, convert_examples_to_features, model_inputs
+    from bertkit.tasks.squad import SquadTask, load_data, write_outputs
+    from bertkit.tokenization import FullTokenizer
+
+    transformers.logging.set_verbosity_error()
+    transformers.set_seed(seed)
+    task = SquadTask(train_file=str(train_file), do_train=True, do_predict=True, max_seq_length=max_seq_length,
+                     doc_stride=doc_stride, max_query_length=max_query_length, split_articles=split_articles,
+                     max_train_examples=max_train_examples)
+    data = load_data(task)
+    tokenizer = FullTokenizer.from_pretrained(Path(model_dir) / "vocab.txt")
+    convert = dict(tokenizer=tokenizer, max_seq_length=max_seq_length, doc_stride=doc_stride,
+                   max_query_length=max_query_length)
+    train_rows = model_inputs(convert_examples_to_features(data.train_examples, is_training=True, **convert))
+    eval_features = convert_examples_to_features(data.eval_examples, is_training=False, **convert)
+    model = transformers.BertForQuestionAnswering.from_pretrained(str(model_dir))
+    with tempfile.TemporaryDirectory() as scratch:
+        trainer = _hf_trainer(model, train_rows, seed=seed, learning_rate=learning_rate,
+                              num_train_epochs=num_train_epochs, batch_size=batch_size,
+                              warmup_proportion=warmup_proportion, output_dir=scratch)
+        start = time.perf_counter()
+        trainer.train()
+        train_seconds = time.perf_counter() - start
+        start_logits, end_logits = trainer.predict(model_inputs(eval_features)).predictions
+        scores = write_outputs(Path(scratch), task, data, eval_features,
+                               collect_raw_results(eval_features, start_logits, end_logits),
+                               tokenizer.do_lower_case, trainer.state.global_step)
+    return {**scores, "train_seconds": train_seconds}
+
+
+def run_hf_multiple_choice(task_name: str, data_dir: str | Path, model_dir: str | Path, *, seed: int = 42,
+                           learning_rate: float = 5e-5, num_train_epochs: float = 3.0, batch_size: int = 16,
+                           max_seq_length: int = 64, warmup_proportion: float = 0.1,
+                           max_train_examples: int | None = None) -> dict:
+    """transformers' BertForMultipleChoice on bertkit's [choices, seq] features; dev accuracy."""
+    import transformers
+
+    from bertkit.data.multiple_choice import get_processor
+    from bertkit.tasks.multiple_choice import MultipleChoiceTask, build_dataset
+    from bertkit.tokenization import FullTokenizer
+
+    transformers.logging.set_verbosity_error()
+    transformers.set_seed(seed)
+    processor = get_processor(task_name)
+    task = MultipleChoiceTask(task_name, str(data_dir), max_seq_length, max_train_examples=max_train_examples)
+    tokenizer = FullTokenizer.from_pretrained(Path(model_dir) / "vocab.txt")
+    _, train = build_dataset(processor, task, "train", tokenizer, False)
+    _, dev = build_dataset(processor, task, "dev", tokenizer, False)
+    model = transformers.BertForMultipleChoice.from_pretrained(str(model_dir))
+    with tempfile.TemporaryDirectory() as scratch:
+        trainer = _hf_trainer(model, train, seed=seed, learning_rate=learning_rate,
+                              num_train_epochs=num_train_epochs, batch_size=batch_size,
+                              warmup_proportion=warmup_proportion, output_dir=scratch)
+        start = time.perf_counter()
+        trainer.train()
+        train_seconds = time.perf_counter() - start
+        output = trainer.predict(dev)
+    accuracy = float((np.argmax(output.predictions, axis=-1) == output.label_ids).mean())
+    return {"accuracy": accuracy, "train_seconds": train_seconds}

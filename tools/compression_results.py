@@ -76,10 +76,11 @@ def plan(data: Path) -> tuple[list[Step], list[Row]]:
     def out(name):
         return f"--output_dir={OUTPUTS / name}"
 
-    def distill(name, *flags, epochs=3):
+    def distill(name, *flags, epochs=3, cache=True):
+        # the cache holds logits only: hidden-state losses need the teacher to run
+        cached = [f"--teacher_cache_dir={OUTPUTS / 'teacher_cache'}"] if cache else []
         return Step(name, ["distill", f"--teacher={teacher}", *mrpc, "--do_train=true", "--do_eval=true",
-                           "--temperature=2", f"--teacher_cache_dir={OUTPUTS / 'teacher_cache'}", *flags, *TRAINING,
-                           f"--num_train_epochs={epochs}", out(name)])
+                           "--temperature=2", *cached, *flags, *TRAINING, f"--num_train_epochs={epochs}", out(name)])
 
     def prune(name, model, *flags):
         return Step(name, ["prune", f"--model={OUTPUTS / model if model != 'teacher' else teacher}", *mrpc,
@@ -105,6 +106,10 @@ def plan(data: Path) -> tuple[list[Step], list[Row]]:
         prune("student3_pruned50", "student3_distilled", "--neurons=0.5", "--heads=0.5"),
         distill("student3_pruned50_distilled", f"--student={OUTPUTS / 'student3_pruned50'}", "--alpha=0.5",
                 epochs=1),
+        distill("student3_hidden", "--student_layers=every_other", "--alpha=0.5", "--hidden_weight=1", cache=False),
+        distill("student4_distilled", "--student_layers=uniform:4", "--alpha=0.5"),
+        prune("student4_ffn50", "student4_distilled", "--neurons=0.5"),
+        distill("student4_ffn50_distilled", f"--student={OUTPUTS / 'student4_ffn50'}", "--alpha=0.5", epochs=1),
     ]
     rows = [
         Row("teacher: MiniLM-L6 fine-tuned", "teacher", "run_classifier"),
@@ -121,6 +126,12 @@ def plan(data: Path) -> tuple[list[Step], list[Row]]:
         Row("50% of FFN neurons pruned, then distilled for 1 epoch", "ffn50_distilled", "prune; distill --student, 1 epoch"),
         Row("combined: the distilled 3-layer student, 50% of its heads and FFN neurons pruned, distilled for 1 epoch",
             "student3_pruned50_distilled", "distill; prune; distill --student, 1 epoch"),
+        Row("3 layers (0,2,4), distilled with hidden-state MSE as well", "student3_hidden",
+            "distill --alpha=0.5 --hidden_weight=1"),
+        Row("4 layers (1,2,3,5) from the teacher, distilled", "student4_distilled",
+            "distill --student_layers=uniform:4"),
+        Row("combined: the distilled 4-layer student, 50% of its FFN neurons pruned, distilled for 1 epoch",
+            "student4_ffn50_distilled", "distill; prune --neurons=0.5; distill --student, 1 epoch"),
     ]
     return steps, rows
 
