@@ -105,3 +105,18 @@ def test_glue_results_claims_share_the_job_list(monkeypatch, tmp_path):
     tool.record("MRPC-x", 1, {"eval_accuracy": 0.5}, 1.0, "bertkit ...")
     with tool.claim("MRPC-x", 1) as mine:
         assert not mine  # finished jobs are not run again
+
+
+def test_task_results_commands_parse(monkeypatch, tmp_path):
+    tool = load_tool("task_results", monkeypatch)
+    runs = tool.planned(DATA)
+    assert [run.task for run in runs] == ["ner", "squad", "csqa"]
+    for run in runs:
+        assert_parses(run.argv)
+    monkeypatch.setattr(tool, "REPORT", tmp_path / "tasks.md")
+    monkeypatch.setattr(tool, "RECORDS", tmp_path / "runs.jsonl")
+    tool.record("bertkit-squad", {"exact_match": 50.0, "f1": 60.0}, 1.0, "bertkit run_squad ...")
+    tool.record("transformers-squad", {"exact_match": 49.0, "f1": 59.5}, 1.0, "bench/hf_reference.py: ...")
+    tool.write_report(runs, DATA)
+    report = (tmp_path / "tasks.md").read_text()
+    assert "| bertkit | 50.0 | 60.0 |" in report and "F1 difference: +0.5" in report
