@@ -191,7 +191,7 @@ def write_report(steps: list[Step], data: Path) -> None:
         lines += ["## Corpus", "", "`tools/prepare_corpus.py` (WikiText-2 raw valid and test, 13 Gutenberg books; "
                   "one sentence per line, a blank line between documents; every 10th Wikipedia article held out). "
                   "WordPieces are counted with the bert-base uncased vocab:", "", "```",
-                  stats.read_text().strip(), "```", ""]
+                  shown(stats.read_text().strip(), data), "```", ""]
     data_rows = []
     for step in steps:
         if step.name.startswith(("train_", "heldout_")) and step.done.is_file():
@@ -216,9 +216,10 @@ def write_report(steps: list[Step], data: Path) -> None:
         results = read_eval_results(done)
         seconds = (OUT / name / "step_seconds.txt")
         wall = f"{float(seconds.read_text()) / 60:.0f}" if seconds.is_file() else "–"
-        beyond = results.get("masked_lm_accuracy_beyond_512")
-        phases.append(f"| {what} | {int(results['global_step'])} | {wall} | {100 * results['masked_lm_accuracy']:.1f} | "
-                      f"{results['masked_lm_loss']:.2f} | {100 * results['next_sentence_accuracy']:.1f} | "
+        beyond = results.get("eval_masked_lm_accuracy_beyond_512")
+        phases.append(f"| {what} | {int(results['global_step'])} | {wall} | "
+                      f"{100 * results['eval_masked_lm_accuracy']:.1f} | {results['eval_masked_lm_loss']:.2f} | "
+                      f"{100 * results['eval_next_sentence_accuracy']:.1f} | "
                       + (f"{100 * beyond:.1f}" if beyond is not None else "") + " |")
     if phases:
         lines += ["## Pre-training (`bertkit run_pretraining`)", "",
