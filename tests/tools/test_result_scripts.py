@@ -4,6 +4,7 @@ A flag renamed in a command and not in the script would otherwise surface only h
 """
 
 import importlib.util
+import json
 import sys
 from pathlib import Path
 
@@ -120,3 +121,31 @@ def test_task_results_commands_parse(monkeypatch, tmp_path):
     tool.write_report(runs, DATA)
     report = (tmp_path / "tasks.md").read_text()
     assert "| bertkit | 50.0 | 60.0 |" in report and "F1 difference: +0.5" in report
+
+
+def test_pretraining_report_and_plot(monkeypatch, tmp_path):
+    tool = load_tool("pretraining_results", monkeypatch)
+    out = tmp_path / "out"
+    for name, value in (("OUT", out), ("REPORT", tmp_path / "pretraining.md"), ("PLOT", tmp_path / "curves.png"),
+                        ("RECORDS", tmp_path / "runs.jsonl")):
+        monkeypatch.setattr(tool, name, value)
+    metrics = {"eval_masked_lm_accuracy": 0.3, "eval_masked_lm_loss": 4.0, "eval_next_sentence_accuracy": 0.8,
+               "eval_next_sentence_loss": 0.4}
+    for name, beyond in (("phase1_128", False), ("phase2_512", False), ("minilm_1024", True)):
+        (out / name).mkdir(parents=True)
+        extra = {"eval_masked_lm_accuracy_beyond_512": 0.25} if beyond else {}
+        (out / name / "eval_results.txt").write_text(
+            "".join(f"{k} = {v}\n" for k, v in {**metrics, **extra, "global_step": 10}.items()))
+        rows = [{"event": "train", "step": 10, "loss": 5.0}, {"event": "eval", "step": 10, **metrics, **extra}]
+        (out / name / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    for seed in (1, 2):
+        with open(tmp_path / "runs.jsonl", "a") as handle:
+            handle.write(json.dumps({"key": "MRPC-tiny-pretrained", "seed": seed,
+                                     "metrics": {"eval_accuracy": 0.7 + seed / 100, "eval_f1": 0.8}}) + "\n")
+    tool.plot(tmp_path / "curves.png")
+    tool.write_report(tool.plan(DATA), DATA)
+    report = (tmp_path / "pretraining.md").read_text()
+    assert "| phase 1: from scratch" in report and "| 30.0 | 4.00 | 80.0 |" in report
+    assert "### Positions beyond 512: all-MiniLM-L6-v2" in report and "| 10 | 25.0 | 30.0 |" in report
+    assert "| MRPC | 3 | pretrained | 71.5 ± 0.7 | 80.0 ± 0.0 | 2 |" in report
+    assert (tmp_path / "curves.png").stat().st_size > 10_000
