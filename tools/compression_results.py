@@ -46,8 +46,7 @@ REPORT = ROOT / "docs" / "compression.md"
 PLOT = ROOT / "docs" / "compression.png"
 MEASURED = ROOT / "docs" / "compression_runs.json"  # the last measurement, committed with the report
 TEACHER = ROOT / "outputs" / "glue_results" / "MRPC-minilm-lr0.0001-ep3" / "seed1"
-TRAINING = ["--learning_rate=1e-4", "--train_batch_size=32", "--seed=1", "--save_checkpoints_steps=100000",
-            "--no_progress"]
+TRAINING = ["--learning_rate=1e-4", "--train_batch_size=32", "--save_checkpoints_steps=100000", "--no_progress"]
 
 
 @dataclass
@@ -76,11 +75,12 @@ def plan(data: Path) -> tuple[list[Step], list[Row]]:
     def out(name):
         return f"--output_dir={OUTPUTS / name}"
 
-    def distill(name, *flags, epochs=3, cache=True):
+    def distill(name, *flags, epochs=3, cache=True, seed=1):
         # the cache holds logits only: hidden-state losses need the teacher to run
         cached = [f"--teacher_cache_dir={OUTPUTS / 'teacher_cache'}"] if cache else []
         return Step(name, ["distill", f"--teacher={teacher}", *mrpc, "--do_train=true", "--do_eval=true",
-                           "--temperature=2", *cached, *flags, *TRAINING, f"--num_train_epochs={epochs}", out(name)])
+                           "--temperature=2", *cached, *flags, *TRAINING, f"--seed={seed}", f"--num_train_epochs={epochs}",
+                           out(name)])
 
     def prune(name, model, *flags):
         return Step(name, ["prune", f"--model={OUTPUTS / model if model != 'teacher' else teacher}", *mrpc,
@@ -89,7 +89,7 @@ def plan(data: Path) -> tuple[list[Step], list[Row]]:
     steps = [
         Step("teacher", ["run_classifier", *mrpc, "--do_train=true", "--do_eval=true",
                          f"--init_checkpoint={minilm_dir()}", "--max_seq_length=128", *TRAINING,
-                         "--num_train_epochs=3", f"--output_dir={teacher}"]),
+                         "--seed=1", "--num_train_epochs=3", f"--output_dir={teacher}"]),
         distill("student3_labels", "--student_layers=every_other", "--alpha=0"),
         distill("student3_distilled", "--student_layers=every_other", "--alpha=0.5"),
         distill("student3_distilled_6ep", "--student_layers=every_other", "--alpha=0.5", epochs=6),
@@ -97,7 +97,7 @@ def plan(data: Path) -> tuple[list[Step], list[Row]]:
         *[step for p in ("0.2", "0.5") for step in (
             Step(f"layerdrop_p{p}", ["run_classifier", *mrpc, "--do_train=true", "--do_eval=true",
                                      f"--init_checkpoint={minilm_dir()}", f"--layerdrop={p}", *TRAINING,
-                                     "--num_train_epochs=3", out(f"layerdrop_p{p}")]),
+                                     "--seed=1", "--num_train_epochs=3", out(f"layerdrop_p{p}")]),
             prune(f"layerdrop_p{p}_cut3", f"layerdrop_p{p}", "--layers=uniform:3", "--depth_report=true"))],
         prune("heads50", "teacher", "--heads=0.5"),
         distill("heads50_distilled", f"--student={OUTPUTS / 'heads50'}", "--alpha=0.5", epochs=1),
@@ -106,6 +106,8 @@ def plan(data: Path) -> tuple[list[Step], list[Row]]:
         prune("student3_pruned50", "student3_distilled", "--neurons=0.5", "--heads=0.5"),
         distill("student3_pruned50_distilled", f"--student={OUTPUTS / 'student3_pruned50'}", "--alpha=0.5",
                 epochs=1),
+        *[distill(f"student3_pruned50_distilled_3ep_seed{seed}", f"--student={OUTPUTS / 'student3_pruned50'}",
+                  "--alpha=0.5", seed=seed) for seed in (1, 2, 3)],
         distill("student3_hidden", "--student_layers=every_other", "--alpha=0.5", "--hidden_weight=1", cache=False),
         distill("student4_distilled", "--student_layers=uniform:4", "--alpha=0.5"),
         prune("student4_ffn50", "student4_distilled", "--neurons=0.5"),
@@ -126,6 +128,8 @@ def plan(data: Path) -> tuple[list[Step], list[Row]]:
         Row("50% of FFN neurons pruned, then distilled for 1 epoch", "ffn50_distilled", "prune; distill --student, 1 epoch"),
         Row("combined: the distilled 3-layer student, 50% of its heads and FFN neurons pruned, distilled for 1 epoch",
             "student3_pruned50_distilled", "distill; prune; distill --student, 1 epoch"),
+        *[Row(f"the same, distilled for 3 epochs instead of 1, seed {seed}", f"student3_pruned50_distilled_3ep_seed{seed}",
+              f"distill; prune; distill --student --seed={seed}") for seed in (1, 2, 3)],
         Row("3 layers (0,2,4), distilled with hidden-state MSE as well", "student3_hidden",
             "distill --alpha=0.5 --hidden_weight=1"),
         Row("4 layers (1,2,3,5) from the teacher, distilled", "student4_distilled",

@@ -47,6 +47,7 @@ def test_compression_results_commands_parse(monkeypatch):
     assert len(set(names)) == len(names) and {row.step for row in rows} <= set(names)
     for step in steps:
         assert_parses(step.argv)
+        assert sum(arg.startswith("--seed=") for arg in step.argv) <= 1  # a later flag would win silently
         # a step reads only models that earlier steps make
         for flag in ("--model=", "--student=", "--teacher="):
             for arg in step.argv:
