@@ -10,6 +10,25 @@ from pathlib import Path
 from typing import IO, Iterator
 
 
+def _umask() -> int:
+    try:  # Linux reports it without changing it
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)  # elsewhere: read it by setting it, and put it back at once
+    os.umask(mask)
+    return mask
+
+
+def _publish(tmp_name: str, path: Path, mode: int = 0o666) -> None:
+    """Give the temp file the permissions a plain open() would have (mkstemp makes it 0600, which
+    would hide checkpoints from the other users of a shared machine), then rename it into place."""
+    os.chmod(tmp_name, mode & ~_umask())
+    os.replace(tmp_name, path)
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = "w", encoding: str | None = "utf-8") -> Iterator[IO]:
     """Open a temp file beside `path`; on success rename it over `path`, on failure remove it.
@@ -26,7 +45,7 @@ def atomic_write(path: str | os.PathLike, mode: str = "w", encoding: str | None 
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
+        _publish(tmp_name, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp_name)
@@ -41,7 +60,7 @@ def atomic_save_with(path: str | os.PathLike, writer) -> None:
     os.close(fd)
     try:
         writer(tmp_name)
-        os.replace(tmp_name, path)
+        _publish(tmp_name, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp_name)
@@ -62,7 +81,7 @@ def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
         yield tmp
         if path.exists():
             shutil.rmtree(path)
-        os.replace(tmp, path)
+        _publish(str(tmp), path, 0o777)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
