@@ -254,7 +254,8 @@ def write_report(steps: list[Step], rows: list[Row], measured: dict, data: Path)
              "differences of a point are within noise. Speed is inference on the 408 dev pairs in length-sorted "
              f"batches of 32, fp32, {measured['threads']} threads on {measured['machine']}: the median of "
              f"{measured['rounds']} passes, every model measured in turns in the same process; the ratio is to "
-             "the teacher in that same run.", "",
+             "the teacher in that same run. Models of the same shape run the same code, so the spread of their "
+             "speed-ups is the measurement's noise on this shared machine.", "",
              f"![accuracy against speed-up]({PLOT.name})", "",
              "| # | model | layers | heads | FFN units | parameters | disk MB | accuracy | F1 | % of teacher accuracy "
              "| sentences/s | speed-up |",
