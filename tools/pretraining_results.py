@@ -261,6 +261,18 @@ def write_report(steps: list[Step], data: Path) -> None:
             lines.append(f"| {run.task} | {run.epochs} | {run.model} | {mean_std([r['eval_accuracy'] for r in results])} "
                          f"| {f1} | {len(results)} |")
         lines.append("")
+        for task in dict.fromkeys(run.task for run in FINETUNES):
+            means = {}
+            for model in ("pretrained", "scratch"):
+                accuracies = [records[(f"{task}-tiny-{model}", s)]["metrics"]["eval_accuracy"] for s in SEEDS
+                              if (f"{task}-tiny-{model}", s) in records]
+                if accuracies:
+                    means[model] = sum(accuracies) / len(accuracies)
+            if len(means) == 2:
+                gap = 100 * (means["pretrained"] - means["scratch"])
+                verdict = "helps" if gap > 0 else "does not help"
+                lines.append(f"- {task}: pre-training {verdict} ({gap:+.1f} accuracy points, pretrained minus scratch).")
+        lines.append("")
     commands = [shown(step_line(step), data) for step in steps]
     commands += [shown("bertkit " + " ".join(run.argv(1, data)), data) for run in FINETUNES]
     lines += ["<details><summary>commands, in order (fine-tuning shown for seed 1)</summary>", "", "```",
