@@ -270,7 +270,8 @@ def write_report(steps: list[Step], data: Path) -> None:
                     means[model] = sum(accuracies) / len(accuracies)
             if len(means) == 2:
                 gap = 100 * (means["pretrained"] - means["scratch"])
-                verdict = "helps" if gap > 0 else "does not help"
+                verdict = ("makes no clear difference" if abs(gap) < 1 else  # seeds spread about a point
+                           "helps" if gap > 0 else "hurts")
                 lines.append(f"- {task}: pre-training {verdict} ({gap:+.1f} accuracy points, pretrained minus scratch).")
         lines.append("")
     commands = [shown(step_line(step), data) for step in steps]
