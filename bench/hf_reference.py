@@ -76,11 +76,12 @@ def run_hf_glue(task_name: str, data_dir: str | Path, model_dir: str | Path, *, 
     return {**metrics, "train_seconds": train_seconds, "torch_threads": torch.get_num_threads()}
 
 
-def _hf_trainer(model, train_rows, *, seed: int, learning_rate: float, num_train_epochs: float, batch_size: int,
-                warmup_proportion: float, output_dir: str):
-    """transformers' Trainer with Google's recipe (linear warmup and decay, weight decay 0.01, eps
-    1e-6) on rows that bertkit built, padded by bertkit's collator so that both sides see the same
-    batches' contents; the sampling is transformers' own."""
+def _train_hf(model, train_rows, *, seed: int, learning_rate: float, num_train_epochs: float, batch_size: int,
+              warmup_proportion: float, output_dir: str):
+    """Train with transformers' Trainer and Google's recipe (linear warmup and decay, weight decay
+    0.01, eps 1e-6) on rows that bertkit built, padded by bertkit's collator so that both sides see
+    the same batches' contents (the sampling is transformers' own). Returns the trainer and the
+    seconds train() took."""
     import transformers
 
     from bertkit.data.batching import PaddingCollator
@@ -91,7 +92,10 @@ def _hf_trainer(model, train_rows, *, seed: int, learning_rate: float, num_train
         per_device_train_batch_size=batch_size, per_device_eval_batch_size=64, seed=seed,
         warmup_steps=int(steps * warmup_proportion), weight_decay=0.01, adam_epsilon=1e-6, lr_scheduler_type="linear",
         save_strategy="no", eval_strategy="no", report_to=[], use_cpu=True, logging_strategy="no", disable_tqdm=True)
-    return transformers.Trainer(model=model, args=args, train_dataset=train_rows, data_collator=PaddingCollator())
+    trainer = transformers.Trainer(model=model, args=args, train_dataset=train_rows, data_collator=PaddingCollator())
+    start = time.perf_counter()
+    trainer.train()
+    return trainer, time.perf_counter() - start
 
 
 def run_hf_squad(train_file: str | Path, model_dir: str | Path, *, split_articles: int = 38, seed: int = 42,
@@ -120,12 +124,9 @@ def run_hf_squad(train_file: str | Path, model_dir: str | Path, *, split_article
     eval_features = convert_examples_to_features(data.eval_examples, is_training=False, **convert)
     model = transformers.BertForQuestionAnswering.from_pretrained(str(model_dir))
     with tempfile.TemporaryDirectory() as scratch:
-        trainer = _hf_trainer(model, train_rows, seed=seed, learning_rate=learning_rate,
-                              num_train_epochs=num_train_epochs, batch_size=batch_size,
-                              warmup_proportion=warmup_proportion, output_dir=scratch)
-        start = time.perf_counter()
-        trainer.train()
-        train_seconds = time.perf_counter() - start
+        trainer, train_seconds = _train_hf(model, train_rows, seed=seed, learning_rate=learning_rate,
+                                           num_train_epochs=num_train_epochs, batch_size=batch_size,
+                                           warmup_proportion=warmup_proportion, output_dir=scratch)
         start_logits, end_logits = trainer.predict(model_inputs(eval_features)).predictions
         scores = write_outputs(Path(scratch), task, data, eval_features,
                                collect_raw_results(eval_features, start_logits, end_logits),
@@ -153,12 +154,9 @@ def run_hf_multiple_choice(task_name: str, data_dir: str | Path, model_dir: str 
     _, dev = build_dataset(processor, task, "dev", tokenizer, False)
     model = transformers.BertForMultipleChoice.from_pretrained(str(model_dir))
     with tempfile.TemporaryDirectory() as scratch:
-        trainer = _hf_trainer(model, train, seed=seed, learning_rate=learning_rate,
-                              num_train_epochs=num_train_epochs, batch_size=batch_size,
-                              warmup_proportion=warmup_proportion, output_dir=scratch)
-        start = time.perf_counter()
-        trainer.train()
-        train_seconds = time.perf_counter() - start
+        trainer, train_seconds = _train_hf(model, train, seed=seed, learning_rate=learning_rate,
+                                           num_train_epochs=num_train_epochs, batch_size=batch_size,
+                                           warmup_proportion=warmup_proportion, output_dir=scratch)
         output = trainer.predict(dev)
     accuracy = float((np.argmax(output.predictions, axis=-1) == output.label_ids).mean())
     return {"accuracy": accuracy, "train_seconds": train_seconds}

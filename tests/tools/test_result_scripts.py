@@ -150,3 +150,24 @@ def test_pretraining_report_and_plot(monkeypatch, tmp_path):
     assert "### Positions beyond 512: all-MiniLM-L6-v2" in report and "| 10 | 25.0 | 30.0 |" in report
     assert "| MRPC | 3 | pretrained | 71.5 ± 0.7 | 80.0 ± 0.0 | 2 |" in report
     assert (tmp_path / "curves.png").stat().st_size > 10_000
+
+
+def test_transformers_references_run_on_fixtures(tmp_path, monkeypatch):
+    """The SQuAD and multiple-choice references of tools/task_results.py, on the fixtures."""
+    pytest.importorskip("transformers")
+    pytest.importorskip("accelerate")
+    monkeypatch.syspath_prepend(str(ROOT / "bench"))
+    from helpers import tiny_config
+    from hf_reference import run_hf_multiple_choice, run_hf_squad
+
+    from bertkit.heads import BertForPreTraining
+    from bertkit.tokenization import FullTokenizer
+
+    tokenizer = FullTokenizer(ROOT / "tests" / "fixtures" / "squad" / "vocab.txt")
+    BertForPreTraining(tiny_config(vocab_size=len(tokenizer))).bert.save_pretrained(tmp_path, tokenizer=tokenizer)
+    squad = run_hf_squad(ROOT / "tests" / "fixtures" / "squad" / "tiny-v1.1.json", tmp_path, split_articles=1,
+                         num_train_epochs=1, batch_size=4, max_seq_length=64, doc_stride=32, max_query_length=16)
+    assert 0 <= squad["f1"] <= 100 and 0 <= squad["exact_match"] <= squad["f1"] + 1e-9
+    choice = run_hf_multiple_choice("commonsenseqa", ROOT / "tests" / "fixtures" / "multiple_choice" / "commonsenseqa",
+                                    tmp_path, num_train_epochs=1, batch_size=4, max_seq_length=32)
+    assert 0 <= choice["accuracy"] <= 1 and choice["train_seconds"] > 0
