@@ -248,7 +248,8 @@ def write_report(steps: list[Step], data: Path) -> None:
                   f"{model} with `--max_position_embeddings=1024` (rows 0-511 copied, rows 512-1023 random), "
                   "pre-training continued on 1024-token sequences. Held-out MLM accuracy at masked positions 512 "
                   "and later, and over all positions. " + notes[name]
-                  + ("" if (OUT / name / "model.safetensors").is_file() else " (Still running: the rows so far.)"), "",
+                  + ("" if (OUT / name / "model.safetensors").is_file() else
+                     " (Unfinished: the evaluations so far; the script runs it again from the start.)"), "",
                   "| step | masked_lm_accuracy_beyond_512 | masked_lm_accuracy |", "|---:|---:|---:|"]
         lines += [f"| {r['step']} | {100 * r['eval_masked_lm_accuracy_beyond_512']:.1f} | "
                   f"{100 * r['eval_masked_lm_accuracy']:.1f} |" for r in evals]
