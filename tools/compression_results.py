@@ -25,9 +25,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "src"))
-sys.path.insert(0, str(ROOT / "tools"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # report_common, which adds src/ and bench/
+
+from report_common import ROOT, require_data, shown  # noqa: E402, I001
 
 import torch  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
@@ -39,7 +39,6 @@ from bertkit.paths import minilm_dir  # noqa: E402
 from bertkit.tasks.classifier import ClassifierTask, build_dataset  # noqa: E402
 from bertkit.tokenization import FullTokenizer  # noqa: E402
 from bertkit.training.metrics import glue_compute_metrics  # noqa: E402
-from report_common import require_data  # noqa: E402
 
 OUTPUTS = ROOT / "outputs" / "compression"
 REPORT = ROOT / "docs" / "compression.md"
@@ -142,11 +141,6 @@ def plan(data: Path) -> tuple[list[Step], list[Row]]:
 
 def command_line(step: Step) -> str:
     return "bertkit " + " ".join(step.argv)
-
-
-def shown(text: str, data: Path) -> str:
-    return (text.replace(str(data), "../shared/data").replace(str(minilm_dir()), "$MINILM")
-            .replace(str(ROOT) + "/", ""))
 
 
 def run_steps(steps: list[Step]) -> None:

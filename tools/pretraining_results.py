@@ -29,11 +29,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tools"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # report_common, which adds src/ and bench/
+
+from report_common import ROOT, mean_std, read_eval_results, require_data, shown  # noqa: E402, I001
 
 from bertkit.paths import minilm_dir  # noqa: E402
-from report_common import mean_std, read_eval_results, require_data  # noqa: E402
 
 OUT = ROOT / "outputs" / "pretraining"
 CORPUS = ROOT / "outputs" / "corpus"
@@ -183,10 +183,6 @@ def plot(path: Path) -> None:
     plt.close(fig)
 
 
-def shown(text: str, data: Path) -> str:
-    return text.replace(str(data), "../shared/data").replace(str(ROOT) + "/", "")
-
-
 def write_report(steps: list[Step], data: Path) -> None:
     lines = ["# Pre-training a BERT-Tiny on this CPU", "",
              "Produced by `python tools/pretraining_results.py`; every command is listed at the end. "
@@ -283,7 +279,8 @@ def write_report(steps: list[Step], data: Path) -> None:
         lines.append("")
     commands = [shown(step_line(step), data) for step in steps]
     commands += [shown("bertkit " + " ".join(run.argv(1, data)), data) for run in FINETUNES]
-    lines += ["<details><summary>commands, in order (fine-tuning shown for seed 1)</summary>", "", "```",
+    lines += ["<details><summary>commands, in order (fine-tuning shown for seed 1; $MINILM is the packaged "
+              "checkpoint's directory)</summary>", "", "```",
               *commands, "```", "</details>", ""]
     REPORT.write_text("\n".join(lines))
 

@@ -1,4 +1,5 @@
-"""What the scripts that write docs/*.md share: the data check, reading results, formatting them."""
+"""What the scripts that write docs/*.md share: the repository's paths, the data check, reading
+results and formatting them. Importing it puts src/ and bench/ on sys.path."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "bench"))
 
 from bertkit.paths import minilm_dir, shared_data_dir  # noqa: E402
 
@@ -34,3 +36,11 @@ def mean_std(values: list[float]) -> str:
     if len(values) == 1:
         return f"{100 * values[0]:.1f}"
     return f"{100 * statistics.mean(values):.1f} ± {100 * statistics.stdev(values):.1f}"
+
+
+def shown(text: str, data: Path) -> str:
+    """A command line as the docs print it: repository-relative, with ../shared/data and $MINILM."""
+    minilm = minilm_dir()
+    if minilm is not None:
+        text = text.replace(str(minilm), "$MINILM")
+    return text.replace(str(data), "../shared/data").replace(str(ROOT) + "/", "")

@@ -23,13 +23,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "src"))
-sys.path.insert(0, str(ROOT / "bench"))
-sys.path.insert(0, str(ROOT / "tools"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # report_common, which adds src/ and bench/
+
+from report_common import ROOT, read_eval_results, require_data, shown  # noqa: E402, I001
 
 from bertkit.paths import minilm_dir  # noqa: E402
-from report_common import read_eval_results, require_data  # noqa: E402
 
 OUTPUTS = ROOT / "outputs" / "tasks"
 REPORT = ROOT / "docs" / "tasks.md"
@@ -116,11 +114,6 @@ def run_reference(task: str, data: Path) -> None:
         call = (f"run_hf_multiple_choice('commonsenseqa', '../shared/data/multiple_choice/commonsenseqa', '$MINILM', "
                 f"seed={SEED}, **{CSQA})")
     record(f"transformers-{task}", metrics, time.perf_counter() - start, f"bench/hf_reference.py: {call}")
-
-
-def shown(text: str, data: Path) -> str:
-    return (text.replace(str(data), "../shared/data").replace(str(minilm_dir()), "$MINILM")
-            .replace(str(ROOT) + "/", ""))
 
 
 def write_report(runs: list[TaskRun], data: Path) -> None:

@@ -161,7 +161,8 @@ def test_positions_past_512_keep_the_trained_rows_and_are_measured(tokenizer, tm
     shards = make_shards(tmp_path, tokenizer, "long", documents=6, sentences=(120, 140), max_seq_length=640,
                          max_predictions_per_seq=100, dupe_factor=1, short_seq_prob=0.0)
     args = build_parser("run_pretraining").parse_args(["run_pretraining", f"--init_checkpoint={tmp_path / 'base'}",
-                                      "--max_position_embeddings=640", f"--output_dir={tmp_path / 'out'}"])
+                                                       "--max_position_embeddings=640",
+                                                       f"--output_dir={tmp_path / 'out'}"])
     model = load_model(args, BertForPreTraining, **model_overrides(args))
     table = model.bert.embeddings.position_embeddings.weight
     assert table.shape == (640, 32) and model.config.max_position_embeddings == 640

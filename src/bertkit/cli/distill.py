@@ -7,8 +7,8 @@
 The student is cut from the teacher (--student_layers: every_other, 0,2,4, bottom:N, top:N or
 uniform:N; embeddings, those layers, pooler and classifier are copied), built from
 --student_config (a config.json of any width, randomly initialised; --hidden_weight then trains a
-projection to the teacher's width), or given as --student (a saved model, e.g. a pruned one). loss = alpha * T^2 * KL(teacher || student) + (1 - alpha) *
-cross-entropy (MSE for STS-B). --teacher_cache_dir stores the teacher's logits so that it runs once.
+projection to the teacher's width), or given as --student (a saved model, e.g. a pruned one).
+loss = alpha * T^2 * KL(teacher || student) + (1 - alpha) * cross-entropy (MSE for STS-B). --teacher_cache_dir stores the teacher's logits so that it runs once.
 Data, evaluation and outputs are run_classifier's; the student is saved in --output_dir.
 """
 
