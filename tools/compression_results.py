@@ -63,8 +63,7 @@ class Step:
 @dataclass
 class Row:
     label: str
-    step: str  # the step whose model the row measures
-    how: str
+    step: str  # the step whose model the row measures (its command is listed under the table)
 
 
 def plan(data: Path) -> tuple[list[Step], list[Row]]:
@@ -113,28 +112,25 @@ def plan(data: Path) -> tuple[list[Step], list[Row]]:
         distill("student4_ffn50_distilled", f"--student={OUTPUTS / 'student4_ffn50'}", "--alpha=0.5", epochs=1),
     ]
     rows = [
-        Row("teacher: MiniLM-L6 fine-tuned", "teacher", "run_classifier"),
-        Row("3 layers (0,2,4) from the teacher, labels only", "student3_labels", "distill --alpha=0"),
-        Row("3 layers (0,2,4) from the teacher, distilled", "student3_distilled", "distill --alpha=0.5 --temperature=2"),
-        Row("3 layers (0,2,4) from the teacher, distilled for 6 epochs", "student3_distilled_6ep",
-            "distill --alpha=0.5 --temperature=2 --num_train_epochs=6"),
-        Row("teacher cut to 3 layers (1,3,5), no retraining", "teacher_cut3", "prune --layers=uniform:3"),
-        *[Row(f"LayerDrop p={p} while fine-tuning, cut to 3 layers (1,3,5)", f"layerdrop_p{p}_cut3",
-              f"run_classifier --layerdrop={p}; prune --layers=uniform:3") for p in ("0.2", "0.5")],
-        Row("50% of heads pruned (importance), no retraining", "heads50", "prune --heads=0.5"),
-        Row("50% of heads pruned, then distilled for 1 epoch", "heads50_distilled", "prune; distill --student, 1 epoch"),
-        Row("50% of FFN neurons pruned (importance), no retraining", "ffn50", "prune --neurons=0.5"),
-        Row("50% of FFN neurons pruned, then distilled for 1 epoch", "ffn50_distilled", "prune; distill --student, 1 epoch"),
+        Row("teacher: MiniLM-L6 fine-tuned", "teacher"),
+        Row("3 layers (0,2,4) from the teacher, labels only", "student3_labels"),
+        Row("3 layers (0,2,4) from the teacher, distilled", "student3_distilled"),
+        Row("3 layers (0,2,4) from the teacher, distilled for 6 epochs", "student3_distilled_6ep"),
+        Row("teacher cut to 3 layers (1,3,5), no retraining", "teacher_cut3"),
+        *[Row(f"LayerDrop p={p} while fine-tuning, cut to 3 layers (1,3,5)", f"layerdrop_p{p}_cut3")
+          for p in ("0.2", "0.5")],
+        Row("50% of heads pruned (importance), no retraining", "heads50"),
+        Row("50% of heads pruned, then distilled for 1 epoch", "heads50_distilled"),
+        Row("50% of FFN neurons pruned (importance), no retraining", "ffn50"),
+        Row("50% of FFN neurons pruned, then distilled for 1 epoch", "ffn50_distilled"),
         Row("combined: the distilled 3-layer student, 50% of its heads and FFN neurons pruned, distilled for 1 epoch",
-            "student3_pruned50_distilled", "distill; prune; distill --student, 1 epoch"),
-        *[Row(f"the same, distilled for 3 epochs instead of 1, seed {seed}", f"student3_pruned50_distilled_3ep_seed{seed}",
-              f"distill; prune; distill --student --seed={seed}") for seed in (1, 2, 3)],
-        Row("3 layers (0,2,4), distilled with hidden-state MSE as well", "student3_hidden",
-            "distill --alpha=0.5 --hidden_weight=1"),
-        Row("4 layers (1,2,3,5) from the teacher, distilled", "student4_distilled",
-            "distill --student_layers=uniform:4"),
+            "student3_pruned50_distilled"),
+        *[Row(f"the same, distilled for 3 epochs instead of 1, seed {seed}", f"student3_pruned50_distilled_3ep_seed{seed}")
+          for seed in (1, 2, 3)],
+        Row("3 layers (0,2,4), distilled with hidden-state MSE as well", "student3_hidden"),
+        Row("4 layers (1,2,3,5) from the teacher, distilled", "student4_distilled"),
         Row("combined: the distilled 4-layer student, 50% of its FFN neurons pruned, distilled for 1 epoch",
-            "student4_ffn50_distilled", "distill; prune --neurons=0.5; distill --student, 1 epoch"),
+            "student4_ffn50_distilled"),
     ]
     return steps, rows
 
