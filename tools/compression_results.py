@@ -19,7 +19,6 @@ import argparse
 import json
 import platform
 import statistics
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -27,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # report_common, which adds src/ and bench/
 
-from report_common import ROOT, require_data, shown  # noqa: E402, I001
+from report_common import ROOT, bertkit, require_data, run_command, shown  # noqa: E402, I001
 
 import torch  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
@@ -144,11 +143,8 @@ def run_steps(steps: list[Step]) -> None:
         if (step.output / "model.safetensors").is_file():
             continue
         print(f"[{index + 1}/{len(steps)}] {step.name}: {command_line(step)}", flush=True)
-        start = time.perf_counter()
-        result = subprocess.run([sys.executable, "-m", "bertkit", "-q", *step.argv], capture_output=True, text=True)
-        if result.returncode != 0:
-            raise SystemExit(f"{step.name} failed:\n{result.stderr[-3000:]}")
-        (step.output / "step_seconds.txt").write_text(f"{time.perf_counter() - start:.1f}\n")
+        seconds, _ = run_command(step.name, bertkit(step.argv))
+        (step.output / "step_seconds.txt").write_text(f"{seconds:.1f}\n")
 
 
 def dev_batches(model_dir: Path, data: Path) -> list[dict]:

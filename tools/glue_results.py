@@ -20,16 +20,14 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
-import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # report_common, which adds src/ and bench/
 
-from report_common import ROOT, mean_std, read_eval_results, require_data, shown  # noqa: E402, I001
+from report_common import ROOT, bertkit, mean_std, read_eval_results, require_data, run_command, shown  # noqa: E402, I001
 
 from bertkit.io_utils import atomic_write  # noqa: E402
 from bertkit.paths import minilm_dir  # noqa: E402
@@ -167,15 +165,11 @@ def run_one(run: Run, seed: int, data: Path) -> None:
     if (run.key, seed) in read_records():
         return
     out = OUTPUTS / run.key / f"seed{seed}"
-    command = [sys.executable, "-m", "bertkit", "-q", *run.argv(seed, data), "--no_progress"]
     metrics = read_results(out / "eval_results.txt")  # finished before records existed
     seconds = None
     if metrics is None:
-        start = time.perf_counter()
-        result = subprocess.run(command, capture_output=True, text=True)
-        if result.returncode != 0:
-            raise SystemExit(f"run failed: {' '.join(command)}\n{result.stderr[-3000:]}")
-        seconds = round(time.perf_counter() - start, 1)
+        seconds, _ = run_command(f"{run.key} seed {seed}", bertkit([*run.argv(seed, data), "--no_progress"]))
+        seconds = round(seconds, 1)
         metrics = read_results(out / "eval_results.txt")
     record(run.key, seed, metrics, seconds, "bertkit " + " ".join(run.argv(seed, data)))
 

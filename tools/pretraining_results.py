@@ -23,15 +23,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # report_common, which adds src/ and bench/
 
-from report_common import ROOT, mean_std, read_eval_results, require_data, shown  # noqa: E402, I001
+from report_common import ROOT, bertkit, mean_std, read_eval_results, require_data, run_command, shown  # noqa: E402, I001
 
 from bertkit.paths import minilm_dir  # noqa: E402
 
@@ -55,9 +53,7 @@ class Step:
     done: Path  # exists once the step has finished
 
     def command(self) -> list[str]:
-        if self.argv[0] == "python":
-            return [sys.executable, *self.argv[1:]]
-        return [sys.executable, "-m", "bertkit", "-q", *self.argv]
+        return [sys.executable, *self.argv[1:]] if self.argv[0] == "python" else bertkit(self.argv)
 
 
 def data_step(name: str, source: Path, vocab: Path, max_seq_length: int, dupe_factor: int, seed: int) -> Step:
@@ -130,17 +126,6 @@ class FineTune:
 
 FINETUNES = [FineTune("MRPC", "pretrained", 3), FineTune("MRPC", "scratch", 3),
              FineTune("SST-2", "pretrained", 1), FineTune("SST-2", "scratch", 1)]
-
-
-def run_command(step_name: str, command: list[str]) -> float:
-    print(f"{step_name}: {' '.join(command[1:])}", flush=True)
-    start = time.perf_counter()
-    result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
-    if result.returncode != 0:
-        raise SystemExit(f"{step_name} failed:\n{result.stderr[-3000:]}")
-    if step_name == "corpus":
-        (OUT / "corpus_stats.txt").write_text(result.stdout)
-    return time.perf_counter() - start
 
 
 def read_records() -> dict[tuple[str, int], dict]:
@@ -305,17 +290,19 @@ def main() -> int:
     if not args.report_only:
         for step in steps:
             if not step.done.is_file():
-                seconds = run_command(step.name, step.command())
+                seconds, stdout = run_command(step.name, step.command())
+                if step.name == "corpus":
+                    (OUT / "corpus_stats.txt").write_text(stdout)
                 if step.argv[0] == "run_pretraining":
                     (OUT / step.name / "step_seconds.txt").write_text(f"{seconds:.1f}\n")
-                plot(PLOT)
+                    plot(PLOT)
                 write_report(steps, data)
         for seed in SEEDS:
             for finetune in FINETUNES:
                 if (finetune.key, seed) in read_records():
                     continue
                 argv = finetune.argv(seed, data)
-                seconds = run_command(f"{finetune.key} seed {seed}", [sys.executable, "-m", "bertkit", "-q", *argv])
+                seconds, _ = run_command(f"{finetune.key} seed {seed}", bertkit(argv))
                 metrics = read_eval_results(OUT / "finetune" / finetune.key / f"seed{seed}" / "eval_results.txt")
                 with open(RECORDS, "a", encoding="utf-8") as handle:
                     handle.write(json.dumps({"key": finetune.key, "seed": seed, "metrics": metrics,

@@ -4,7 +4,9 @@ results and formatting them. Importing it puts src/ and bench/ on sys.path."""
 from __future__ import annotations
 
 import statistics
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -12,6 +14,21 @@ sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from bertkit.paths import minilm_dir, shared_data_dir  # noqa: E402
+
+
+def run_command(name: str, command: list[str]) -> tuple[float, str]:
+    """Run a step's command from the repository root; (seconds, stdout), or exit with the end of its
+    stderr when it fails."""
+    start = time.perf_counter()
+    result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
+    if result.returncode != 0:
+        raise SystemExit(f"{name} failed: {' '.join(command)}\n{result.stderr[-3000:]}")
+    return time.perf_counter() - start, result.stdout
+
+
+def bertkit(argv: list[str]) -> list[str]:
+    """The command line of `bertkit -q ARGV` with this interpreter."""
+    return [sys.executable, "-m", "bertkit", "-q", *argv]
 
 
 def require_data(minilm: bool = True) -> Path | None:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -25,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # report_common, which adds src/ and bench/
 
-from report_common import ROOT, read_eval_results, require_data, shown  # noqa: E402, I001
+from report_common import ROOT, bertkit, read_eval_results, require_data, run_command, shown  # noqa: E402, I001
 
 from bertkit.paths import minilm_dir  # noqa: E402
 
@@ -88,11 +87,7 @@ def record(key: str, metrics: dict, seconds: float, command: str) -> None:
 
 
 def run_bertkit(run: TaskRun, data: Path) -> None:
-    start = time.perf_counter()
-    result = subprocess.run([sys.executable, "-m", "bertkit", "-q", *run.argv], capture_output=True, text=True)
-    if result.returncode != 0:
-        raise SystemExit(f"{run.task} failed:\n{result.stderr[-3000:]}")
-    seconds = time.perf_counter() - start
+    seconds, _ = run_command(run.task, bertkit(run.argv))
     if run.task == "ner":
         metrics = {split: json.loads((run.output / f"{prefix}_results.json").read_text())
                    for split, prefix in (("testa", "eval"), ("testb", "test"))}

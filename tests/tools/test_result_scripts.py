@@ -171,3 +171,11 @@ def test_transformers_references_run_on_fixtures(tmp_path, monkeypatch):
     choice = run_hf_multiple_choice("commonsenseqa", ROOT / "tests" / "fixtures" / "multiple_choice" / "commonsenseqa",
                                     tmp_path, num_train_epochs=1, batch_size=4, max_seq_length=32)
     assert 0 <= choice["accuracy"] <= 1 and choice["train_seconds"] > 0
+
+
+def test_run_command_times_a_step_and_stops_on_failure(monkeypatch):
+    tool = load_tool("report_common", monkeypatch)
+    seconds, stdout = tool.run_command("help", tool.bertkit(["--help"]))
+    assert seconds > 0 and "run_classifier" in stdout
+    with pytest.raises(SystemExit, match=r"(?s)bad step failed: .*checkpoint not found: /no/such/file"):
+        tool.run_command("bad step", tool.bertkit(["inspect", "/no/such/file"]))
