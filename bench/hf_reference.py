@@ -54,21 +54,12 @@ def run_hf_glue(task_name: str, data_dir: str | Path, model_dir: str | Path, *, 
 
     train = encode(processor.get_train_examples(str(data_dir)))
     dev = encode(processor.get_dev_examples(str(data_dir)))
-    steps = math.ceil(len(train) / batch_size) * num_train_epochs
     with tempfile.TemporaryDirectory() as scratch:
-        args = transformers.TrainingArguments(
-            output_dir=str(output_dir or scratch), learning_rate=learning_rate, num_train_epochs=num_train_epochs,
-            per_device_train_batch_size=batch_size, per_device_eval_batch_size=64, seed=seed,
-            warmup_steps=int(steps * warmup_proportion), weight_decay=0.01, adam_epsilon=1e-6,
-            lr_scheduler_type="linear", save_strategy="no", eval_strategy="no", report_to=[], use_cpu=True,
-            logging_strategy="no", disable_tqdm=True,
-            train_sampling_strategy="group_by_length" if padding == "group_by_length" else "random",
-        )
-        collator = transformers.DataCollatorWithPadding(tokenizer)
-        trainer = transformers.Trainer(model=model, args=args, train_dataset=train, data_collator=collator)
-        start = time.perf_counter()
-        trainer.train()
-        train_seconds = time.perf_counter() - start
+        trainer, train_seconds = _train_hf(
+            model, train, seed=seed, learning_rate=learning_rate, num_train_epochs=num_train_epochs,
+            batch_size=batch_size, warmup_proportion=warmup_proportion, output_dir=str(output_dir or scratch),
+            collator=transformers.DataCollatorWithPadding(tokenizer),
+            sampling="group_by_length" if padding == "group_by_length" else "random")
         output = trainer.predict(dev)
     logits = output.predictions
     preds = logits.squeeze(-1) if is_regression else np.argmax(logits, axis=-1)
@@ -77,11 +68,11 @@ def run_hf_glue(task_name: str, data_dir: str | Path, model_dir: str | Path, *, 
 
 
 def _train_hf(model, train_rows, *, seed: int, learning_rate: float, num_train_epochs: float, batch_size: int,
-              warmup_proportion: float, output_dir: str):
+              warmup_proportion: float, output_dir: str, collator=None, sampling: str = "random"):
     """Train with transformers' Trainer and Google's recipe (linear warmup and decay, weight decay
-    0.01, eps 1e-6) on rows that bertkit built, padded by bertkit's collator so that both sides see
-    the same batches' contents (the sampling is transformers' own). Returns the trainer and the
-    seconds train() took."""
+    0.01, eps 1e-6). `collator` defaults to bertkit's, for rows that bertkit built, so that both
+    sides see the same batches' contents; the sampling is transformers' own. Returns the trainer
+    and the seconds train() took."""
     import transformers
 
     from bertkit.data.batching import PaddingCollator
@@ -91,8 +82,10 @@ def _train_hf(model, train_rows, *, seed: int, learning_rate: float, num_train_e
         output_dir=output_dir, learning_rate=learning_rate, num_train_epochs=num_train_epochs,
         per_device_train_batch_size=batch_size, per_device_eval_batch_size=64, seed=seed,
         warmup_steps=int(steps * warmup_proportion), weight_decay=0.01, adam_epsilon=1e-6, lr_scheduler_type="linear",
-        save_strategy="no", eval_strategy="no", report_to=[], use_cpu=True, logging_strategy="no", disable_tqdm=True)
-    trainer = transformers.Trainer(model=model, args=args, train_dataset=train_rows, data_collator=PaddingCollator())
+        save_strategy="no", eval_strategy="no", report_to=[], use_cpu=True, logging_strategy="no", disable_tqdm=True,
+        train_sampling_strategy=sampling)
+    trainer = transformers.Trainer(model=model, args=args, train_dataset=train_rows,
+                                   data_collator=collator or PaddingCollator())
     start = time.perf_counter()
     trainer.train()
     return trainer, time.perf_counter() - start
