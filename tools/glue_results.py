@@ -96,6 +96,7 @@ def planned_runs() -> list[Run]:
     others = [Run(task, "MiniLM-L6, pretrained", "minilm", 1e-4) for task in ("RTE", "STS-B", "CoLA")]
     others.append(Run("SST-2", "MiniLM-L6, pretrained", "minilm", 1e-4, epochs=1.0))
     others += [Run(task, "MiniLM-L6, pretrained", "minilm", 2e-5) for task in ("RTE", "STS-B", "CoLA")]
+    others.append(Run("SST-2", "MiniLM-L6, pretrained", "minilm", 2e-5, epochs=1.0))
     others += [Run(task, "MiniLM-L6 architecture, from scratch", "minilm-scratch", 1e-4)
                for task in ("RTE", "STS-B", "CoLA")]
     return minilm + tiny + scratch[:1] + reinit[:2] + others[:4] + scratch[1:] + reinit[2:] + others[4:]
