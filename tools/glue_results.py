@@ -47,9 +47,9 @@ BERT_TINY = {"attention_probs_dropout_prob": 0.1, "hidden_act": "gelu", "hidden_
              "type_vocab_size": 2, "vocab_size": 30522}
 # Dev-set majority class, to flag runs that collapsed onto it.
 MAJORITY = {"MRPC": {"eval_accuracy": 0.684, "eval_f1": 0.812}, "RTE": {"eval_accuracy": 0.527},
-            "SST-2": {"eval_accuracy": 0.509}, "CoLA": {"eval_matthews_corrcoef": 0.0}}
+            "SST-2": {"eval_accuracy": 0.509}, "CoLA": {"eval_mcc": 0.0}}
 HEADLINE = {"MRPC": ("eval_accuracy", "eval_f1"), "RTE": ("eval_accuracy",), "SST-2": ("eval_accuracy",),
-            "CoLA": ("eval_matthews_corrcoef",), "STS-B": ("eval_pearson", "eval_spearmanr")}
+            "CoLA": ("eval_mcc",), "STS-B": ("eval_pearson", "eval_spearmanr")}
 
 
 @dataclass

@@ -109,6 +109,27 @@ def test_glue_results_claims_share_the_job_list(monkeypatch, tmp_path):
         assert not mine  # finished jobs are not run again
 
 
+def test_glue_report_reads_the_keys_the_metrics_write(monkeypatch, tmp_path):
+    """Every row's headline metrics come from glue_compute_metrics, as run_classifier writes them."""
+    import numpy as np
+
+    from bertkit.training.metrics import glue_compute_metrics
+
+    tool = load_tool("glue_results", monkeypatch)
+    monkeypatch.setattr(tool, "REPORT", tmp_path / "results.md")
+    monkeypatch.setattr(tool, "RECORDS", tmp_path / "runs.jsonl")
+    runs = tool.planned_runs()
+    labels = np.array([0, 1, 1, 0, 1, 0])
+    for run in runs:
+        preds = labels + 0.1 * np.arange(6) if run.task == "STS-B" else labels
+        metrics = {f"eval_{k}": v for k, v in glue_compute_metrics(run.task, preds, labels).items()}
+        tool.record(run.key, 1, metrics, 1.0, "bertkit ...")
+    tool.write_report(runs, DATA)
+    report = (tmp_path / "results.md").read_text()
+    cola = report[report.index("## CoLA"):]
+    assert "| MiniLM-L6, pretrained | 0.0001 | 3 | 100.0 | 1 |" in cola
+
+
 def test_task_results_commands_parse(monkeypatch, tmp_path):
     tool = load_tool("task_results", monkeypatch)
     runs = tool.planned(DATA)
