@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 
 import pytest
 
@@ -70,3 +71,21 @@ def test_plot_without_eval_events(tmp_path):
     plot_training_curves(events()[:-1], tmp_path / "curves.png")
     plot_training_curves([], tmp_path / "empty.png")
     assert (tmp_path / "curves.png").stat().st_size > 0 and (tmp_path / "empty.png").stat().st_size > 0
+
+
+def test_plot_of_ner_metrics_keeps_its_layout(tmp_path):
+    """NER logs precision, recall, F1 and support per entity type, on dev and test: only the
+    scores that fit a legend are drawn (counts and per-type precision/recall are not)."""
+    def record(event, step):
+        scores = {"precision": 0.1, "recall": 0.2, "f1": 0.15, "accuracy": 0.2, "support": 3.0}
+        for name in ("LOC", "MISC", "ORG", "PER"):
+            scores.update({f"{name}_{m}": 0.1 for m in ("precision", "recall", "f1")}, **{f"{name}_support": 1.0})
+        return {"event": event, "step": step, "epoch": step / 2, f"{event}_loss": 1.9,
+                **{f"{event}_{k}": v for k, v in scores.items()}}
+
+    records = [record("eval", 2), {"event": "train", "step": 3, "loss": 1.9, "learning_rate": 1e-5},
+               record("eval", 3), record("test", 3)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # matplotlib warns when tight_layout cannot fit the figure
+        plot_training_curves(records, tmp_path / "curves.png")
+    assert (tmp_path / "curves.png").stat().st_size > 0

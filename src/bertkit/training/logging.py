@@ -94,6 +94,15 @@ class MetricsLogger:
             self.tb_writer.close()
 
 
+def _is_metric_curve(key: str) -> bool:
+    """Scores only: not counts (`*_support`), and of per-class scores only F1, so that NER's dozen
+    per-type precision/recall keys do not bury the headline curves under their legend."""
+    if key in _NOT_CURVES or key == "event" or key.endswith(("loss", "_support")):
+        return False
+    per_class = key.count("_") >= 2  # eval_LOC_precision, against eval_precision
+    return not (per_class and key.endswith(("_precision", "_recall")))
+
+
 def plot_training_curves(records: list[dict], path: str | Path) -> None:
     """Three panels against the step: training (and eval) loss, learning rate, eval metrics."""
     import matplotlib
@@ -114,15 +123,17 @@ def plot_training_curves(records: list[dict], path: str | Path) -> None:
     for key in sorted({k for r in evals for k in r if k.endswith("_loss")}):
         curve(ax_loss, evals, key, key)
     curve(ax_lr, train, "learning_rate", "learning rate")
-    metric_keys = {k for r in evals for k in r if k not in _NOT_CURVES and k != "event" and not k.endswith("loss")}
-    for key in sorted(metric_keys):
+    for key in sorted({k for r in evals for k in r if _is_metric_curve(k)}):
         curve(ax_eval, evals, key, key)
     for ax, title in ((ax_loss, "loss"), (ax_lr, "learning rate"), (ax_eval, "evaluation")):
         ax.set_title(title)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend()
+        handles = ax.get_legend_handles_labels()[0]
+        if len(handles) > 6:  # beside the panel, not over the curves
+            ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0), ncol=math.ceil(len(handles) / 18))
+        elif handles:
+            ax.legend(fontsize="small")
     fig.tight_layout()
     atomic_save_with(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
     plt.close(fig)
