@@ -114,7 +114,7 @@ def _train_hf(model, train_rows, *, seed: int, learning_rate: float, num_train_e
         train_sampling_strategy=sampling)
     trainer_class = GoogleScheduleTrainer if schedule == "google" else transformers.Trainer
     trainer = trainer_class(model=model, args=args, train_dataset=train_rows,
-                                   data_collator=collator or PaddingCollator())
+                            data_collator=collator or PaddingCollator())
     start = time.perf_counter()
     trainer.train()
     return trainer, time.perf_counter() - start

@@ -29,6 +29,19 @@ def random_batch(config: BertConfig, batch: int = 3, length: int = 11, seed: int
     return dict(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
 
 
+def make_examples(n: int, seed: int) -> list[dict]:
+    """Feature dicts of 3 to 23 tokens (vocab 99); the label is whether the first token is in the
+    upper half, so a tiny classifier can learn it."""
+    g = torch.Generator().manual_seed(seed)
+    examples = []
+    for _ in range(n):
+        length = int(torch.randint(3, 24, (1,), generator=g))
+        ids = torch.randint(1, 99, (length,), generator=g).tolist()
+        examples.append({"input_ids": ids, "attention_mask": [1] * length, "token_type_ids": [0] * length,
+                         "labels": int(ids[0] >= 50)})
+    return examples
+
+
 def hf_config(transformers, config: BertConfig, **extra):
     return transformers.BertConfig(**{**config.to_hf_dict(), **extra})
 

@@ -24,7 +24,7 @@ from bertkit.heads import (BertForMultipleChoice, BertForPreTraining, BertForQue
 from bertkit.training import Trainer, TrainingArguments, TrainingError
 from bertkit.training.logging import read_metrics
 from bertkit.training.optim import linear_lambda
-from helpers import tiny_config
+from helpers import make_examples, tiny_config
 
 TESTS_DIR = Path(__file__).resolve().parents[1]
 # Timings vary from run to run; everything else a run logs must repeat exactly.
@@ -41,18 +41,6 @@ def one_thread():
 
 
 # The builders below are also pasted into the script that the subprocess tests run.
-
-
-def make_examples(n, seed):
-    """Sentences of 3 to 23 tokens; the label is whether the first token is in the upper half."""
-    g = torch.Generator().manual_seed(seed)
-    examples = []
-    for _ in range(n):
-        length = int(torch.randint(3, 24, (1,), generator=g))
-        ids = torch.randint(1, 99, (length,), generator=g).tolist()
-        examples.append({"input_ids": ids, "attention_mask": [1] * length, "token_type_ids": [0] * length,
-                         "labels": int(ids[0] >= 50)})
-    return examples
 
 
 def make_model(seed=0, dropout=0.1):
@@ -316,7 +304,7 @@ sys.path.insert(0, {tests_dir!r})
 from bertkit.data.batching import FeatureDataset, PaddingCollator
 from bertkit.heads import BertForSequenceClassification
 from bertkit.training import Trainer, TrainingArguments
-from helpers import tiny_config
+from helpers import make_examples, tiny_config
 
 {builders}
 
@@ -339,7 +327,7 @@ if __name__ == "__main__":
 
 @pytest.fixture
 def script(tmp_path):
-    builders = "\n\n".join(inspect.getsource(f) for f in (make_examples, make_model, make_args, compute_accuracy))
+    builders = "\n\n".join(inspect.getsource(f) for f in (make_model, make_args, compute_accuracy))
     path = tmp_path / "train_tiny.py"
     path.write_text(SCRIPT.format(tests_dir=str(TESTS_DIR), builders=builders))
     return path

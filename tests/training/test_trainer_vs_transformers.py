@@ -14,24 +14,13 @@ import torch
 
 from bertkit.heads import BertForSequenceClassification
 from bertkit.training import Trainer, TrainingArguments
-from helpers import tiny_config
+from helpers import make_examples, tiny_config
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 
 ROWS = 48
 EPOCHS = 12  # = optimizer steps, one full batch each
 LEARNING_RATE = 3e-3
-
-
-def rows(seed: int = 0) -> list[dict]:
-    g = torch.Generator().manual_seed(seed)
-    examples = []
-    for _ in range(ROWS):
-        length = int(torch.randint(3, 20, (1,), generator=g))
-        ids = torch.randint(1, 99, (length,), generator=g).tolist()
-        examples.append({"input_ids": ids, "attention_mask": [1] * length, "token_type_ids": [0] * length,
-                         "labels": int(ids[0] >= 50)})
-    return examples
 
 
 def logits(model, examples) -> torch.Tensor:
@@ -53,7 +42,7 @@ def test_same_weights_after_training(transformers_module, tmp_path):
     ours = BertForSequenceClassification(config)
     ours.save_pretrained(tmp_path / "init")
     theirs = transformers_module.BertForSequenceClassification.from_pretrained(tmp_path / "init")
-    examples = rows()
+    examples = make_examples(ROWS, 0)
     before = logits(ours, examples)
 
     args = TrainingArguments(output_dir=str(tmp_path / "ours"), learning_rate=LEARNING_RATE,
@@ -89,6 +78,7 @@ def test_transformers_schedule_is_not_googles():
         google_rates.append(google.get_last_lr()[0])
         ours.optimizer.step(), ours.step(), google.optimizer.step(), google.step()
     assert ours_rates == pytest.approx(google_rates, abs=1e-12)
-    transformers_rates = [step / warmup if step < warmup else (total - step) / (total - warmup) for step in range(total)]
+    transformers_rates = [step / warmup if step < warmup else (total - step) / (total - warmup)
+                          for step in range(total)]
     assert sum(transformers_rates) / sum(ours_rates) == pytest.approx(1.10, abs=0.01)
     assert math.isclose(ours_rates[warmup], 1 - warmup / total)
