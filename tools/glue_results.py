@@ -257,11 +257,12 @@ def write_report(runs: list[Run], data: Path) -> None:
             for reference in REFERENCES:
                 parity = [records[(reference.key, s)]["metrics"] for s in PARITY_SEEDS if (reference.key, s) in records]
                 if parity:
-                    note = ("**the parity reference**" if reference is PARITY else "") + \
-                        ": same rows, `bench/hf_reference.py`"
+                    note = "same rows, `bench/hf_reference.py`"
+                    if reference is PARITY:
+                        note = "**the parity reference**: " + note
                     lines.append(f"| transformers Trainer, MiniLM-L6 pretrained, {reference.name} | 2e-05 | 3 | "
                                  f"{mean_std([p['accuracy'] for p in parity])} | {mean_std([p['f1'] for p in parity])} "
-                                 f"| {len(parity)} | {note.lstrip(': ')} |")
+                                 f"| {len(parity)} | {note} |")
             lines += ["", "MRPC dev majority class: accuracy 68.4, F1 81.2."]
             reference = [records[(PARITY.key, s)]["metrics"]["accuracy"] for s in PARITY_SEEDS
                          if (PARITY.key, s) in records]
