@@ -3,6 +3,7 @@ transformers reference runs of SQuAD and CommonsenseQA.
 
     python tools/task_results.py                 # run what is missing, then write the report
     python tools/task_results.py --only ner      # one task (ner, squad, csqa)
+    python tools/task_results.py --side transformers  # only one side's runs, e.g. the two sides on two cores
     python tools/task_results.py --report-only   # rewrite docs/tasks.md from finished runs
     python tools/task_results.py --list          # the bertkit commands
 
@@ -33,7 +34,7 @@ REPORT = ROOT / "docs" / "tasks.md"
 RECORDS = ROOT / "docs" / "task_runs.jsonl"
 SEED = 1
 # Hyperparameters shared by bertkit and the transformers reference of each task.
-SQUAD = dict(split_articles=38, learning_rate=1e-4, num_train_epochs=2.0, batch_size=32, max_seq_length=384,
+SQUAD = dict(split_articles=38, learning_rate=1e-4, num_train_epochs=1.0, batch_size=32, max_seq_length=384,
              doc_stride=128, max_query_length=64)
 CSQA = dict(learning_rate=5e-5, num_train_epochs=3.0, batch_size=16, max_seq_length=64)
 NER = dict(learning_rate=5e-5, num_train_epochs=3.0, batch_size=32, max_seq_length=128)
@@ -164,6 +165,8 @@ def write_report(runs: list[TaskRun], data: Path) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", choices=("ner", "squad", "csqa"), action="append")
+    parser.add_argument("--side", choices=("bertkit", "transformers"),
+                        help="run only this side's missing runs (default: both)")
     parser.add_argument("--report-only", action="store_true")
     parser.add_argument("--list", action="store_true")
     args = parser.parse_args()
@@ -179,10 +182,10 @@ def main() -> int:
         for run in runs:
             if args.only and run.task not in args.only:
                 continue
-            if f"bertkit-{run.task}" not in records:
+            if args.side != "transformers" and f"bertkit-{run.task}" not in records:
                 run_bertkit(run, data)
                 write_report(runs, data)
-            if run.task != "ner" and f"transformers-{run.task}" not in records:
+            if args.side != "bertkit" and run.task != "ner" and f"transformers-{run.task}" not in records:
                 run_reference(run.task, data)
                 write_report(runs, data)
     write_report(runs, data)
