@@ -48,7 +48,8 @@ class ClassifierTask:
 
 
 def build_dataset(processor: DataProcessor, task: ClassifierTask, split: str, tokenizer: FullTokenizer,
-                  vocab_file: str, pad_to_max_length: bool) -> tuple[list[InputExample] | None, FeatureDataset]:
+                  vocab_file: str, pad_to_max_length: bool, progress: bool = True
+                  ) -> tuple[list[InputExample] | None, FeatureDataset]:
     """Examples (read only when the cache misses or they are needed) and their features."""
     examples: list[InputExample] | None = None
 
@@ -62,7 +63,7 @@ def build_dataset(processor: DataProcessor, task: ClassifierTask, split: str, to
 
     def build():
         return convert_examples_to_features(read(), processor.get_labels(), task.max_seq_length, tokenizer,
-                                            pad_to_max_length=pad_to_max_length)
+                                            pad_to_max_length=pad_to_max_length, progress=progress)
 
     cacheable = task.cache_dir and not (split == "train" and task.max_train_examples)
     features = load_or_build_features(
@@ -115,11 +116,11 @@ def run_classifier(model: BertForSequenceClassification, tokenizer: FullTokenize
     output_dir = Path(args.output_dir)
     train_data = eval_data = None
     if task.do_train:
-        _, train_data = build_dataset(processor, task, "train", tokenizer, vocab_file, args.pad_to_max_length)
+        _, train_data = build_dataset(processor, task, "train", tokenizer, vocab_file, args.pad_to_max_length, args.progress)
         logger.info("***** Running training *****  %d examples, batch size %d, %s epochs", len(train_data),
                     args.train_batch_size, args.num_train_epochs)
     if task.do_eval:
-        _, eval_data = build_dataset(processor, task, "dev", tokenizer, vocab_file, args.pad_to_max_length)
+        _, eval_data = build_dataset(processor, task, "dev", tokenizer, vocab_file, args.pad_to_max_length, args.progress)
     make_trainer = make_trainer or (lambda **kwargs: Trainer(model, args, **kwargs))
     trainer = make_trainer(train_dataset=train_data, eval_dataset=eval_data, tokenizer=tokenizer,
                            compute_metrics=glue_metrics_fn(task.task_name, processor.is_regression))
@@ -129,7 +130,7 @@ def run_classifier(model: BertForSequenceClassification, tokenizer: FullTokenize
     if task.do_eval and not results:
         results = trainer.evaluate()
     if task.do_predict:
-        _, test_data = build_dataset(processor, task, "test", tokenizer, vocab_file, args.pad_to_max_length)
+        _, test_data = build_dataset(processor, task, "test", tokenizer, vocab_file, args.pad_to_max_length, args.progress)
         predictions = trainer.predict(test_data).predictions  # every process takes part in the gather
         if trainer.is_main:
             write_predictions(output_dir, task.task_name, processor, predictions)

@@ -47,13 +47,14 @@ class MultipleChoiceTask:
 
 
 def build_dataset(processor: MultipleChoiceProcessor, task: MultipleChoiceTask, split: str, tokenizer: FullTokenizer,
-                  pad_to_max_length: bool) -> tuple[list[MultipleChoiceExample], FeatureDataset]:
+                  pad_to_max_length: bool, progress: bool = True
+                  ) -> tuple[list[MultipleChoiceExample], FeatureDataset]:
     """A split's examples and their features as a dataset."""
     examples = processor.get_examples(task.data_dir, split)
     if split == "train" and task.max_train_examples:
         examples = examples[: task.max_train_examples]
     features = convert_examples_to_features(examples, task.max_seq_length, tokenizer,
-                                            pad_to_max_length=pad_to_max_length)
+                                            pad_to_max_length=pad_to_max_length, progress=progress)
     return examples, feature_dataset(features)
 
 
@@ -96,11 +97,11 @@ def run_multiple_choice(model: BertForMultipleChoice, tokenizer: FullTokenizer, 
     train_data = eval_data = None
     eval_examples: list[MultipleChoiceExample] = []
     if task.do_train:
-        _, train_data = build_dataset(processor, task, "train", tokenizer, args.pad_to_max_length)
+        _, train_data = build_dataset(processor, task, "train", tokenizer, args.pad_to_max_length, args.progress)
         logger.info("***** Running training *****  %d examples, batch size %d, %s epochs", len(train_data),
                     args.train_batch_size, args.num_train_epochs)
     if task.do_eval:
-        eval_examples, eval_data = build_dataset(processor, task, "dev", tokenizer, args.pad_to_max_length)
+        eval_examples, eval_data = build_dataset(processor, task, "dev", tokenizer, args.pad_to_max_length, args.progress)
         if any(example.label is None for example in eval_examples):
             raise DataError(f"{processor.data_file(task.data_dir, 'dev')}: has examples without an answer; "
                             "--do_eval needs a labelled dev file")
@@ -119,7 +120,7 @@ def run_multiple_choice(model: BertForMultipleChoice, tokenizer: FullTokenizer, 
         if trainer.is_main:
             write_predictions(output_dir / EVAL_PREDICTIONS_FILE, eval_examples, logits)
     if task.do_predict:
-        test_examples, test_data = build_dataset(processor, task, "test", tokenizer, args.pad_to_max_length)
+        test_examples, test_data = build_dataset(processor, task, "test", tokenizer, args.pad_to_max_length, args.progress)
         predictions = trainer.predict(test_data).predictions  # every process takes part in the gather
         if trainer.is_main:
             write_predictions(output_dir / TEST_PREDICTIONS_FILE, test_examples, predictions)

@@ -137,7 +137,8 @@ def run_squad(model: BertForQuestionAnswering, tokenizer: FullTokenizer, task: S
     data = load_data(task)
     output_dir = Path(args.output_dir)
     convert = dict(tokenizer=tokenizer, max_seq_length=task.max_seq_length, doc_stride=task.doc_stride,
-                   max_query_length=task.max_query_length, pad_to_max_length=args.pad_to_max_length)
+                   max_query_length=task.max_query_length, pad_to_max_length=args.pad_to_max_length,
+                   progress=args.progress)
     train_data = None
     if task.do_train:
         train_features = convert_examples_to_features(data.train_examples, is_training=True, **convert)
