@@ -19,6 +19,7 @@ COMMANDS = {
     "run_ner": ("run_ner", "token classification (NER) on CoNLL-2003 column files"),
     "run_multiple_choice": ("run_multiple_choice", "multiple choice (SWAG CSV, CommonsenseQA JSONL)"),
     "run_squad": ("run_squad", "extractive question answering (SQuAD v1.1 / v2.0 JSON)"),
+    "build_vocab": ("build_vocab", "learn a WordPiece vocab.txt from a text corpus (for pre-training from scratch)"),
     "create_pretraining_data": ("create_pretraining_data", "MLM/NSP pre-training instances from text, as numpy shards"),
     "run_pretraining": ("run_pretraining", "pre-train BERT (masked LM + next sentence) from scratch or a checkpoint"),
     "distill": ("distill", "distil a fine-tuned GLUE classifier into a smaller student (soft targets + labels)"),
