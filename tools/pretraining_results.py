@@ -10,12 +10,16 @@ finished step (its output present) is not run again, so an interrupted invocatio
 1. Corpus: tools/prepare_corpus.py turns ../shared/data/corpus into Google's input format, every
    10th Wikipedia article held out for evaluation.
 2. Data: create_pretraining_data at 128 tokens (dupe_factor 5), 512 and 1024 tokens (dupe_factor 1).
-3. Phase 1: BERT-Tiny (L=2, H=128, A=2, the uncased vocab) from scratch at 128 tokens; phase 2
-   continues at 512 tokens (the paper's two-phase schedule, so that positions 128-511 are trained).
+   The tiny model's data uses an 8,192-piece WordPiece vocabulary learned from the training text
+   (bertkit build_vocab); MiniLM's 1024-token data uses its own uncased vocab.
+3. Phase 1: BERT-Tiny (L=2, H=128, A=2) from scratch at 128 tokens; phase 2 continues at 512
+   tokens (the paper's two-phase schedule, so that positions 128-511 are trained).
 4. Beyond 512: phase 2's model with --max_position_embeddings=1024 (new rows random) continues on
    1024-token sequences; masked_lm_accuracy_beyond_512 on the held-out text shows the new rows learn.
 5. Fine-tuning: MRPC (3 epochs) and SST-2 (1 epoch) from the pre-trained model and from scratch,
    3 seeds each.
+`--part long` runs only step 4 (and its data), so that it can run beside the fine-tuning on a
+second core once phase 2 is done; `--part main` runs the rest.
 Needs ../shared/data (corpus, GLUE, the uncased vocab).
 """
 
@@ -42,8 +46,10 @@ SEEDS = (1, 2, 3)
 BERT_TINY = {"attention_probs_dropout_prob": 0.1, "hidden_act": "gelu", "hidden_dropout_prob": 0.1,
              "hidden_size": 128, "initializer_range": 0.02, "intermediate_size": 512,
              "max_position_embeddings": 512, "num_attention_heads": 2, "num_hidden_layers": 2,
-             "type_vocab_size": 2, "vocab_size": 30522}
-PHASE1_STEPS, PHASE2_STEPS, LONG_STEPS = 1500, 150, 150
+             "type_vocab_size": 2, "vocab_size": 8192}
+VOCAB = OUT / "vocab.txt"  # learned from the training text by the "vocab" step
+PHASE1_STEPS, PHASE2_STEPS, LONG_STEPS = 3500, 150, 150
+PHASE1_LR = 1e-3
 
 
 @dataclass
@@ -51,6 +57,7 @@ class Step:
     name: str
     argv: list[str]  # a bertkit command, or ["python", "tools/..."]
     done: Path  # exists once the step has finished
+    part: str = "main"  # "long": the runs past 512 positions, which nothing else waits for
 
     def command(self) -> list[str]:
         return [sys.executable, *self.argv[1:]] if self.argv[0] == "python" else bertkit(self.argv)
@@ -83,24 +90,32 @@ def step_line(step: Step) -> str:
 
 
 def plan(data: Path) -> list[Step]:
-    vocab = data / "vocab" / "bert-base-uncased" / "vocab.txt"
+    uncased = data / "vocab" / "bert-base-uncased" / "vocab.txt"
     train, heldout = CORPUS / "corpus.txt", CORPUS / "heldout.txt"
-    steps = [Step("corpus", ["python", "tools/prepare_corpus.py", f"--heldout_output={heldout}"], heldout)]
-    for length, dupe in ((128, 5), (512, 1), (1024, 1)):
-        steps.append(data_step(f"train_{length}", train, vocab, length, dupe, 12345))
-        steps.append(data_step(f"heldout_{length}", heldout, vocab, length, 5, 54321))
+    steps = [Step("corpus", ["python", "tools/prepare_corpus.py", f"--heldout_output={heldout}"], heldout),
+             Step("vocab", ["build_vocab", f"--input_file={train}", f"--output_file={VOCAB}",
+                            f"--vocab_size={BERT_TINY['vocab_size']}", "--no_progress"], VOCAB)]
+    for length, dupe in ((128, 5), (512, 1)):
+        steps.append(data_step(f"train_{length}", train, VOCAB, length, dupe, 12345))
+        steps.append(data_step(f"heldout_{length}", heldout, VOCAB, length, 5, 54321))
     steps += [
-        pretrain_step("phase1_128", "128", 128, PHASE1_STEPS, 64, 1e-3, 100,
-                      f"--bert_config_file={OUT / 'bert_tiny_config.json'}", f"--vocab_file={vocab}"),
+        pretrain_step("phase1_128", "128", 128, PHASE1_STEPS, 64, PHASE1_LR, 100,
+                      f"--bert_config_file={OUT / 'bert_tiny_config.json'}", f"--vocab_file={VOCAB}"),
         pretrain_step("phase2_512", "512", 512, PHASE2_STEPS, 16, 5e-4, 50, f"--init_checkpoint={OUT / 'phase1_128'}"),
-        pretrain_step("long_1024", "1024", 1024, LONG_STEPS, 8, 5e-4, 25, f"--init_checkpoint={OUT / 'phase2_512'}",
-                      "--max_position_embeddings=1024"),
-        # A model that does use its positions: MiniLM, whose 512 rows are trained (its MLM transform is
-        # not in the checkpoint and starts random, so accuracy rises everywhere; the gap is the signal).
-        pretrain_step("minilm_1024", "1024", 1024, LONG_STEPS, 4, 1e-4, 25, f"--init_checkpoint={minilm_dir()}",
-                      "--max_position_embeddings=1024"),
     ]
-    return steps
+    long = [data_step("train_1024", train, VOCAB, 1024, 1, 12345),
+            data_step("heldout_1024", heldout, VOCAB, 1024, 5, 54321),
+            data_step("train_1024_uncased", train, uncased, 1024, 1, 12345),
+            data_step("heldout_1024_uncased", heldout, uncased, 1024, 5, 54321),
+            pretrain_step("long_1024", "1024", 1024, LONG_STEPS, 8, 5e-4, 25, f"--init_checkpoint={OUT / 'phase2_512'}",
+                          "--max_position_embeddings=1024"),
+            # A model that does use its positions: MiniLM, whose 512 rows are trained (its MLM transform is
+            # not in the checkpoint and starts random, so accuracy rises everywhere; the gap is the signal).
+            pretrain_step("minilm_1024", "1024_uncased", 1024, LONG_STEPS, 4, 1e-4, 25,
+                          f"--init_checkpoint={minilm_dir()}", "--max_position_embeddings=1024")]
+    for step in long:
+        step.part = "long"
+    return steps + long
 
 
 @dataclass
@@ -115,8 +130,7 @@ class FineTune:
 
     def argv(self, seed: int, data: Path) -> list[str]:
         model = ([f"--init_checkpoint={OUT / 'phase2_512'}"] if self.model == "pretrained" else
-                 [f"--bert_config_file={OUT / 'bert_tiny_config.json'}",
-                  f"--vocab_file={data / 'vocab' / 'bert-base-uncased' / 'vocab.txt'}"])
+                 [f"--bert_config_file={OUT / 'bert_tiny_config.json'}", f"--vocab_file={VOCAB}"])
         return ["run_classifier", f"--task_name={self.task}", "--do_train=true", "--do_eval=true",
                 f"--data_dir={data / 'glue' / self.task}", *model, "--max_seq_length=128", "--train_batch_size=32",
                 "--learning_rate=1e-4", f"--num_train_epochs={self.epochs}", f"--seed={seed}",
@@ -193,7 +207,7 @@ def write_report(steps: list[Step], data: Path) -> None:
                   "The random-next share is above one half as in Google's script: a segment A that uses the whole "
                   "chunk gets a random B from another document.", ""]
     phases = []
-    for name, what in (("phase1_128", "phase 1: from scratch, 128 tokens, batch 64, lr 1e-3"),
+    for name, what in (("phase1_128", f"phase 1: from scratch, 128 tokens, batch 64, lr {PHASE1_LR:g}"),
                        ("phase2_512", "phase 2: continued, 512 tokens, batch 16, lr 5e-4"),
                        ("long_1024", "beyond 512: positions extended to 1024, 1024 tokens, batch 8, lr 5e-4"),
                        ("minilm_1024", "MiniLM-L6, positions extended to 1024, 1024 tokens, batch 4, lr 1e-4")):
@@ -210,8 +224,9 @@ def write_report(steps: list[Step], data: Path) -> None:
                       + (f"{100 * beyond:.1f}" if beyond is not None else "") + " |")
     if phases:
         lines += ["## Pre-training (`bertkit run_pretraining`)", "",
-                  "BERT-Tiny: L=2, H=128, A=2, intermediate 512, the uncased 30,522 vocab (4.4 M parameters, most of "
-                  "them the word embeddings the MLM decoder shares). Metrics on the held-out articles:", "",
+                  f"BERT-Tiny: L=2, H=128, A=2, intermediate 512, an {BERT_TINY['vocab_size']:,}-piece WordPiece vocab "
+                  "learned from the training text by `bertkit build_vocab` (1.5 M parameters, most of them the word "
+                  "embeddings the MLM decoder shares). Metrics on the held-out articles:", "",
                   "| run | steps | minutes | masked_lm_accuracy | masked_lm_loss | next_sentence_accuracy | "
                   "masked_lm_accuracy_beyond_512 |", "|---|---:|---:|---:|---:|---:|---:|", *phases, ""]
     if PLOT.is_file():
@@ -274,6 +289,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--list", action="store_true")
     parser.add_argument("--report-only", action="store_true")
+    parser.add_argument("--part", choices=("main", "long"), help="run only this part (default: all)")
     args = parser.parse_args()
     data = require_data(minilm=False)
     if data is None:
@@ -289,7 +305,7 @@ def main() -> int:
     (OUT / "bert_tiny_config.json").write_text(json.dumps(BERT_TINY, indent=2))
     if not args.report_only:
         for step in steps:
-            if not step.done.is_file():
+            if args.part in (None, step.part) and not step.done.is_file():
                 seconds, stdout = run_command(step.name, step.command())
                 if step.name == "corpus":
                     (OUT / "corpus_stats.txt").write_text(stdout)
@@ -297,7 +313,7 @@ def main() -> int:
                     (OUT / step.name / "step_seconds.txt").write_text(f"{seconds:.1f}\n")
                     plot(PLOT)
                 write_report(steps, data)
-        for seed in SEEDS:
+        for seed in SEEDS if args.part != "long" else ():
             for finetune in FINETUNES:
                 if (finetune.key, seed) in read_records():
                     continue

@@ -63,6 +63,16 @@ def test_pretraining_results_commands_parse(monkeypatch):
             assert_parses(step.argv)
     for finetune in tool.FINETUNES:
         assert_parses(finetune.argv(1, DATA))
+    # The tiny model's shards, its config and its from-scratch twin all use the learned vocabulary;
+    # MiniLM's shards use MiniLM's own (ids from another vocabulary would be silently wrong).
+    vocab_of = {step.name: arg.split("=", 1)[1] for step in steps for arg in step.argv if arg.startswith("--vocab_file=")}
+    learned, uncased = str(tool.VOCAB), str(DATA / "vocab" / "bert-base-uncased" / "vocab.txt")
+    assert {name for name, vocab in vocab_of.items() if vocab == uncased} == {"train_1024_uncased",
+                                                                               "heldout_1024_uncased"}
+    assert set(vocab_of.values()) == {learned, uncased}
+    assert f"--vocab_file={learned}" in tool.FineTune("MRPC", "scratch", 3).argv(1, DATA)
+    assert tool.BERT_TINY["vocab_size"] == int(next(a for s in steps if s.name == "vocab" for a in s.argv
+                                                    if a.startswith("--vocab_size=")).split("=")[1])
 
 
 @pytest.mark.parametrize("length, predictions", [(128, 20), (512, 80), (1024, 160)])
