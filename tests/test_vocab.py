@@ -9,7 +9,7 @@ import pytest
 from bertkit.cli.main import main
 from bertkit.errors import BertkitError, ConfigError
 from bertkit.tokenization import FullTokenizer
-from bertkit.vocab import SPECIAL_TOKENS, count_words, learn_wordpiece_vocab
+from bertkit.vocab import SPECIAL_TOKENS, build_vocab, count_words, learn_wordpiece_vocab
 
 # The textbook BPE example: "est" is the most frequent ending, "low" the most frequent start.
 WORDS = Counter({"low": 5, "lower": 2, "newest": 6, "widest": 3})
@@ -71,6 +71,4 @@ def test_cli_writes_a_vocab_the_tokenizer_reads(tmp_path):
 
 def test_cli_names_a_missing_input_file(tmp_path):
     with pytest.raises(BertkitError, match="missing.txt"):
-        from bertkit.vocab import build_vocab
-
         build_vocab(str(tmp_path / "missing.txt"), tmp_path / "vocab.txt", 100)

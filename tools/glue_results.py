@@ -233,8 +233,8 @@ def write_report(runs: list[Run], data: Path) -> None:
              "table). Every run is `bertkit run_classifier` with max_seq_length 128, batch 32, warmup 10%, "
              "weight decay 0.01, dynamic padding with length-grouped batches, fp32, on a 2-core CPU. "
              "Numbers are dev-set scores ×100, mean ± std over seeds " + ", ".join(map(str, SEEDS)) + " "
-             "(seeds " + ", ".join(map(str, PARITY_SEEDS)) + " for the rows of the parity check; n = seeds finished). **collapsed** marks runs that predict the "
-             "majority class on every seed.", "",
+             "(seeds " + ", ".join(map(str, PARITY_SEEDS)) + " for the rows of the parity check; n = seeds "
+             "finished). **collapsed** marks runs that predict the majority class on every seed.", "",
              "The other results have their own pages, each produced by its own script: SQuAD, CoNLL-2003 NER and "
              "CommonsenseQA in [tasks.md](tasks.md) (`tools/task_results.py`), pre-training in "
              "[pretraining.md](pretraining.md) (`tools/pretraining_results.py`), compression in "

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from bertkit.data.pretraining import expand_input_files
 from bertkit.errors import ConfigError
 from bertkit.io_utils import atomic_write
 from bertkit.tokenization import BasicTokenizer
@@ -86,7 +87,7 @@ def learn_wordpiece_vocab(word_counts: Counter, vocab_size: int, min_frequency: 
                disable=not progress)
     while len(vocab) < vocab_size and heap:
         negative_count, pair = heapq.heappop(heap)
-        if pair_counts.get(pair, 0) != -negative_count or negative_count == 0:
+        if pair_counts.get(pair, 0) != -negative_count:
             continue
         merged = _join(*pair)
         changed: set = set()
@@ -129,12 +130,10 @@ def build_vocab(input_files, output_file: str | Path, vocab_size: int, do_lower_
     """Learn a vocabulary from text files (comma-separated names and globs, as Google's
     --input_file; any line layout, e.g. create_pretraining_data's input) and write it atomically
     as `output_file`, one piece per line."""
-    from bertkit.data.pretraining import expand_input_files
-
     counts: Counter = Counter()
     for path in expand_input_files(input_files):
         with open(path, encoding="utf-8", errors="replace") as handle:
-            counts += count_words(handle, do_lower_case)
+            counts.update(count_words(handle, do_lower_case))
     vocab = learn_wordpiece_vocab(counts, vocab_size, min_frequency, progress=progress)
     with atomic_write(output_file) as handle:
         handle.write("".join(piece + "\n" for piece in vocab))

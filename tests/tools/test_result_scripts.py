@@ -65,7 +65,8 @@ def test_pretraining_results_commands_parse(monkeypatch):
         assert_parses(finetune.argv(1, DATA))
     # The tiny model's shards, its config and its from-scratch twin all use the learned vocabulary;
     # MiniLM's shards use MiniLM's own (ids from another vocabulary would be silently wrong).
-    vocab_of = {step.name: arg.split("=", 1)[1] for step in steps for arg in step.argv if arg.startswith("--vocab_file=")}
+    vocab_of = {step.name: arg.split("=", 1)[1] for step in steps for arg in step.argv
+                if arg.startswith("--vocab_file=")}
     learned, uncased = str(tool.VOCAB), str(DATA / "vocab" / "bert-base-uncased" / "vocab.txt")
     assert {name for name, vocab in vocab_of.items() if vocab == uncased} == {"train_1024_uncased",
                                                                                "heldout_1024_uncased"}

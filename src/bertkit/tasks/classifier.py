@@ -113,14 +113,18 @@ def run_classifier(model: BertForSequenceClassification, tokenizer: FullTokenize
     distillation runner passes one that builds a DistillationTrainer around a teacher.
     """
     processor = get_processor(task.task_name)
+
+    def dataset(split: str) -> FeatureDataset:
+        return build_dataset(processor, task, split, tokenizer, vocab_file, args.pad_to_max_length, args.progress)[1]
+
     output_dir = Path(args.output_dir)
     train_data = eval_data = None
     if task.do_train:
-        _, train_data = build_dataset(processor, task, "train", tokenizer, vocab_file, args.pad_to_max_length, args.progress)
+        train_data = dataset("train")
         logger.info("***** Running training *****  %d examples, batch size %d, %s epochs", len(train_data),
                     args.train_batch_size, args.num_train_epochs)
     if task.do_eval:
-        _, eval_data = build_dataset(processor, task, "dev", tokenizer, vocab_file, args.pad_to_max_length, args.progress)
+        eval_data = dataset("dev")
     make_trainer = make_trainer or (lambda **kwargs: Trainer(model, args, **kwargs))
     trainer = make_trainer(train_dataset=train_data, eval_dataset=eval_data, tokenizer=tokenizer,
                            compute_metrics=glue_metrics_fn(task.task_name, processor.is_regression))
@@ -130,7 +134,7 @@ def run_classifier(model: BertForSequenceClassification, tokenizer: FullTokenize
     if task.do_eval and not results:
         results = trainer.evaluate()
     if task.do_predict:
-        _, test_data = build_dataset(processor, task, "test", tokenizer, vocab_file, args.pad_to_max_length, args.progress)
+        test_data = dataset("test")
         predictions = trainer.predict(test_data).predictions  # every process takes part in the gather
         if trainer.is_main:
             write_predictions(output_dir, task.task_name, processor, predictions)

@@ -93,15 +93,19 @@ def run_multiple_choice(model: BertForMultipleChoice, tokenizer: FullTokenizer, 
                         args: TrainingArguments, resume: bool = False) -> dict:
     """Train, evaluate and predict as asked; returns the last evaluation's metrics (if any)."""
     processor = get_processor(task.task_name)
+
+    def dataset(split: str) -> tuple[list[MultipleChoiceExample], FeatureDataset]:
+        return build_dataset(processor, task, split, tokenizer, args.pad_to_max_length, args.progress)
+
     output_dir = Path(args.output_dir)
     train_data = eval_data = None
     eval_examples: list[MultipleChoiceExample] = []
     if task.do_train:
-        _, train_data = build_dataset(processor, task, "train", tokenizer, args.pad_to_max_length, args.progress)
+        _, train_data = dataset("train")
         logger.info("***** Running training *****  %d examples, batch size %d, %s epochs", len(train_data),
                     args.train_batch_size, args.num_train_epochs)
     if task.do_eval:
-        eval_examples, eval_data = build_dataset(processor, task, "dev", tokenizer, args.pad_to_max_length, args.progress)
+        eval_examples, eval_data = dataset("dev")
         if any(example.label is None for example in eval_examples):
             raise DataError(f"{processor.data_file(task.data_dir, 'dev')}: has examples without an answer; "
                             "--do_eval needs a labelled dev file")
@@ -120,7 +124,7 @@ def run_multiple_choice(model: BertForMultipleChoice, tokenizer: FullTokenizer, 
         if trainer.is_main:
             write_predictions(output_dir / EVAL_PREDICTIONS_FILE, eval_examples, logits)
     if task.do_predict:
-        test_examples, test_data = build_dataset(processor, task, "test", tokenizer, args.pad_to_max_length, args.progress)
+        test_examples, test_data = dataset("test")
         predictions = trainer.predict(test_data).predictions  # every process takes part in the gather
         if trainer.is_main:
             write_predictions(output_dir / TEST_PREDICTIONS_FILE, test_examples, predictions)
