@@ -144,16 +144,26 @@ def test_glue_report_reads_the_keys_the_metrics_write(monkeypatch, tmp_path):
 def test_task_results_commands_parse(monkeypatch, tmp_path):
     tool = load_tool("task_results", monkeypatch)
     runs = tool.planned(DATA)
-    assert [run.task for run in runs] == ["ner", "squad", "csqa"]
+    assert [(run.task, run.seed) for run in runs] == [("ner", 1), ("squad", 1), ("csqa", 1), ("csqa", 2), ("csqa", 3)]
+    assert len({run.output for run in runs}) == len(runs)
     for run in runs:
         assert_parses(run.argv)
+        assert f"--seed={run.seed}" in run.argv
     monkeypatch.setattr(tool, "REPORT", tmp_path / "tasks.md")
     monkeypatch.setattr(tool, "RECORDS", tmp_path / "runs.jsonl")
-    tool.record("bertkit-squad", {"exact_match": 50.0, "f1": 60.0}, 1.0, "bertkit run_squad ...")
-    tool.record("transformers-squad", {"exact_match": 49.0, "f1": 59.5}, 1.0, "bench/hf_reference.py: ...")
+    tool.record("bertkit-squad", 1, {"exact_match": 50.0, "f1": 60.0}, 1.0, "bertkit run_squad ...")
+    tool.record("transformers-squad", 1, {"exact_match": 49.0, "f1": 59.5}, 1.0, "bench/hf_reference.py: ...")
+    for seed, ours, theirs in ((1, 0.44, 0.46), (2, 0.48, 0.45)):
+        tool.record("bertkit-csqa", seed, {"eval_accuracy": ours}, 1.0, "bertkit run_multiple_choice ...")
+        tool.record("transformers-csqa", seed, {"accuracy": theirs}, 1.0, "bench/hf_reference.py: ...")
+    tool.record("bertkit-csqa", 3, {"eval_accuracy": 0.50}, 1.0, "bertkit run_multiple_choice ...")
     tool.write_report(runs, DATA)
     report = (tmp_path / "tasks.md").read_text()
     assert "| bertkit | 50.0 | 60.0 |" in report and "F1 difference: +0.5" in report
+    assert "| bertkit | 47.3 ± 3.1 | 44.0 | 48.0 | 50.0 |" in report
+    assert "| transformers BertForMultipleChoice (reference) | 45.5 ± 0.7 | 46.0 | 45.0 | – |" in report
+    # seed 3 has no reference run yet, so the gap is over seeds 1 and 2 only
+    assert "Mean accuracy difference over seeds 1, 2: +0.5 points" in report
 
 
 def test_pretraining_report_and_plot(monkeypatch, tmp_path):
