@@ -179,6 +179,26 @@ def test_sequence_tasks_train_and_cache_matches_the_teacher(tmp_path, model_clas
     assert result.global_step == 2 and math.isfinite(result.training_loss)
 
 
+def test_unlabelled_transfer_examples_learn_from_the_teacher_alone(tmp_path):
+    teacher, student = _models()
+    trainer = DistillationTrainer(student, teacher, _args(tmp_path), DistillationArguments(alpha=0.5))
+    rows = [_dataset(student.config)[i] for i in range(4)]
+    labelled = PaddingCollator()(rows)
+    unlabelled = PaddingCollator()([{**row, "labels": -100} for row in rows])
+    mixed = PaddingCollator()([{**row, "labels": -100} if i % 2 else row for i, row in enumerate(rows)])
+    student.eval()  # no dropout: the three batches see the same logits
+    trainer._training_loss(student, labelled)
+    soft = trainer.last_losses.soft
+    loss = trainer._training_loss(student, unlabelled)
+    # A batch of transfer examples only: the soft loss alone, not NaN from a cross-entropy over no labels.
+    assert trainer.last_losses.hard is None and torch.isfinite(loss)
+    assert torch.allclose(loss, 0.5 * 2.0 ** 2 * soft)
+    trainer._training_loss(student, mixed)
+    logits = student(**{k: v for k, v in labelled.items() if k != "labels"}).logits
+    expected_hard = F.cross_entropy(logits[0::2], labelled["labels"][0::2])
+    assert torch.allclose(trainer.last_losses.hard, expected_hard, atol=1e-6)
+
+
 def test_trainer_with_cache_and_projection(tmp_path):
     teacher, _ = _models()
     data = _dataset(teacher.config)

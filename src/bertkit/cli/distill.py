@@ -8,7 +8,9 @@ The student is cut from the teacher (--student_layers: every_other, 0,2,4, botto
 uniform:N; embeddings, those layers, pooler and classifier are copied), built from
 --student_config (a config.json of any width, randomly initialised; --hidden_weight then trains a
 projection to the teacher's width), or given as --student (a saved model, e.g. a pruned one).
-loss = alpha * T^2 * KL(teacher || student) + (1 - alpha) * cross-entropy (MSE for STS-B). --teacher_cache_dir stores the teacher's logits so that it runs once.
+loss = alpha * T^2 * KL(teacher || student) + (1 - alpha) * cross-entropy (MSE for STS-B).
+--teacher_cache_dir stores the teacher's logits so that it runs once. --transfer_set adds inputs that
+only the teacher labels (swapped pairs, masked copies, another task's inputs; compress/transfer.py).
 Data, evaluation and outputs are run_classifier's; the student is saved in --output_dir.
 """
 
@@ -24,6 +26,7 @@ from bertkit.cli.main import str2bool
 from bertkit.compress.distill import DistillationArguments, distill_classifier
 from bertkit.compress.layerdrop import set_layerdrop
 from bertkit.compress.student import student_from_teacher
+from bertkit.compress.transfer import parse_transfer_set
 from bertkit.config import BertConfig
 from bertkit.data.glue import get_processor
 from bertkit.errors import ConfigError
@@ -56,6 +59,10 @@ def add_arguments(parser) -> None:
     group.add_argument("--layer_map", default=None,
                        help="student:teacher hidden-state positions for those losses, e.g. 0:0,1:2,2:4 "
                             "(0 = embeddings; default: the layers the student was copied from)")
+    group.add_argument("--transfer_set", default="none",
+                       help="more inputs for the teacher to label: swap (pairs with their texts exchanged), mask:K "
+                            "(K copies with 10%% of words masked), TASK=DIR (another GLUE task's training inputs); "
+                            "comma-separated, e.g. swap,mask:4,STS-B=glue/STS-B (default none)")
     group.add_argument("--teacher_cache_dir", default="none",
                        help="cache the teacher's logits here, keyed by data and teacher ('none': run the teacher)")
     group.add_argument("--vocab_file", help="vocab.txt (default: the one beside the teacher)")
@@ -80,6 +87,7 @@ def run(args) -> int:
         raise ConfigError("--reinit, --reinit_top_layers and --max_position_embeddings are run_classifier's; "
                           "distill copies the teacher's layers as they are")
     processor = get_processor(args.task_name)
+    transfer_set = parse_transfer_set(args.transfer_set)
     training = training_arguments(args)
     distill_args = DistillationArguments(
         temperature=args.temperature, alpha=args.alpha, hidden_weight=args.hidden_weight,
@@ -124,14 +132,15 @@ def run(args) -> int:
                           max_train_examples=args.max_train_examples)
     teacher_parameters = teacher.num_parameters()
     results = distill_classifier(teacher, student, tokenizer, str(tokenizer.vocab_file), task, training,
-                                 distill_args, resume=args.resume)
+                                 distill_args, resume=args.resume, transfer_set=transfer_set)
     if int(os.environ.get("RANK", "0")) == 0:
         record = {"teacher": str(args.teacher), "student": args.student,
                   "student_layers": student.config.extra.get("kept_layers"),
                   "student_config": args.student_config, "teacher_parameters": teacher_parameters,
                   "student_parameters": student.num_parameters(), "temperature": args.temperature,
                   "alpha": args.alpha, "hidden_weight": args.hidden_weight,
-                  "attention_weight": args.attention_weight, "layerdrop": args.layerdrop, "results": results}
+                  "attention_weight": args.attention_weight, "layerdrop": args.layerdrop,
+                  "transfer_set": args.transfer_set, "results": results}
         Path(args.output_dir).mkdir(parents=True, exist_ok=True)
         with atomic_write(Path(args.output_dir) / "distillation.json") as handle:
             json.dump(record, handle, indent=2, default=str)

@@ -479,7 +479,8 @@ class DistillationTrainer(Trainer):
                     inputs = {k: v for k, v in batch.items() if k not in LABEL_KEYS}
                     teacher_out = self.teacher(**inputs, **flags)
                 teacher_logits = output_logits(teacher_out, self.task)
-        losses = distillation_loss(output_logits(student_out, self.task), teacher_logits, student_out.loss,
+        losses = distillation_loss(output_logits(student_out, self.task), teacher_logits,
+                                   hard_loss(student_out, batch),
                                    temperature=args.temperature, alpha=args.alpha, task=self.task,
                                    mask=position_mask(batch, self.task))
         total = losses.loss
@@ -500,6 +501,16 @@ class DistillationTrainer(Trainer):
         return total.float()
 
 
+def hard_loss(student_out, batch: dict) -> torch.Tensor | None:
+    """The student's own loss, or None when no example of the batch has a label: transfer-set
+    examples carry label -100 (the teacher's soft targets only), and a cross-entropy over no
+    labels at all would be NaN."""
+    labels = batch.get("labels")
+    if labels is not None and labels.dtype == torch.long and not bool((labels != -100).any()):
+        return None
+    return student_out.loss
+
+
 def _unwrap(model: nn.Module) -> nn.Module:
     return getattr(model, "module", model)  # DistributedDataParallel
 
@@ -509,11 +520,14 @@ def _unwrap(model: nn.Module) -> nn.Module:
 
 
 def distill_classifier(teacher: nn.Module, student: nn.Module, tokenizer, vocab_file: str, task,
-                       args: TrainingArguments, distill_args: DistillationArguments, resume: bool = False) -> dict:
+                       args: TrainingArguments, distill_args: DistillationArguments, resume: bool = False,
+                       transfer_set: list | None = None) -> dict:
     """run_classifier's data (bertkit.tasks.classifier) and metrics, trained by distillation.
 
     `task` is a ClassifierTask; evaluation and prediction are the student's, as run_classifier's.
+    `transfer_set` (compress/transfer.py's sources) adds inputs that the teacher alone labels.
     """
+    from bertkit.compress.transfer import with_transfer_set
     from bertkit.data.glue import get_processor
     from bertkit.tasks.classifier import run_classifier
 
@@ -521,9 +535,15 @@ def distill_classifier(teacher: nn.Module, student: nn.Module, tokenizer, vocab_
     if teacher.config.num_labels != processor.num_labels:
         raise ConfigError(f"the teacher has {teacher.config.num_labels} labels but {task.task_name} has "
                           f"{processor.num_labels}: give a teacher fine-tuned on {task.task_name}")
-    return run_classifier(student, tokenizer, vocab_file, task, args, resume=resume,
-                          make_trainer=lambda **kwargs: DistillationTrainer(student, teacher, args, distill_args,
-                                                                            **kwargs))
+
+    def make_trainer(train_dataset=None, **kwargs):
+        if train_dataset is not None and transfer_set:
+            examples = processor.get_examples(task.data_dir, "train")[: task.max_train_examples or None]
+            train_dataset = with_transfer_set(train_dataset, transfer_set, processor, examples, tokenizer,
+                                              task.max_seq_length, seed=args.seed)
+        return DistillationTrainer(student, teacher, args, distill_args, train_dataset=train_dataset, **kwargs)
+
+    return run_classifier(student, tokenizer, vocab_file, task, args, resume=resume, make_trainer=make_trainer)
 
 
 __all__ = ["DistillationArguments", "DistillationLoss", "DistillationTrainer", "IndexedDataset", "TeacherCache",
