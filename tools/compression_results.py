@@ -1,16 +1,18 @@
-"""Produce docs/compression.md: MRPC accuracy, size and speed of compressed MiniLM-L6 classifiers.
+"""Produce docs/compression.md: accuracy, size and speed of compressed MiniLM-L6 classifiers on MRPC
+and SST-2.
 
     python tools/compression_results.py                # run what is missing, measure, write the report
+    python tools/compression_results.py --task MRPC    # one task's rows only
     python tools/compression_results.py --list         # the commands it would run
     python tools/compression_results.py --speed-only   # re-measure speed and rewrite the report
 
-The teacher is MiniLM-L6 fine-tuned on MRPC (lr 1e-4, batch 32, 3 epochs, seed 1: the same command
-as the seed-1 row of docs/results.md, whose output it reuses when present). Every compressed model
-is made by an ordinary `bertkit` command (listed in the report) under outputs/compression/<row>/;
-a finished step (its model.safetensors present) is not run again. Accuracy and speed are then
-measured here, side by side, on the 408 MRPC dev pairs: every model in the same process, in
-rounds, so the speed ratios to the teacher compare like with like. Needs ../shared/data and the
-MiniLM package.
+Each teacher is MiniLM-L6 fine-tuned on the task (lr 1e-4, batch 32, seed 1; MRPC 3 epochs, SST-2
+1: the same commands as the seed-1 rows of docs/results.md, whose outputs it reuses when present).
+Every compressed model is made by an ordinary `bertkit` command (listed in the report) under
+outputs/compression/<task>/<row>/; a finished step (its model.safetensors present) is not run
+again. Accuracy and speed are then measured here, side by side, on the task's dev set: every model
+of a task in the same process, in rounds, so the speed ratios to the teacher compare like with
+like. Needs ../shared/data and the MiniLM package.
 """
 
 from __future__ import annotations
@@ -43,94 +45,140 @@ OUTPUTS = ROOT / "outputs" / "compression"
 REPORT = ROOT / "docs" / "compression.md"
 PLOT = ROOT / "docs" / "compression.png"
 MEASURED = ROOT / "docs" / "compression_runs.json"  # the last measurement, committed with the report
-TEACHER = ROOT / "outputs" / "glue_results" / "MRPC-minilm-lr0.0001-ep3" / "seed1"
+# The teachers are the seed-1 rows of docs/results.md (the same commands, so their outputs are reused).
+TEACHERS = {"MRPC": ROOT / "outputs" / "glue_results" / "MRPC-minilm-lr0.0001-ep3" / "seed1",
+            "SST-2": ROOT / "outputs" / "glue_results" / "SST-2-minilm-lr0.0001-ep1" / "seed1"}
+TEACHER_EPOCHS = {"MRPC": 3, "SST-2": 1}
 TRAINING = ["--learning_rate=1e-4", "--train_batch_size=32", "--save_checkpoints_steps=100000", "--no_progress"]
+# SST-2 has 67,349 training sentences: its students train for a bounded number of steps.
+SST2_STEPS, SST2_RECOVERY_STEPS = 1000, 500
 
 
 @dataclass
 class Step:
-    """One `bertkit` command that writes a model to outputs/compression/<name>."""
+    """One `bertkit` command that writes a model to outputs/compression/<task>/<name>."""
 
+    task: str
     name: str
     argv: list[str]
 
     @property
     def output(self) -> Path:
-        return TEACHER if self.name == "teacher" else OUTPUTS / self.name
+        return TEACHERS[self.task] if self.name == "teacher" else OUTPUTS / self.task / self.name
+
+    @property
+    def key(self) -> str:
+        return f"{self.task}/{self.name}"
 
 
 @dataclass
 class Row:
     label: str
+    task: str
     step: str  # the step whose model the row measures (its command is listed under the table)
 
+    @property
+    def key(self) -> str:
+        return f"{self.task}/{self.step}"
 
-def plan(data: Path) -> tuple[list[Step], list[Row]]:
-    mrpc = ["--task_name=MRPC", f"--data_dir={data / 'glue' / 'MRPC'}"]
-    teacher = str(TEACHER)
+
+def task_plan(task: str, data: Path) -> tuple[list[Step], list[Row]]:
+    glue = ["--task_name=" + task, f"--data_dir={data / 'glue' / task}"]
+    teacher = str(TEACHERS[task])
+    outputs = OUTPUTS / task
 
     def out(name):
-        return f"--output_dir={OUTPUTS / name}"
+        return f"--output_dir={outputs / name}"
 
-    def distill(name, *flags, epochs=3, cache=True, seed=1):
+    def model(name):
+        return teacher if name == "teacher" else str(outputs / name)
+
+    def distill(name, *flags, epochs=3, steps=None, cache=True, seed=1):
         # the cache holds logits only: hidden-state losses need the teacher to run
         cached = [f"--teacher_cache_dir={OUTPUTS / 'teacher_cache'}"] if cache else []
-        return Step(name, ["distill", f"--teacher={teacher}", *mrpc, "--do_train=true", "--do_eval=true",
-                           "--temperature=2", *cached, *flags, *TRAINING, f"--seed={seed}", f"--num_train_epochs={epochs}",
-                           out(name)])
+        length = [f"--max_steps={steps}"] if steps else [f"--num_train_epochs={epochs}"]
+        return Step(task, name, ["distill", f"--teacher={teacher}", *glue, "--do_train=true", "--do_eval=true",
+                                 "--temperature=2", *cached, *flags, *TRAINING, f"--seed={seed}", *length, out(name)])
 
-    def prune(name, model, *flags):
-        return Step(name, ["prune", f"--model={OUTPUTS / model if model != 'teacher' else teacher}", *mrpc,
-                           "--do_eval=true", *flags, out(name)])
+    def prune(name, source, *flags):
+        return Step(task, name, ["prune", f"--model={model(source)}", *glue, "--do_eval=true", *flags, out(name)])
 
+    def finetune(name, *flags):
+        return Step(task, name, ["run_classifier", *glue, "--do_train=true", "--do_eval=true",
+                                 f"--init_checkpoint={minilm_dir()}", "--max_seq_length=128", *flags, *TRAINING,
+                                 "--seed=1", f"--num_train_epochs={TEACHER_EPOCHS[task]}",
+                                 f"--output_dir={outputs / name if name != 'teacher' else teacher}"])
+
+    teacher_row = Row(f"teacher: MiniLM-L6 fine-tuned ({TEACHER_EPOCHS[task]} epochs)", task, "teacher")
+    if task == "SST-2":
+        steps = [
+            finetune("teacher"),
+            distill("student3_distilled", "--student_layers=every_other", "--alpha=0.5", steps=SST2_STEPS),
+            prune("heads50", "teacher", "--heads=0.5"),
+            prune("ffn50", "teacher", "--neurons=0.5"),
+            prune("student3_ffn50", "student3_distilled", "--neurons=0.5"),
+            distill("student3_ffn50_distilled", f"--student={outputs / 'student3_ffn50'}", "--alpha=0.5",
+                    steps=SST2_RECOVERY_STEPS),
+        ]
+        rows = [
+            teacher_row,
+            Row(f"3 layers (0,2,4) from the teacher, distilled for {SST2_STEPS} steps", task, "student3_distilled"),
+            Row("50% of heads pruned (importance), no retraining", task, "heads50"),
+            Row("50% of FFN neurons pruned (importance), no retraining", task, "ffn50"),
+            Row("the distilled 3-layer student, 50% of its FFN neurons pruned, no retraining", task,
+                "student3_ffn50"),
+            Row(f"the same, distilled for {SST2_RECOVERY_STEPS} steps", task, "student3_ffn50_distilled"),
+        ]
+        return steps, rows
     steps = [
-        Step("teacher", ["run_classifier", *mrpc, "--do_train=true", "--do_eval=true",
-                         f"--init_checkpoint={minilm_dir()}", "--max_seq_length=128", *TRAINING,
-                         "--seed=1", "--num_train_epochs=3", f"--output_dir={teacher}"]),
+        finetune("teacher"),
         distill("student3_labels", "--student_layers=every_other", "--alpha=0"),
         distill("student3_distilled", "--student_layers=every_other", "--alpha=0.5"),
         distill("student3_distilled_6ep", "--student_layers=every_other", "--alpha=0.5", epochs=6),
         prune("teacher_cut3", "teacher", "--layers=uniform:3", "--depth_report=true"),
         *[step for p in ("0.2", "0.5") for step in (
-            Step(f"layerdrop_p{p}", ["run_classifier", *mrpc, "--do_train=true", "--do_eval=true",
-                                     f"--init_checkpoint={minilm_dir()}", f"--layerdrop={p}", *TRAINING,
-                                     "--seed=1", "--num_train_epochs=3", out(f"layerdrop_p{p}")]),
+            finetune(f"layerdrop_p{p}", f"--layerdrop={p}"),
             prune(f"layerdrop_p{p}_cut3", f"layerdrop_p{p}", "--layers=uniform:3", "--depth_report=true"))],
         prune("heads50", "teacher", "--heads=0.5"),
-        distill("heads50_distilled", f"--student={OUTPUTS / 'heads50'}", "--alpha=0.5", epochs=1),
+        distill("heads50_distilled", f"--student={outputs / 'heads50'}", "--alpha=0.5", epochs=1),
         prune("ffn50", "teacher", "--neurons=0.5"),
-        distill("ffn50_distilled", f"--student={OUTPUTS / 'ffn50'}", "--alpha=0.5", epochs=1),
+        distill("ffn50_distilled", f"--student={outputs / 'ffn50'}", "--alpha=0.5", epochs=1),
         prune("student3_pruned50", "student3_distilled", "--neurons=0.5", "--heads=0.5"),
-        distill("student3_pruned50_distilled", f"--student={OUTPUTS / 'student3_pruned50'}", "--alpha=0.5",
+        distill("student3_pruned50_distilled", f"--student={outputs / 'student3_pruned50'}", "--alpha=0.5",
                 epochs=1),
-        *[distill(f"student3_pruned50_distilled_3ep_seed{seed}", f"--student={OUTPUTS / 'student3_pruned50'}",
-                  "--alpha=0.5", seed=seed) for seed in (1, 2, 3)],
         distill("student3_hidden", "--student_layers=every_other", "--alpha=0.5", "--hidden_weight=1", cache=False),
         distill("student4_distilled", "--student_layers=uniform:4", "--alpha=0.5"),
         prune("student4_ffn50", "student4_distilled", "--neurons=0.5"),
-        distill("student4_ffn50_distilled", f"--student={OUTPUTS / 'student4_ffn50'}", "--alpha=0.5", epochs=1),
+        distill("student4_ffn50_distilled", f"--student={outputs / 'student4_ffn50'}", "--alpha=0.5", epochs=1),
     ]
     rows = [
-        Row("teacher: MiniLM-L6 fine-tuned", "teacher"),
-        Row("3 layers (0,2,4) from the teacher, labels only", "student3_labels"),
-        Row("3 layers (0,2,4) from the teacher, distilled", "student3_distilled"),
-        Row("3 layers (0,2,4) from the teacher, distilled for 6 epochs", "student3_distilled_6ep"),
-        Row("teacher cut to 3 layers (1,3,5), no retraining", "teacher_cut3"),
-        *[Row(f"LayerDrop p={p} while fine-tuning, cut to 3 layers (1,3,5)", f"layerdrop_p{p}_cut3")
+        teacher_row,
+        Row("3 layers (0,2,4) from the teacher, labels only", task, "student3_labels"),
+        Row("3 layers (0,2,4) from the teacher, distilled", task, "student3_distilled"),
+        Row("3 layers (0,2,4) from the teacher, distilled for 6 epochs", task, "student3_distilled_6ep"),
+        Row("teacher cut to 3 layers (1,3,5), no retraining", task, "teacher_cut3"),
+        *[Row(f"LayerDrop p={p} while fine-tuning, cut to 3 layers (1,3,5)", task, f"layerdrop_p{p}_cut3")
           for p in ("0.2", "0.5")],
-        Row("50% of heads pruned (importance), no retraining", "heads50"),
-        Row("50% of heads pruned, then distilled for 1 epoch", "heads50_distilled"),
-        Row("50% of FFN neurons pruned (importance), no retraining", "ffn50"),
-        Row("50% of FFN neurons pruned, then distilled for 1 epoch", "ffn50_distilled"),
+        Row("50% of heads pruned (importance), no retraining", task, "heads50"),
+        Row("50% of heads pruned, then distilled for 1 epoch", task, "heads50_distilled"),
+        Row("50% of FFN neurons pruned (importance), no retraining", task, "ffn50"),
+        Row("50% of FFN neurons pruned, then distilled for 1 epoch", task, "ffn50_distilled"),
         Row("combined: the distilled 3-layer student, 50% of its heads and FFN neurons pruned, distilled for 1 epoch",
-            "student3_pruned50_distilled"),
-        *[Row(f"the same, distilled for 3 epochs instead of 1, seed {seed}", f"student3_pruned50_distilled_3ep_seed{seed}")
-          for seed in (1, 2, 3)],
-        Row("3 layers (0,2,4), distilled with hidden-state MSE as well", "student3_hidden"),
-        Row("4 layers (1,2,3,5) from the teacher, distilled", "student4_distilled"),
-        Row("combined: the distilled 4-layer student, 50% of its FFN neurons pruned, distilled for 1 epoch",
+            task, "student3_pruned50_distilled"),
+        Row("3 layers (0,2,4), distilled with hidden-state MSE as well", task, "student3_hidden"),
+        Row("4 layers (1,2,3,5) from the teacher, distilled", task, "student4_distilled"),
+        Row("combined: the distilled 4-layer student, 50% of its FFN neurons pruned, distilled for 1 epoch", task,
             "student4_ffn50_distilled"),
     ]
+    return steps, rows
+
+
+def plan(data: Path) -> tuple[list[Step], list[Row]]:
+    steps, rows = [], []
+    for task in TEACHERS:
+        task_steps, task_rows = task_plan(task, data)
+        steps += task_steps
+        rows += task_rows
     return steps, rows
 
 
@@ -142,16 +190,17 @@ def run_steps(steps: list[Step]) -> None:
     for index, step in enumerate(steps):
         if (step.output / "model.safetensors").is_file():
             continue
-        print(f"[{index + 1}/{len(steps)}] {step.name}: {command_line(step)}", flush=True)
-        seconds, _ = run_command(step.name, bertkit(step.argv))
+        print(f"[{index + 1}/{len(steps)}] {step.key}: {command_line(step)}", flush=True)
+        seconds, _ = run_command(step.key, bertkit(step.argv))
         (step.output / "step_seconds.txt").write_text(f"{seconds:.1f}\n")
 
 
-def dev_batches(model_dir: Path, data: Path) -> list[dict]:
-    """MRPC dev as length-sorted batches of 32 (how a serving system would batch them)."""
+def dev_batches(task: str, model_dir: Path, data: Path) -> list[dict]:
+    """The task's dev set as length-sorted batches of 32 (how a serving system would batch them)."""
     tokenizer = FullTokenizer.from_pretrained(model_dir / "vocab.txt")
-    task = ClassifierTask("MRPC", str(data / "glue" / "MRPC"), 128, cache_dir=None)
-    _, dev = build_dataset(get_processor("MRPC"), task, "dev", tokenizer, str(model_dir / "vocab.txt"), False)
+    classifier_task = ClassifierTask(task, str(data / "glue" / task), 128, cache_dir=None)
+    _, dev = build_dataset(get_processor(task), classifier_task, "dev", tokenizer, str(model_dir / "vocab.txt"),
+                           False, progress=False)
     order = sorted(range(len(dev)), key=lambda i: len(dev[i]["input_ids"]))
     return list(DataLoader([dev[i] for i in order], batch_size=32, collate_fn=PaddingCollator()))
 
@@ -166,16 +215,17 @@ def predict(model, batches: list[dict]) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.cat(logits), torch.cat(labels)
 
 
-def measure(models: dict[str, Path], batches: list[dict], rounds: int) -> dict[str, dict]:
-    """Dev accuracy/F1, parameters and size on disk of each model, and its sentences/s: the median of
-    `rounds` timed passes, taken in turns so that every model sees the same machine state."""
+def measure(task: str, models: dict[str, Path], batches: list[dict], rounds: int) -> dict[str, dict]:
+    """Dev accuracy (and F1 where the task has it), parameters and size on disk of each model, and
+    its sentences/s: the median of `rounds` timed passes, taken in turns so that every model sees
+    the same machine state."""
     loaded = {name: BertForSequenceClassification.from_pretrained(path).eval() for name, path in models.items()}
     results = {}
     for name, model in loaded.items():
         logits, labels = predict(model, batches)  # also the warm-up pass
-        metrics = glue_compute_metrics("MRPC", logits.argmax(-1).numpy(), labels.numpy())
+        metrics = glue_compute_metrics(task, logits.argmax(-1).numpy(), labels.numpy())
         layers = model.bert.encoder.layer
-        results[name] = {"accuracy": metrics["accuracy"], "f1": metrics["f1"],
+        results[name] = {"accuracy": metrics["accuracy"], "f1": metrics.get("f1"),
                          "parameters": model.num_parameters(),
                          "disk_bytes": (models[name] / "model.safetensors").stat().st_size,
                          "layers": len(layers),
@@ -201,69 +251,76 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def speedup(models: dict, name: str) -> float:
+    return models[name]["sentences_per_second"] / models["teacher"]["sentences_per_second"]
+
+
+def meets_goal(models: dict, name: str) -> bool:
+    """At least 2x the teacher's speed with at least 97% of its accuracy."""
+    return (name != "teacher" and speedup(models, name) >= 2
+            and models[name]["accuracy"] >= 0.97 * models["teacher"]["accuracy"])
+
+
 def plot(rows: list[Row], measured: dict) -> None:
-    """Accuracy against speed-up, with the goal's corner (>= 2x, >= 97% of the teacher) shaded."""
+    """Accuracy against speed-up per task, with the goal's corner (>= 2x, >= 97% of the teacher) shaded."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    teacher = measured["models"]["teacher"]
-    fig, axis = plt.subplots(figsize=(9, 6))
-    axis.fill_between([2, 100], 100 * 0.97 * teacher["accuracy"], 100, color="tab:green", alpha=0.1,
-                      label="goal: >= 2x and >= 97% of the teacher")
-    for index, row in enumerate(rows):
-        m = measured["models"].get(row.step)
-        if m is None:
-            continue
-        x = m["sentences_per_second"] / teacher["sentences_per_second"]
-        axis.scatter(x, 100 * m["accuracy"], s=20 + m["parameters"] / 4e5, alpha=0.7)
-        axis.annotate(str(index), (x, 100 * m["accuracy"]), textcoords="offset points", xytext=(5, 4))
-    speedups = [m["sentences_per_second"] / teacher["sentences_per_second"] for m in measured["models"].values()]
-    accuracies = [100 * m["accuracy"] for m in measured["models"].values()]
-    axis.set(xlim=(0.8, max(speedups) * 1.1), ylim=(min(accuracies) - 1, max(accuracies) + 1),
-             xlabel="inference speed-up over the teacher (MRPC dev, same run)", ylabel="MRPC dev accuracy",
-             title="Compressed MiniLM-L6 on MRPC (numbers: rows of the table; area: parameters)")
-    axis.grid(alpha=0.3)
-    axis.legend(loc="lower left")
+    tasks = [task for task in TEACHERS if "teacher" in measured["tasks"].get(task, {})]
+    fig, axes = plt.subplots(1, len(tasks), figsize=(8 * len(tasks), 6), squeeze=False)
+    for axis, task in zip(axes[0], tasks):
+        models = measured["tasks"][task]
+        teacher = models["teacher"]
+        axis.fill_between([2, 100], 100 * 0.97 * teacher["accuracy"], 100, color="tab:green", alpha=0.1,
+                          label="goal: >= 2x and >= 97% of the teacher")
+        task_rows = [row for row in rows if row.task == task]
+        for index, row in enumerate(task_rows):
+            if row.step not in models:
+                continue
+            m, x = models[row.step], speedup(models, row.step)
+            axis.scatter(x, 100 * m["accuracy"], s=20 + m["parameters"] / 4e5, alpha=0.7)
+            axis.annotate(str(index), (x, 100 * m["accuracy"]), textcoords="offset points", xytext=(5, 4))
+        speedups = [speedup(models, name) for name in models]
+        accuracies = [100 * m["accuracy"] for m in models.values()]
+        axis.set(xlim=(0.8, max(speedups) * 1.1), ylim=(min(accuracies) - 1, max(accuracies) + 1),
+                 xlabel=f"inference speed-up over the teacher ({task} dev, same run)", ylabel=f"{task} dev accuracy",
+                 title=f"Compressed MiniLM-L6 on {task} (numbers: rows of the table; area: parameters)")
+        axis.grid(alpha=0.3)
+        axis.legend(loc="lower left")
     fig.tight_layout()
     fig.savefig(PLOT, dpi=100)
     plt.close(fig)
 
 
-def write_report(steps: list[Step], rows: list[Row], measured: dict, data: Path) -> None:
-    teacher = measured["models"]["teacher"]
-    lines = ["# Compression on MRPC", "",
-             "Produced by `python tools/compression_results.py`. The teacher is all-MiniLM-L6-v2 fine-tuned on "
-             "MRPC (lr 1e-4, batch 32, 3 epochs, seed 1). Every trained row uses the same hyperparameters (3 epochs; "
-             "1 epoch to recover after pruning) and one seed; docs/results.md shows that MRPC dev accuracy varies by about ±1.4 points between seeds, so "
-             "differences of a point are within noise. Speed is inference on the 408 dev pairs in length-sorted "
-             f"batches of 32, fp32, {measured['threads']} threads on {measured['machine']}: the median of "
-             f"{measured['rounds']} passes, every model measured in turns in the same process; the ratio is to "
-             "the teacher in that same run. Models of the same shape run the same code, so the spread of their "
-             "speed-ups is the measurement's noise on this shared machine.", "",
-             f"![accuracy against speed-up]({PLOT.name})", "",
-             "| # | model | layers | heads | FFN units | parameters | disk MB | accuracy | F1 | % of teacher accuracy "
+def table(rows: list[Row], models: dict) -> list[str]:
+    teacher = models["teacher"]
+    lines = ["| # | model | layers | heads | FFN units | parameters | disk MB | accuracy | F1 | % of teacher accuracy "
              "| sentences/s | speed-up |",
              "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for index, row in enumerate(rows):
-        m = measured["models"].get(row.step)
+        m = models.get(row.step)
         if m is None:
             lines.append(f"| {index} | {row.label} | – | – | – | – | – | – | – | – | – | not run yet |")
             continue
-        lines.append(f"| {index} | {row.label} | {m['layers']} | {m['heads']} | {m['ffn']:,} | {m['parameters'] / 1e6:.1f} M | "
-                     f"{m['disk_bytes'] / 2**20:.1f} | {100 * m['accuracy']:.1f} | {100 * m['f1']:.1f} | "
-                     f"{100 * m['accuracy'] / teacher['accuracy']:.1f}% | {m['sentences_per_second']:.0f} | "
-                     f"{m['sentences_per_second'] / teacher['sentences_per_second']:.2f}x |")
-    goal = [row for row in rows if row.step in measured["models"] and row.step != "teacher"
-            and measured["models"][row.step]["sentences_per_second"] >= 2 * teacher["sentences_per_second"]
-            and measured["models"][row.step]["accuracy"] >= 0.97 * teacher["accuracy"]]
+        f1 = f"{100 * m['f1']:.1f}" if m.get("f1") is not None else "–"
+        lines.append(f"| {index} | {row.label} | {m['layers']} | {m['heads']} | {m['ffn']:,} | "
+                     f"{m['parameters'] / 1e6:.1f} M | {m['disk_bytes'] / 2**20:.1f} | {100 * m['accuracy']:.1f} | "
+                     f"{f1} | {100 * m['accuracy'] / teacher['accuracy']:.1f}% | {m['sentences_per_second']:.0f} | "
+                     f"{speedup(models, row.step):.2f}x |")
+    goal = [row for row in rows if row.step in models and meets_goal(models, row.step)]
     lines += ["", "**Goal** (at least 2x the teacher's speed, at least 97% of its accuracy): "
               + ("met by " + "; ".join(f"*{row.label}*" for row in goal) if goal else "not met by any row") + ".", ""]
+    return lines
+
+
+def depth_reports() -> list[str]:
+    lines = []
     for name, title in (("teacher_cut3", "the teacher (fine-tuned without LayerDrop)"),
                         ("layerdrop_p0.2_cut3", "MiniLM fine-tuned with LayerDrop p = 0.2"),
                         ("layerdrop_p0.5_cut3", "MiniLM fine-tuned with LayerDrop p = 0.5")):
-        report = OUTPUTS / name / "prune_report.json"
+        report = OUTPUTS / "MRPC" / name / "prune_report.json"
         if report.is_file():
             depths = json.loads(report.read_text())["depths"]
             lines += [f"Dev accuracy of {title} cut to every depth (uniform layers, top layer kept), "
@@ -272,6 +329,32 @@ def write_report(steps: list[Step], rows: list[Row], measured: dict, data: Path)
             lines += [f"| {d['depth']} | {','.join(map(str, d['layers']))} | {100 * d['eval_accuracy']:.1f} | "
                       f"{100 * d['eval_f1']:.1f} |" for d in depths]
             lines.append("")
+    return lines
+
+
+def write_report(steps: list[Step], rows: list[Row], measured: dict, data: Path) -> None:
+    lines = ["# Compression on MRPC and SST-2", "",
+             "Produced by `python tools/compression_results.py`. Each teacher is all-MiniLM-L6-v2 fine-tuned on the "
+             "task (lr 1e-4, batch 32, seed 1: MRPC for 3 epochs, SST-2 for 1). Every trained row uses the same "
+             "learning rate and batch and one seed unless it says otherwise; docs/results.md shows that MRPC dev "
+             "accuracy varies by about ±1.4 points between seeds, so differences of a point are within noise. Speed "
+             "is inference on the task's dev set in length-sorted batches of 32, fp32, "
+             f"{measured['threads']} thread(s) on {measured['machine']}: the median of {measured['rounds']} passes, "
+             "every model of a task measured in turns in the same process; the ratio is to the teacher in that "
+             "same run. Models of the same shape run the same code, so the spread of their speed-ups is the "
+             "measurement's noise on this shared machine.", "",
+             f"![accuracy against speed-up]({PLOT.name})", ""]
+    for task in TEACHERS:
+        models = measured["tasks"].get(task, {})
+        task_rows = [row for row in rows if row.task == task]
+        lines += [f"## {task}", ""]
+        if task == "SST-2":
+            lines += [f"872 dev sentences; the students train for a bounded {SST2_STEPS} steps ({SST2_STEPS * 32:,} "
+                      "of the 67,349 training sentences), pruned ones recover for "
+                      f"{SST2_RECOVERY_STEPS}.", ""]
+        lines += table(task_rows, models) if "teacher" in models else ["Not measured yet.", ""]
+        if task == "MRPC":
+            lines += depth_reports()
     lines += ["<details><summary>commands, in order ($MINILM is the packaged checkpoint's directory)</summary>", "",
               "```"] + [shown(command_line(step), data) for step in steps] + ["```", "</details>", ""]
     REPORT.write_text("\n".join(lines))
@@ -280,6 +363,8 @@ def write_report(steps: list[Step], rows: list[Row], measured: dict, data: Path)
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--list", action="store_true")
+    parser.add_argument("--task", choices=tuple(TEACHERS), action="append",
+                        help="run and measure this task's rows only (the other's measurement is kept)")
     parser.add_argument("--speed-only", action="store_true", help="measure and report; run no training")
     parser.add_argument("--report-only", action="store_true", help=f"rewrite the report from {MEASURED.name}")
     parser.add_argument("--rounds", type=int, default=5, help="timed passes over the dev set per model")
@@ -288,26 +373,29 @@ def main() -> int:
     if data is None:
         return 2
     steps, rows = plan(data)
+    tasks = args.task or list(TEACHERS)
     if args.list:
-        print("\n".join(command_line(step) for step in steps))
+        print("\n".join(command_line(step) for step in steps if step.task in tasks))
         return 0
+    measured = json.loads(MEASURED.read_text()) if MEASURED.is_file() else {}
     if args.report_only:
-        measured = json.loads(MEASURED.read_text())
         plot(rows, measured)
         write_report(steps, rows, measured, data)
         return 0
     OUTPUTS.mkdir(parents=True, exist_ok=True)
     if not args.speed_only:
-        run_steps(steps)
-    by_name = {step.name: step for step in steps}
-    models = {row.step: by_name[row.step].output for row in rows
-              if (by_name[row.step].output / "model.safetensors").is_file()}
-    if "teacher" not in models:
-        print("the teacher has not been trained yet", file=sys.stderr)
-        return 1
-    batches = dev_batches(models["teacher"], data)
-    measured = {"threads": torch.get_num_threads(), "machine": cpu_name(),
-                "rounds": args.rounds, "models": measure(models, batches, args.rounds)}
+        run_steps([step for step in steps if step.task in tasks])
+    measured.update({"threads": torch.get_num_threads(), "machine": cpu_name(), "rounds": args.rounds})
+    measured.setdefault("tasks", {})
+    for task in tasks:
+        outputs = {step.name: step.output for step in steps if step.task == task}
+        models = {row.step: outputs[row.step] for row in rows
+                  if row.task == task and (outputs[row.step] / "model.safetensors").is_file()}
+        if "teacher" not in models:
+            print(f"the {task} teacher has not been trained yet", file=sys.stderr)
+            continue
+        batches = dev_batches(task, models["teacher"], data)
+        measured["tasks"][task] = measure(task, models, batches, args.rounds)
     MEASURED.write_text(json.dumps(measured, indent=2) + "\n")
     plot(rows, measured)
     write_report(steps, rows, measured, data)
