@@ -375,6 +375,12 @@ def write_report(steps: list[Step], rows: list[Row], measured: dict, data: Path)
     REPORT.write_text("\n".join(lines))
 
 
+def read_measured() -> dict:
+    measured = json.loads(MEASURED.read_text()) if MEASURED.is_file() else {}
+    return {**{k: measured[k] for k in ("threads", "machine", "rounds") if k in measured},
+            "tasks": measured.get("tasks", {})}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--list", action="store_true")
@@ -392,16 +398,15 @@ def main() -> int:
     if args.list:
         print("\n".join(command_line(step) for step in steps if step.task in tasks))
         return 0
-    measured = json.loads(MEASURED.read_text()) if MEASURED.is_file() else {}
     if args.report_only:
+        measured = read_measured()
         plot(rows, measured)
         write_report(steps, rows, measured, data)
         return 0
     OUTPUTS.mkdir(parents=True, exist_ok=True)
     if not args.speed_only:
         run_steps([step for step in steps if step.task in tasks])
-    measured.update({"threads": torch.get_num_threads(), "machine": cpu_name(), "rounds": args.rounds})
-    measured.setdefault("tasks", {})
+    fresh = {}
     for task in tasks:
         outputs = {step.name: step.output for step in steps if step.task == task}
         models = {row.step: outputs[row.step] for row in rows
@@ -410,7 +415,11 @@ def main() -> int:
             print(f"the {task} teacher has not been trained yet", file=sys.stderr)
             continue
         batches = dev_batches(task, models["teacher"], data)
-        measured["tasks"][task] = measure(task, models, batches, args.rounds)
+        fresh[task] = measure(task, models, batches, args.rounds)
+    # Read only now: another invocation (--task) may have measured the other task meanwhile.
+    measured = read_measured()
+    measured.update({"threads": torch.get_num_threads(), "machine": cpu_name(), "rounds": args.rounds})
+    measured["tasks"].update(fresh)
     MEASURED.write_text(json.dumps(measured, indent=2) + "\n")
     plot(rows, measured)
     write_report(steps, rows, measured, data)
