@@ -94,6 +94,22 @@ def test_metrics_by_hand():
     assert metrics["masked_lm_accuracy_beyond_512"] == pytest.approx(1 / 2)  # 600 wrong, 520 right
     assert "masked_lm_accuracy_beyond_512" not in pretraining_metrics(
         (predicted, batch_loss, nsp_logits), (labels, nsp_labels, np.minimum(positions, 511)))
+    assert "masked_lm_accuracy_at_mask" not in metrics  # no input ids given
+
+
+def test_accuracy_by_what_the_masked_position_showed():
+    mask = 4
+    labels = np.array([[5, 7, 8, -100], [9, 6, -100, -100]])
+    predicted = np.array([[5, 1, 8, 0], [9, 6, 0, 0]])
+    positions = np.array([[1, 2, 3, 0], [1, 2, -100, -100]])  # -100: a batch with fewer positions, gathered
+    # shown at the positions: row 0 [MASK], [MASK], 8 (kept); row 1 9 (kept), 3 (random); -100: ragged padding
+    input_ids = np.array([[2, mask, mask, 8, 3], [2, 9, 3, 3, -100]])
+    rest = (np.zeros(2, dtype=np.float32), np.zeros((2, 2), dtype=np.float32))
+    metrics = pretraining_metrics((predicted, *rest), (labels, np.array([0, 1]), positions, input_ids),
+                                  mask_token_id=mask)
+    assert metrics["masked_lm_accuracy"] == pytest.approx(4 / 5)
+    assert metrics["masked_lm_accuracy_at_mask"] == pytest.approx(1 / 2)
+    assert metrics["masked_lm_accuracy_at_kept"] == 1.0 and metrics["masked_lm_accuracy_at_random"] == 1.0
 
 
 def test_eval_metrics_are_googles_over_all_masked_positions(tokenizer, tmp_path):
@@ -113,6 +129,11 @@ def test_eval_metrics_are_googles_over_all_masked_positions(tokenizer, tmp_path)
     real = labels != -100
     assert results["eval_masked_lm_loss"] == pytest.approx(float(F.cross_entropy(logits[real], labels[real])), rel=1e-5)
     assert results["eval_masked_lm_accuracy"] == pytest.approx(float((logits.argmax(-1) == labels)[real].float().mean()))
+    shown = batch["input_ids"].gather(1, batch["masked_lm_positions"])
+    for name, where in (("mask", shown == tokenizer.vocab["[MASK]"]), ("kept", shown == labels)):
+        where &= real
+        assert results[f"eval_masked_lm_accuracy_at_{name}"] == pytest.approx(
+            float((logits.argmax(-1) == labels)[where].float().mean()))
     nsp = output.seq_relationship_logits
     assert results["eval_next_sentence_loss"] == pytest.approx(float(F.cross_entropy(nsp, batch["next_sentence_label"])),
                                                               rel=1e-5)

@@ -9,7 +9,9 @@ Without --init_checkpoint the model starts from scratch with --bert_config_file;
 folder, or Google's .../bert_model.ckpt) pre-training continues. Phase 2 of the paper's schedule
 is a second run: --init_checkpoint=<phase 1's --output_dir> on shards built with the longer
 --max_seq_length. --max_position_embeddings=M beyond the checkpoint's extends the position table
-(trained rows kept) and evaluation reports masked_lm_accuracy_beyond_512 too.
+(trained rows kept) and evaluation reports masked_lm_accuracy_beyond_512 too. Evaluation also splits
+the MLM accuracy by what the masked position showed: masked_lm_accuracy_at_mask (the [MASK]
+positions, the only ones that measure the use of context), _at_random and _at_kept.
 
 --vocab_file and --do_lower_case default to the checkpoint's, else to the ones the data was built
 with. Evaluation reads the first --max_eval_steps batches of --eval_input_file (default: the

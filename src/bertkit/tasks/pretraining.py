@@ -4,7 +4,9 @@ Google's run_pretraining.py: BertForPreTraining, from scratch (a bert_config.jso
 checkpoint (Google's or HF's), is trained on the instances with the MLM loss over the masked
 positions only (`masked_lm_positions`: the vocabulary projection runs at those positions alone)
 plus the NSP loss, and evaluated with Google's metrics `masked_lm_accuracy`, `masked_lm_loss`,
-`next_sentence_accuracy` and `next_sentence_loss` (the Trainer writes them as `eval_<name>`).
+`next_sentence_accuracy` and `next_sentence_loss` (the Trainer writes them as `eval_<name>`), and
+the MLM accuracy split by what the masked position showed (`masked_lm_accuracy_at_mask`,
+`_at_random`, `_at_kept`).
 Resuming, DDP, bf16, progress, TensorBoard and the curves come from the Trainer.
 
 The two-phase schedule of the BERT paper (90% of the steps at length 128, then 10% at 512) is two
@@ -21,6 +23,7 @@ rises as continued pre-training on long shards teaches them.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 from dataclasses import dataclass
 
@@ -34,8 +37,8 @@ from bertkit.training.trainer import Trainer, TrainingArguments
 
 logger = logging.getLogger("bertkit")
 
-# Batch keys collected for compute_metrics, in this order.
-PRETRAINING_LABELS = ("labels", "next_sentence_label", "masked_lm_positions")
+# Batch keys collected for compute_metrics, in this order (input_ids: what each masked position showed).
+PRETRAINING_LABELS = ("labels", "next_sentence_label", "masked_lm_positions", "input_ids")
 BEYOND = 512  # masked_lm_accuracy_beyond_512: positions the original BERT position table does not have
 
 
@@ -83,10 +86,17 @@ def pretraining_predictions(output: PreTrainingOutput):
     return predicted, loss.expand(rows), output.seq_relationship_logits
 
 
-def pretraining_metrics(predictions, labels, beyond: int = BEYOND) -> dict[str, float]:
-    """Google's run_pretraining metric_fn, plus the MLM accuracy at positions >= `beyond` when there are any."""
+def pretraining_metrics(predictions, labels, beyond: int = BEYOND, mask_token_id: int | None = None
+                        ) -> dict[str, float]:
+    """Google's run_pretraining metric_fn, plus the MLM accuracy at positions >= `beyond` when there are any.
+
+    Given the input ids and the [MASK] id, also the MLM accuracy by what each masked position showed
+    (`masked_lm_accuracy_at_mask`, `_at_random`, `_at_kept`). Only the [MASK] positions measure the
+    use of context: a model on the early plateau of pre-training copies the kept tokens (10% of the
+    positions) and guesses frequent words elsewhere, which already scores about 13% overall.
+    """
     predicted_ids, batch_mlm_loss, nsp_logits = predictions
-    mlm_labels, nsp_labels, positions = labels
+    mlm_labels, nsp_labels, positions, *inputs = labels
     real = mlm_labels != -100
     counts = real.sum(axis=1)
     total = max(int(counts.sum()), 1)
@@ -105,6 +115,14 @@ def pretraining_metrics(predictions, labels, beyond: int = BEYOND) -> dict[str, 
     far = real & (positions >= beyond)
     if far.any():
         metrics[f"masked_lm_accuracy_beyond_{beyond}"] = float(correct[far].sum() / far.sum())
+    if inputs and mask_token_id is not None:
+        # batches of fewer masked positions were padded with -100 when gathered: point those at 0
+        shown = np.take_along_axis(inputs[0], np.maximum(positions, 0).astype(np.int64), axis=1)
+        for name, where in (("mask", shown == mask_token_id), ("kept", shown == mlm_labels),
+                            ("random", (shown != mask_token_id) & (shown != mlm_labels))):
+            where &= real
+            if where.any():
+                metrics[f"masked_lm_accuracy_at_{name}"] = float(correct[where].sum() / where.sum())
     return metrics
 
 
@@ -155,8 +173,10 @@ def run_pretraining(model: BertForPreTraining, tokenizer, task: PretrainingTask,
                                        limit=task.max_eval_steps * args.eval_batch_size)
         check_data_fits(eval_data, model, tokenizer, task)
     args = dataclasses.replace(args, label_names=PRETRAINING_LABELS)
+    mask_token_id = tokenizer.vocab.get("[MASK]") if tokenizer is not None else None
     trainer = Trainer(model, args, train_dataset=train_data, eval_dataset=eval_data,
-                      compute_metrics=pretraining_metrics, prediction_fn=pretraining_predictions, tokenizer=tokenizer)
+                      compute_metrics=functools.partial(pretraining_metrics, mask_token_id=mask_token_id),
+                      prediction_fn=pretraining_predictions, tokenizer=tokenizer)
     results: dict = {}
     if task.do_train:
         results = trainer.train(resume=resume).metrics
