@@ -114,7 +114,8 @@ def task_plan(task: str, data: Path) -> tuple[list[Step], list[Row]]:
     # MRPC's 3,668 pairs show the student few of the teacher's decisions; the teacher also labels
     # these inputs (bertkit distill --transfer_set; compress/transfer.py).
     transfer = f"--transfer_set=swap,STS-B={data / 'glue' / 'STS-B'},RTE={data / 'glue' / 'RTE'}"
-    teacher_row = Row(f"teacher: MiniLM-L6 fine-tuned ({TEACHER_EPOCHS[task]} epochs)", task, "teacher")
+    epochs = TEACHER_EPOCHS[task]
+    teacher_row = Row(f"teacher: MiniLM-L6 fine-tuned ({epochs} epoch{'s' * (epochs != 1)})", task, "teacher")
     if task == "SST-2":
         steps = [
             finetune("teacher"),
