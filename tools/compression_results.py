@@ -141,9 +141,11 @@ def task_plan(task: str, data: Path) -> tuple[list[Step], list[Row]]:
         # the rows the goal rests on first
         *[distill(f"student3_transfer_seed{seed}", "--student_layers=every_other", "--alpha=0.5", transfer, seed=seed)
           for seed in SEEDS],
-        prune("student3_transfer_ffn50", "student3_transfer_seed1", "--neurons=0.5"),
-        distill("student3_transfer_ffn50_distilled", f"--student={outputs / 'student3_transfer_ffn50'}",
-                "--alpha=0.5", transfer, epochs=1),
+        *[step for seed in SEEDS for step in (
+            prune(f"student3_transfer_ffn50_seed{seed}", f"student3_transfer_seed{seed}", "--neurons=0.5"),
+            distill(f"student3_transfer_ffn50_distilled_seed{seed}",
+                    f"--student={outputs / f'student3_transfer_ffn50_seed{seed}'}", "--alpha=0.5", transfer, epochs=1,
+                    seed=seed))],
         distill("student3_labels", "--student_layers=every_other", "--alpha=0"),
         distill("student3_distilled", "--student_layers=every_other", "--alpha=0.5"),
         prune("teacher_cut3", "teacher", "--layers=uniform:3", "--depth_report=true"),
@@ -172,8 +174,8 @@ def task_plan(task: str, data: Path) -> tuple[list[Step], list[Row]]:
             task, "student3_pruned50_distilled"),
         *[Row(f"3 layers (0,2,4), distilled with a transfer set ({TRANSFER_LABEL}), seed {seed}", task,
               f"student3_transfer_seed{seed}") for seed in SEEDS],
-        Row("combined: that student (seed 1), 50% of its FFN neurons pruned, distilled for 1 epoch with the "
-            "transfer set", task, "student3_transfer_ffn50_distilled"),
+        *[Row(f"combined: that student (seed {seed}), 50% of its FFN neurons pruned, distilled for 1 epoch with "
+              "the transfer set", task, f"student3_transfer_ffn50_distilled_seed{seed}") for seed in SEEDS],
     ]
     return steps, rows
 
