@@ -4,6 +4,7 @@ transformers reference runs of SQuAD and CommonsenseQA.
     python tools/task_results.py                 # run what is missing, then write the report
     python tools/task_results.py --only ner      # one task (ner, squad, csqa, csqa_random)
     python tools/task_results.py --side transformers  # only one side's runs, e.g. the two sides on two cores
+    python tools/task_results.py --only csqa --seed 2  # one seed, e.g. two seeds on two cores
     python tools/task_results.py --report-only   # rewrite docs/tasks.md from finished runs
     python tools/task_results.py --list          # the bertkit commands
 
@@ -210,6 +211,7 @@ def main() -> int:
     parser.add_argument("--only", choices=tuple(SEEDS), action="append")
     parser.add_argument("--side", choices=("bertkit", "transformers"),
                         help="run only this side's missing runs (default: both)")
+    parser.add_argument("--seed", type=int, action="append", help="run only this seed's missing runs")
     parser.add_argument("--report-only", action="store_true")
     parser.add_argument("--list", action="store_true")
     args = parser.parse_args()
@@ -221,10 +223,10 @@ def main() -> int:
         print("\n".join("bertkit " + " ".join(run.argv) for run in runs))
         return 0
     if not args.report_only:
-        records = read_records()
         for run in runs:
-            if args.only and run.task not in args.only:
+            if (args.only and run.task not in args.only) or (args.seed and run.seed not in args.seed):
                 continue
+            records = read_records()  # afresh: another invocation (--seed, --side) may have finished this run
             if args.side != "transformers" and (f"bertkit-{run.task}", run.seed) not in records:
                 run_bertkit(run, data)
                 write_report(runs, data)
