@@ -361,9 +361,9 @@ def write_report(steps: list[Step], rows: list[Row], measured: dict, data: Path)
             lines += ["408 dev pairs. MRPC's 3,668 training pairs show a student few of the teacher's decisions, so the "
                       "rows marked *the transfer set* also distil on inputs without labels (`bertkit distill "
                       "--transfer_set=swap,STS-B=DIR,RTE=DIR`): the training pairs with their sentences swapped and "
-                      "the training pairs of STS-B (5,749) and RTE (2,490), 11,907 pairs beside the 3,668 labelled ones, on which the "
-                      "student learns from the teacher's soft targets alone (the transfer set of Hinton et al. 2015 "
-                      "and Tang et al. 2019).", ""]
+                      "the training pairs of STS-B (5,749) and RTE (2,490): 11,907 pairs beside the 3,668 labelled "
+                      "ones, on which the student learns from the teacher's soft targets alone (the transfer set of "
+                      "Hinton et al. 2015 and Tang et al. 2019).", ""]
         lines += table(task_rows, models) if "teacher" in models else ["Not measured yet.", ""]
         if task == "MRPC":
             lines += depth_reports()
