@@ -219,6 +219,10 @@ def main() -> int:
     if data is None:
         return 2
     runs = planned(data)
+    unplanned = sorted(set(args.seed or ()) - {run.seed for run in runs if not args.only or run.task in args.only})
+    if unplanned:
+        parser.error(f"--seed {', '.join(map(str, unplanned))}: no run has that seed; the seeds per task are "
+                     + ", ".join(f"{task} {'/'.join(map(str, seeds))}" for task, seeds in SEEDS.items()))
     if args.list:
         print("\n".join("bertkit " + " ".join(run.argv) for run in runs))
         return 0

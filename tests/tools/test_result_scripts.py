@@ -243,3 +243,13 @@ def test_run_command_times_a_step_and_stops_on_failure(monkeypatch):
     assert seconds > 0 and "run_classifier" in stdout
     with pytest.raises(SystemExit, match=r"(?s)bad step failed: .*checkpoint not found: /no/such/file"):
         tool.run_command("bad step", tool.bertkit(["inspect", "/no/such/file"]))
+
+
+def test_task_results_rejects_a_seed_no_run_has(monkeypatch, capsys):
+    tool = load_tool("task_results", monkeypatch)
+    monkeypatch.setattr(tool, "require_data", lambda: DATA)
+    monkeypatch.setattr(sys, "argv", ["task_results.py", "--only", "ner", "--seed", "2", "--list"])
+    with pytest.raises(SystemExit) as exit_info:
+        tool.main()
+    assert exit_info.value.code == 2
+    assert "--seed 2: no run has that seed; the seeds per task are ner 1, squad 1," in capsys.readouterr().err
