@@ -52,3 +52,32 @@ def test_user_errors_are_one_line_without_traceback(argv, message):
     assert result.returncode == 2
     assert message in result.stderr and "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_seed_decides_the_initialisation(tmp_path, minilm_path):
+    """--seed must reach the new head (and a from-scratch model), not only the data order and
+    dropout: before this, every seed fine-tuned from the same classifier init."""
+    import torch
+
+    from bertkit.cli.common import load_model
+    from bertkit.cli.main import build_parser
+    from bertkit.heads import BertForMultipleChoice
+    from helpers import google_tiny_config
+
+    config = tmp_path / "bert_config.json"
+    config.write_text(json.dumps(google_tiny_config()))
+
+    def weights(seed: int, *source: str) -> dict[str, torch.Tensor]:
+        args = build_parser("run_multiple_choice").parse_args(
+            ["run_multiple_choice", "--task=commonsenseqa", f"--data_dir={tmp_path}", f"--output_dir={tmp_path}",
+             f"--seed={seed}", *source])
+        return dict(load_model(args, BertForMultipleChoice).state_dict())
+
+    for source, name in (([f"--init_checkpoint={minilm_path}"], "classifier.weight"),
+                         ([f"--bert_config_file={config}"], "bert.encoder.layer.0.attention.self.query.weight")):
+        first, again, other = weights(1, *source), weights(1, *source), weights(2, *source)
+        assert torch.equal(first[name], again[name]), f"{source}: the same seed gave a different {name}"
+        assert not torch.equal(first[name], other[name]), f"{source}: seeds 1 and 2 gave the same {name}"
+    query = "bert.encoder.layer.0.attention.self.query.weight"
+    loaded = [weights(seed, f"--init_checkpoint={minilm_path}")[query] for seed in (1, 2)]
+    assert torch.equal(*loaded), "weights loaded from a checkpoint must not depend on the seed"

@@ -160,9 +160,7 @@ def test_glue_report_reads_the_keys_the_metrics_write(monkeypatch, tmp_path):
 def test_task_results_commands_parse(monkeypatch, tmp_path):
     tool = load_tool("task_results", monkeypatch)
     runs = tool.planned(DATA)
-    assert [(run.task, run.seed) for run in runs] == [("ner", 1), ("squad", 1), *[(task, seed) for task in (
-        "csqa", "csqa_random") for seed in (1, 2, 3)]]
-    assert all(("--group_by_length=false" in run.argv) == (run.task == "csqa_random") for run in runs)
+    assert [(run.task, run.seed) for run in runs] == [("ner", 1), ("squad", 1), ("csqa", 1), ("csqa", 2), ("csqa", 3)]
     assert len({run.output for run in runs}) == len(runs)
     for run in runs:
         assert_parses(run.argv)
@@ -175,17 +173,13 @@ def test_task_results_commands_parse(monkeypatch, tmp_path):
         tool.record("bertkit-csqa", seed, {"eval_accuracy": ours}, 1.0, "bertkit run_multiple_choice ...")
         tool.record("transformers-csqa", seed, {"accuracy": theirs}, 1.0, "bench/hf_reference.py: ...")
     tool.record("bertkit-csqa", 3, {"eval_accuracy": 0.50}, 1.0, "bertkit run_multiple_choice ...")
-    tool.record("bertkit-csqa_random", 1, {"eval_accuracy": 0.47}, 1.0, "bertkit run_multiple_choice ...")
     tool.write_report(runs, DATA)
     report = (tmp_path / "tasks.md").read_text()
     assert "| bertkit | 50.0 | 60.0 |" in report and "F1 difference: +0.5" in report
     assert "| bertkit | 47.3 ± 3.1 | 44.0 | 48.0 | 50.0 |" in report
     assert "| transformers BertForMultipleChoice (reference) | 45.5 ± 0.7 | 46.0 | 45.0 | – |" in report
     # seed 3 has no reference run yet, so the gap is over seeds 1 and 2 only
-    random_row = "| bertkit, random batches (`--group_by_length=false`, as the reference samples) |"
-    assert f"{random_row} 47.0 | 47.0 | – | – |" in report
-    assert ("difference from the reference, seed by seed: +0.5 points with length-grouped batches (the default) "
-            "(seeds 1, 2); +1.0 points with random batches (seed 1)") in report
+    assert "difference from the reference, seed by seed (seeds 1, 2): +0.5 points." in report
 
 
 def test_pretraining_report_and_plot(monkeypatch, tmp_path):

@@ -13,7 +13,7 @@ from bertkit.errors import CheckpointError, ConfigError
 from bertkit.paths import minilm_dir
 from bertkit.tokenization import FullTokenizer
 from bertkit.training.optim import SCHEDULES
-from bertkit.training.trainer import TrainingArguments
+from bertkit.training.trainer import TrainingArguments, set_seed
 
 logger = logging.getLogger("bertkit")
 
@@ -55,6 +55,12 @@ def load_model(args, model_class, **overrides):
     `overrides` are config fields, plus the surgery options reinit, reinit_top_layers and
     max_position_embeddings, which from_pretrained applies after loading.
     """
+    if getattr(args, "seed", None) is not None:
+        # Seeded before the model is built, not only when training starts: the seed must also
+        # decide the new head's initialisation, the re-initialised layers and a from-scratch
+        # model, as in Google's and transformers' scripts. Otherwise every --seed shares torch's
+        # default-seed init and the seeds' spread understates the real one.
+        set_seed(args.seed)
     surgery = {k: overrides.pop(k, None) for k in ("reinit", "reinit_top_layers", "max_position_embeddings")}
     surgery = {k: v for k, v in surgery.items() if v}
     layerdrop = overrides.pop("layerdrop", 0.0)

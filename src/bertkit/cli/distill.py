@@ -33,6 +33,7 @@ from bertkit.errors import ConfigError
 from bertkit.heads import BertForSequenceClassification
 from bertkit.io_utils import atomic_write
 from bertkit.tasks.classifier import ClassifierTask
+from bertkit.training import set_seed
 
 logger = logging.getLogger("bertkit")
 
@@ -93,6 +94,7 @@ def run(args) -> int:
         temperature=args.temperature, alpha=args.alpha, hidden_weight=args.hidden_weight,
         attention_weight=args.attention_weight, layer_map=parse_layer_map(args.layer_map),
         teacher_cache_dir=None if args.teacher_cache_dir.lower() == "none" else args.teacher_cache_dir)
+    set_seed(args.seed)  # before the student is built: the seed decides a --student_config student's init
     teacher = BertForSequenceClassification.from_pretrained(args.teacher)
     untrained = [n for n in teacher.load_report.missing if n.startswith("classifier.")]
     if untrained:
