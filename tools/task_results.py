@@ -214,13 +214,13 @@ def main() -> int:
     if unplanned:
         parser.error(f"--seed {', '.join(map(str, unplanned))}: no run has that seed; the seeds per task are "
                      + ", ".join(f"{task} {'/'.join(map(str, seeds))}" for task, seeds in SEEDS.items()))
+    selected = [run for run in runs
+                if (not args.only or run.task in args.only) and (not args.seed or run.seed in args.seed)]
     if args.list:
-        print("\n".join("bertkit " + " ".join(run.argv) for run in runs))
+        print("\n".join("bertkit " + " ".join(run.argv) for run in selected))
         return 0
     if not args.report_only:
-        for run in runs:
-            if (args.only and run.task not in args.only) or (args.seed and run.seed not in args.seed):
-                continue
+        for run in selected:
             records = read_records()  # afresh: another invocation (--seed, --side) may have finished this run
             if args.side != "transformers" and (f"bertkit-{run.task}", run.seed) not in records:
                 run_bertkit(run, data)

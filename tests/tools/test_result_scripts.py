@@ -247,3 +247,12 @@ def test_task_results_rejects_a_seed_no_run_has(monkeypatch, capsys):
         tool.main()
     assert exit_info.value.code == 2
     assert "--seed 2: no run has that seed; the seeds per task are ner 1, squad 1," in capsys.readouterr().err
+
+
+def test_task_results_list_shows_only_the_selected_runs(monkeypatch, capsys):
+    tool = load_tool("task_results", monkeypatch)
+    monkeypatch.setattr(tool, "require_data", lambda: DATA)
+    monkeypatch.setattr(sys, "argv", ["task_results.py", "--only", "csqa", "--seed", "2", "--list"])
+    assert tool.main() == 0
+    listed = capsys.readouterr().out.splitlines()
+    assert len(listed) == 1 and "run_multiple_choice" in listed[0] and "--seed=2" in listed[0]
