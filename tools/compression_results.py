@@ -337,6 +337,18 @@ def depth_reports() -> list[str]:
     return lines
 
 
+def dataset_sizes(data: Path) -> dict[tuple[str, str], int]:
+    """(task, split) -> examples, read from the GLUE files, for the report's prose."""
+    from bertkit.data.glue import get_processor
+
+    sizes = {}
+    for task in ("MRPC", "SST-2", "STS-B", "RTE"):
+        processor = get_processor(task)
+        sizes[task, "train"] = len(processor.get_train_examples(data / "glue" / task))
+        sizes[task, "dev"] = len(processor.get_dev_examples(data / "glue" / task))
+    return sizes
+
+
 def write_report(steps: list[Step], rows: list[Row], measured: dict, data: Path) -> None:
     lines = ["# Compression on MRPC and SST-2", "",
              "Produced by `python tools/compression_results.py`. Each teacher is all-MiniLM-L6-v2 fine-tuned on the "
@@ -349,21 +361,24 @@ def write_report(steps: list[Step], rows: list[Row], measured: dict, data: Path)
              "same run. Models of the same shape run the same code, so the spread of their speed-ups is the "
              "measurement's noise on this shared machine.", "",
              f"![accuracy against speed-up]({PLOT.name})", ""]
+    sizes = dataset_sizes(data)
     for task in TEACHERS:
         models = measured["tasks"].get(task, {})
         task_rows = [row for row in rows if row.task == task]
         lines += [f"## {task}", ""]
         if task == "SST-2":
-            lines += [f"872 dev sentences; the students train for a bounded {SST2_STEPS} steps ({SST2_STEPS * 32:,} "
-                      "of the 67,349 training sentences), pruned ones recover for "
-                      f"{SST2_RECOVERY_STEPS}.", ""]
+            lines += [f"{sizes['SST-2', 'dev']:,} dev sentences; the students train for a bounded {SST2_STEPS} steps "
+                      f"({SST2_STEPS * 32:,} of the {sizes['SST-2', 'train']:,} training sentences), pruned ones "
+                      f"recover for {SST2_RECOVERY_STEPS}.", ""]
         if task == "MRPC":
-            lines += ["408 dev pairs. MRPC's 3,668 training pairs show a student few of the teacher's decisions, so the "
-                      "rows marked *the transfer set* also distil on inputs without labels (`bertkit distill "
-                      "--transfer_set=swap,STS-B=DIR,RTE=DIR`): the training pairs with their sentences swapped and "
-                      "the training pairs of STS-B (5,749) and RTE (2,490): 11,907 pairs beside the 3,668 labelled "
-                      "ones, on which the student learns from the teacher's soft targets alone (the transfer set of "
-                      "Hinton et al. 2015 and Tang et al. 2019).", ""]
+            mrpc, sts, rte = sizes["MRPC", "train"], sizes["STS-B", "train"], sizes["RTE", "train"]
+            lines += [f"{sizes['MRPC', 'dev']:,} dev pairs. MRPC's {mrpc:,} training pairs show a student few of the "
+                      "teacher's decisions, so the rows marked *the transfer set* also distil on inputs without labels "
+                      "(`bertkit distill --transfer_set=swap,STS-B=DIR,RTE=DIR`): the training pairs with their "
+                      f"sentences swapped and the training pairs of STS-B ({sts:,}) and RTE ({rte:,}): "
+                      f"{mrpc + sts + rte:,} pairs beside the {mrpc:,} labelled ones, on which the student learns "
+                      "from the teacher's soft targets alone (the transfer set of Hinton et al. 2015 and Tang et al. "
+                      "2019).", ""]
         lines += table(task_rows, models) if "teacher" in models else ["Not measured yet.", ""]
         if task == "MRPC":
             lines += depth_reports()
