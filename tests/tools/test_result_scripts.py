@@ -96,6 +96,9 @@ def test_compression_report_and_plot(monkeypatch, tmp_path):
     tool = load_tool("compression_results", monkeypatch)
     for name in ("REPORT", "PLOT", "OUTPUTS"):
         monkeypatch.setattr(tool, name, tmp_path / getattr(tool, name).name)
+    sizes = {("MRPC", "train"): 3000, ("MRPC", "dev"): 400, ("SST-2", "train"): 60000, ("SST-2", "dev"): 800,
+             ("STS-B", "train"): 5000, ("RTE", "train"): 2000}
+    monkeypatch.setattr(tool, "dataset_sizes", lambda data: sizes)
     steps, rows = tool.plan(DATA)
     model = {"layers": 6, "heads": 72, "ffn": 9216, "parameters": 22_700_000, "disk_bytes": 90_000_000}
     measured = {"threads": 1, "machine": "cpu", "rounds": 5, "tasks": {
@@ -112,6 +115,7 @@ def test_compression_report_and_plot(monkeypatch, tmp_path):
     assert (tmp_path / "compression.png").stat().st_size > 10_000
     mrpc, sst2 = report[report.index("## MRPC"):report.index("## SST-2")], report[report.index("## SST-2"):]
     assert "met by row 2." in mrpc
+    assert "400 dev pairs. MRPC's 3,000 training pairs" in mrpc and "10,000 pairs beside the 3,000 labelled" in mrpc
     assert "| 2.10x |" in mrpc and "98.8%" in mrpc and "not run yet" in mrpc
     # SST-2 has no F1; 0.85 / 0.90 of the accuracy at 2.2x misses the goal
     assert "| 85.0 | – | 94.4% | 660 | 2.20x |" in sst2 and "not met by any row" in sst2
