@@ -210,12 +210,12 @@ def main() -> int:
     if data is None:
         return 2
     runs = planned(data)
-    unplanned = sorted(set(args.seed or ()) - {run.seed for run in runs if not args.only or run.task in args.only})
+    of_tasks = [run for run in runs if not args.only or run.task in args.only]
+    unplanned = sorted(set(args.seed or ()) - {run.seed for run in of_tasks})
     if unplanned:
         parser.error(f"--seed {', '.join(map(str, unplanned))}: no run has that seed; the seeds per task are "
                      + ", ".join(f"{task} {'/'.join(map(str, seeds))}" for task, seeds in SEEDS.items()))
-    selected = [run for run in runs
-                if (not args.only or run.task in args.only) and (not args.seed or run.seed in args.seed)]
+    selected = [run for run in of_tasks if not args.seed or run.seed in args.seed]
     if args.list:
         print("\n".join("bertkit " + " ".join(run.argv) for run in selected))
         return 0
