@@ -100,6 +100,24 @@ def test_pretraining_tie_survives_save_and_load(tmp_path):
     assert not loaded.load_report.missing and not loaded.load_report.unexpected
 
 
+def test_next_sentence_weight_scales_only_the_nsp_loss():
+    torch.manual_seed(0)
+    model = heads.BertForPreTraining(tiny_config()).eval()
+    batch = random_batch(model.config)
+    labels = batch["input_ids"].clone()
+    nsp = torch.tensor([0, 1, 0])
+    with torch.no_grad():
+        bert = model(**batch, labels=labels, next_sentence_label=nsp)
+        model.next_sentence_weight = 0.0
+        mlm_only = model(**batch, labels=labels, next_sentence_label=nsp)
+        model.next_sentence_weight = 0.5
+        half = model(**batch, labels=labels, next_sentence_label=nsp)
+    assert torch.equal(bert.loss, bert.masked_lm_loss + bert.next_sentence_loss)
+    assert torch.equal(mlm_only.loss, bert.masked_lm_loss)
+    assert torch.equal(mlm_only.next_sentence_loss, bert.next_sentence_loss)  # still reported
+    _close(half.loss, bert.masked_lm_loss + 0.5 * bert.next_sentence_loss)
+
+
 def test_masked_lm_positions_equal_the_full_projection():
     torch.manual_seed(0)
     model = heads.BertForPreTraining(tiny_config()).eval()

@@ -174,11 +174,14 @@ class BertForPreTraining(BertPreTrainedModel):
 
     tied_weights = {"cls.predictions.decoder.weight": "bert.embeddings.word_embeddings.weight"}
 
-    def __init__(self, config: BertConfig):
+    def __init__(self, config: BertConfig, next_sentence_weight: float = 1.0):
         super().__init__(config)
         self.bert = BertModel(config)
         self.cls = BertPreTrainingHeads(config)
         self.init_weights(self.cls)
+        # The NSP loss's weight in `loss` (BERT: 1). A training choice, not part of the checkpoint;
+        # 0 trains the masked LM alone, as RoBERTa does, while NSP logits are still computed.
+        self.next_sentence_weight = next_sentence_weight
 
     def tie_weights(self) -> None:
         self.cls.predictions.decoder.weight = self.bert.embeddings.word_embeddings.weight
@@ -202,7 +205,11 @@ class BertForPreTraining(BertPreTrainedModel):
             )
         if next_sentence_label is not None:
             next_sentence_loss = F.cross_entropy(seq_relationship_logits, next_sentence_label.reshape(-1))
-        parts = [x for x in (masked_lm_loss, next_sentence_loss) if x is not None]
+        # Weight 0 leaves NSP out of the sum rather than multiplying it by 0: the classifier and the
+        # pooler then get no gradient at all, so the optimizer skips them (weight decay included).
+        weighted = (next_sentence_loss * self.next_sentence_weight
+                    if next_sentence_loss is not None and self.next_sentence_weight else None)
+        parts = [x for x in (masked_lm_loss, weighted) if x is not None]
         loss = sum(parts) if parts else None
         return PreTrainingOutput(prediction_logits, seq_relationship_logits, loss, masked_lm_loss,
                                  next_sentence_loss, encoded)

@@ -238,6 +238,23 @@ def test_cli_two_phases(tokenizer, tmp_path, capsys):
                  f"--init_checkpoint={phase1}", "--max_seq_length=64", "--num_train_steps=2", "--resume", *common]) == 0
     assert dict(line.split(" = ") for line in capsys.readouterr().out.splitlines())["global_step"] == "2"
 
+    # --next_sentence_weight=0: the masked LM alone trains; the NSP classifier and the pooler are
+    # left exactly as they were (not even weight decay touches them), but NSP is still evaluated.
+    mlm_only = tmp_path / "mlm_only"
+    assert main(["-q", "run_pretraining", f"--input_file={tmp_path / 'd32'}", f"--output_dir={mlm_only}",
+                 f"--init_checkpoint={phase1}", "--max_seq_length=32", "--num_train_steps=2",
+                 "--next_sentence_weight=0", *common]) == 0
+    assert "next_sentence_accuracy" in capsys.readouterr().out
+    before = BertForPreTraining.from_pretrained(phase1).state_dict()
+    after = BertForPreTraining.from_pretrained(mlm_only).state_dict()
+    for name in ("cls.seq_relationship.weight", "bert.pooler.dense.weight"):
+        assert torch.equal(before[name], after[name])
+    assert not torch.equal(before["cls.predictions.transform.dense.weight"],
+                           after["cls.predictions.transform.dense.weight"])
+    assert main(["-q", "run_pretraining", f"--input_file={tmp_path / 'd32'}", f"--output_dir={tmp_path / 'x'}",
+                 f"--init_checkpoint={phase1}", "--next_sentence_weight=-1", *common]) == 2
+    assert "--next_sentence_weight must be 0 or more" in capsys.readouterr().err
+
     # Flags that do not fit the data fail before anything is trained, with the fix in the message.
     assert main(["-q", "run_pretraining", f"--input_file={tmp_path / 'd64'}", f"--output_dir={tmp_path / 'x'}",
                  f"--init_checkpoint={phase1}", "--max_seq_length=32", *common]) == 2

@@ -12,6 +12,8 @@ is a second run: --init_checkpoint=<phase 1's --output_dir> on shards built with
 (trained rows kept) and evaluation reports masked_lm_accuracy_beyond_512 too. Evaluation also splits
 the MLM accuracy by what the masked position showed: masked_lm_accuracy_at_mask (the [MASK]
 positions, the only ones that measure the use of context), _at_random and _at_kept.
+--next_sentence_weight=0 trains the masked LM alone (NSP is still evaluated): a small model can
+learn positional attention first and take NSP on in a second run.
 
 --vocab_file and --do_lower_case default to the checkpoint's, else to the ones the data was built
 with. Evaluation reads the first --max_eval_steps batches of --eval_input_file (default: the
@@ -40,6 +42,9 @@ def add_arguments(parser) -> None:
     google.add_argument("--max_eval_steps", type=int, default=100, help="evaluate on this many batches")
     ours = parser.add_argument_group("bertkit's pre-training flags")
     ours.add_argument("--eval_input_file", help="shards to evaluate on (default: --input_file)")
+    ours.add_argument("--next_sentence_weight", type=float, default=1.0,
+                      help="weight of the next-sentence loss in the training loss (default 1, BERT's); 0 trains "
+                           "the masked LM alone (RoBERTa's choice), NSP is still evaluated")
     add_model_arguments(parser, default_to_minilm=False)
     add_training_arguments(parser, learning_rate=5e-5, epochs=1.0, max_seq_length=128)
 
@@ -56,7 +61,8 @@ def run(args) -> int:
     _merge(args, "num_warmup_steps", "warmup_steps")
     task = PretrainingTask(input_file=args.input_file, eval_input_file=args.eval_input_file,
                            do_train=args.do_train, do_eval=args.do_eval, max_seq_length=args.max_seq_length,
-                           max_predictions_per_seq=args.max_predictions_per_seq, max_eval_steps=args.max_eval_steps)
+                           max_predictions_per_seq=args.max_predictions_per_seq, max_eval_steps=args.max_eval_steps,
+                           next_sentence_weight=args.next_sentence_weight)
     task.validate()  # bad flags fail before the model loads
     index = task.data_index()
     if args.vocab_file is None and (not args.init_checkpoint or resolve_checkpoint(args.init_checkpoint).vocab_file is None):

@@ -53,6 +53,7 @@ class PretrainingTask:
     max_seq_length: int = 128
     max_predictions_per_seq: int = 20
     max_eval_steps: int = 100  # evaluate the first max_eval_steps * eval_batch_size instances
+    next_sentence_weight: float = 1.0  # the NSP loss's weight in the training loss; 0: masked LM only
 
     def validate(self) -> None:
         if not (self.do_train or self.do_eval):
@@ -63,6 +64,8 @@ class PretrainingTask:
             raise ConfigError("--do_eval needs --input_file or --eval_input_file")
         if self.max_eval_steps < 1:
             raise ConfigError(f"--max_eval_steps must be at least 1, got {self.max_eval_steps}")
+        if not self.next_sentence_weight >= 0:
+            raise ConfigError(f"--next_sentence_weight must be 0 or more, got {self.next_sentence_weight}")
 
     def data_index(self) -> dict:
         """The index of the first data set, for defaults (its vocab.txt and do_lower_case)."""
@@ -161,6 +164,7 @@ def run_pretraining(model: BertForPreTraining, tokenizer, task: PretrainingTask,
                     resume: bool = False) -> dict:
     """Train and/or evaluate; returns the last evaluation's metrics (`eval_masked_lm_accuracy`, ...)."""
     task.validate()
+    model.next_sentence_weight = task.next_sentence_weight
     train_data = eval_data = None
     if task.do_train:
         train_data = PretrainingDataset(task.input_file)
