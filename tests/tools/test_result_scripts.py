@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from bertkit.cli.main import build_parser
 
@@ -193,13 +194,18 @@ def test_pretraining_report_and_plot(monkeypatch, tmp_path):
                         ("RECORDS", tmp_path / "runs.jsonl")):
         monkeypatch.setattr(tool, name, value)
     metrics = {"eval_masked_lm_accuracy": 0.3, "eval_masked_lm_loss": 4.0, "eval_next_sentence_accuracy": 0.8,
-               "eval_next_sentence_loss": 0.4}
-    for name, beyond in (("phase1_128", False), ("phase2_512", False), ("minilm_1024", True)):
+               "eval_next_sentence_loss": 0.4, "eval_masked_lm_accuracy_at_mask": 0.2}
+    for name, beyond in (("phase1a_128", False), ("phase1b_128", False), ("phase2_512", False),
+                         ("minilm_1024", True), ("probe_with_nsp", False), ("probe_bert_defaults", False)):
         (out / name).mkdir(parents=True)
         extra = {"eval_masked_lm_accuracy_beyond_512": 0.25} if beyond else {}
         (out / name / "eval_results.txt").write_text(
             "".join(f"{k} = {v}\n" for k, v in {**metrics, **extra, "global_step": 10}.items()))
-        rows = [{"event": "train", "step": 10, "loss": 5.0}, {"event": "eval", "step": 10, **metrics, **extra}]
+        # each probe's [MASK] accuracy at steps 250..1000 differs, so the table shows whose row is whose
+        at_mask = {"phase1a_128": 0.2, "probe_with_nsp": 0.05, "probe_bert_defaults": 0.04}.get(name, 0.2)
+        rows = [{"event": "train", "step": 10, "loss": 5.0}]
+        rows += [{"event": "eval", "step": step, **metrics, **extra, "eval_masked_lm_accuracy_at_mask": at_mask}
+                 for step in (250, 500, 750, 1000)]
         (out / name / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     for seed in (1, 2):
         with open(tmp_path / "runs.jsonl", "a") as handle:
@@ -208,8 +214,12 @@ def test_pretraining_report_and_plot(monkeypatch, tmp_path):
     tool.plot(tmp_path / "curves.png")
     tool.write_report(tool.plan(DATA), DATA)
     report = (tmp_path / "pretraining.md").read_text()
-    assert "| phase 1: from scratch" in report and "| 30.0 | 4.00 | 80.0 |" in report
-    assert "### Positions beyond 512: all-MiniLM-L6-v2" in report and "| 10 | 25.0 | 30.0 |" in report
+    assert "| phase 1a: from scratch, masked LM only" in report and "| 30.0 | 20.0 | 4.00 | 80.0 |" in report
+    assert "### Positions beyond 512: all-MiniLM-L6-v2" in report and "| 250 | 25.0 | 30.0 |" in report
+    # the probes table: every second evaluation step, one row per run
+    assert "| run | 500 | 1,000 |" in report
+    assert "| the same with NSP from the start (probe_with_nsp) | 5.0 | 5.0 |" in report
+    assert "(probe_bert_defaults) | 4.0 | 4.0 |" in report
     assert "| MRPC | 3 | pretrained | 71.5 ± 0.7 | 80.0 ± 0.0 | 2 |" in report
     assert (tmp_path / "curves.png").stat().st_size > 10_000
 
@@ -260,3 +270,14 @@ def test_task_results_list_shows_only_the_selected_runs(monkeypatch, capsys):
     assert tool.main() == 0
     listed = capsys.readouterr().out.splitlines()
     assert len(listed) == 1 and "run_multiple_choice" in listed[0] and "--seed=2" in listed[0]
+
+
+def test_positional_probe_batches_follow_the_rule_and_train(monkeypatch, capsys):
+    probe = load_tool("positional_probe", monkeypatch)
+    ids, positions, labels = probe.neighbour_batch(4, torch.Generator().manual_seed(1))
+    assert ids.shape == (4, probe.LENGTH) and positions.shape == labels.shape == (4, probe.MASKED)
+    assert (ids.gather(1, positions) == probe.MASK_ID).all()
+    original = ids.scatter(1, positions, labels)
+    assert torch.equal(original[:, 1:], (original[:, :-1] * 7 + 3) % 90 + 10)
+    assert probe.main(["--steps=2", "--batch_size=4"]) == 0
+    assert "step 2: loss" in capsys.readouterr().out
