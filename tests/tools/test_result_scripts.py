@@ -220,7 +220,7 @@ def test_pretraining_report_and_plot(monkeypatch, tmp_path):
     assert "| run | 500 | 1,000 |" in report
     assert "| the same with NSP from the start (probe_with_nsp) | 5.0 | 5.0 |" in report
     assert "(probe_bert_defaults) | 4.0 | 4.0 |" in report
-    assert "| MRPC | 3 | pretrained | 71.5 ± 0.7 | 80.0 ± 0.0 | 2 |" in report
+    assert "| MRPC | 3 | 0.0005 | pretrained | 71.5 ± 0.7 | 80.0 ± 0.0 | 1, 2 |" in report
     assert (tmp_path / "curves.png").stat().st_size > 10_000
 
 
