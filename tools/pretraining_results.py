@@ -219,7 +219,7 @@ def plot(path: Path) -> None:
         offset += max((r["step"] for r in rows), default=0)
     left.set(title="held-out masked LM accuracy (%)", xlabel="step")
     middle.set(title="held-out next-sentence accuracy (%)", xlabel="step")
-    right.set(title="training loss (phase 1a: MLM alone)", xlabel="step")
+    right.set(title="training loss (MLM; + NSP from phase 1b)", xlabel="step")
     for axis in (left, middle, right):
         axis.grid(alpha=0.3)
         axis.legend(fontsize=7)
