@@ -47,24 +47,26 @@ PLOT = ROOT / "docs" / "pretraining_curves.png"
 RECORDS = ROOT / "docs" / "pretraining_runs.jsonl"  # finished fine-tuning runs, committed
 SEEDS = (1, 2, 3)
 # BERT-Tiny, as fine-tuned (pre-trained and from scratch alike). initializer_range 0.05, not BERT's
-# 0.02: 0.02 was chosen for H=768, and keeping std * sqrt(H) fixed gives 0.049 at H=128. With 0.02
-# a tiny model starts with position embeddings too faint for attention to pick up in this budget.
+# 0.02: 0.02 was chosen for H=768, and keeping std * sqrt(H) fixed gives 0.049 at H=128. On
+# tools/positional_probe.py's neighbour task 0.05 learned positional attention within 600 steps and
+# 0.02 did not; on the real corpus the two were not compared apart from NSP and dropout.
 BERT_TINY = {"attention_probs_dropout_prob": 0.1, "hidden_act": "gelu", "hidden_dropout_prob": 0.1,
              "hidden_size": 128, "initializer_range": 0.05, "intermediate_size": 512,
              "max_position_embeddings": 512, "num_attention_heads": 2, "num_hidden_layers": 2,
              "type_vocab_size": 2, "vocab_size": 8192}
-# Pre-trained without dropout (as Cramming, Geiping & Goldstein 2022, does on a small budget): with
-# dropout 0.1 and lr 3e-3 the tiny model stayed on the plateau where it predicts "the" at every
-# [MASK] for 2,750 steps; without, it leaves it after about 1,250 (outputs/pretraining_explore probes).
-# Fine-tuning puts dropout back by loading the checkpoint with BERT_TINY's config.
+# Pre-trained without dropout, as Cramming (Geiping & Goldstein 2022) does on a small budget; the
+# effect of dropout alone on this corpus was not measured. Fine-tuning puts dropout back by loading
+# the checkpoint with BERT_TINY's config.
 PRETRAINING_CONFIG = {**BERT_TINY, "attention_probs_dropout_prob": 0.0, "hidden_dropout_prob": 0.0}
 BERT_DEFAULTS_CONFIG = {**BERT_TINY, "initializer_range": 0.02}  # for the probe of BERT's own settings
+BERT_DEFAULTS_LR = 1e-3
 CONFIGS = {"bert_tiny_config.json": BERT_TINY, "bert_tiny_pretraining_config.json": PRETRAINING_CONFIG,
            "bert_tiny_bert_defaults_config.json": BERT_DEFAULTS_CONFIG}
 VOCAB = OUT / "vocab.txt"  # learned from the training text by the "vocab" step
 PHASE1A_STEPS, PHASE1B_STEPS, LONG_STEPS = 2000, 4000, 150
 PHASE2_STEPS = (PHASE1A_STEPS + PHASE1B_STEPS) // 9  # the paper: 90% of the steps at 128 tokens, 10% at 512
-PHASE1_LR = 3e-3  # at 1e-3 (and 0.02 init) 6,000 steps were not enough to leave the plateau
+PHASE2_BATCH = 16
+PHASE1_LR = 3e-3  # BERT's settings at BERT_DEFAULTS_LR stayed on the plateau (probe_bert_defaults)
 
 
 @dataclass
@@ -100,6 +102,12 @@ def pretrain_step(name: str, data: str, max_seq_length: int, steps: int, batch: 
                        "--seed=1", "--bf16=true", "--no_progress", f"--output_dir={out}"], out / "model.safetensors")
 
 
+def scratch_128(name: str, config: str, learning_rate: float, *flags: str) -> Step:
+    """A PHASE1A_STEPS run from scratch at 128 tokens at a constant rate: phase 1a and the probes it is compared with."""
+    return pretrain_step(name, "128", 128, PHASE1A_STEPS, 64, learning_rate, 250, f"--bert_config_file={OUT / config}",
+                         f"--vocab_file={VOCAB}", *flags, "--scheduler=constant_with_warmup")
+
+
 def step_line(step: Step) -> str:
     return " ".join(step.argv) if step.argv[0] == "python" else "bertkit " + " ".join(step.argv)
 
@@ -116,12 +124,11 @@ def plan(data: Path) -> list[Step]:
     steps += [
         # Phase 1 in two runs: the masked LM alone at a constant rate until attention finds the
         # neighbouring tokens, then MLM + NSP (with NSP from the start it stayed on the plateau).
-        pretrain_step("phase1a_128", "128", 128, PHASE1A_STEPS, 64, PHASE1_LR, 250,
-                      f"--bert_config_file={OUT / 'bert_tiny_pretraining_config.json'}", f"--vocab_file={VOCAB}",
-                      "--next_sentence_weight=0", "--scheduler=constant_with_warmup"),
+        scratch_128("phase1a_128", "bert_tiny_pretraining_config.json", PHASE1_LR, "--next_sentence_weight=0"),
         pretrain_step("phase1b_128", "128", 128, PHASE1B_STEPS, 64, PHASE1_LR, 250,
                       f"--init_checkpoint={OUT / 'phase1a_128'}"),
-        pretrain_step("phase2_512", "512", 512, PHASE2_STEPS, 16, 5e-4, 50, f"--init_checkpoint={OUT / 'phase1b_128'}"),
+        pretrain_step("phase2_512", "512", 512, PHASE2_STEPS, PHASE2_BATCH, 5e-4, 50,
+                      f"--init_checkpoint={OUT / 'phase1b_128'}"),
     ]
     long = [data_step("train_1024", train, VOCAB, 1024, 1, 12345),
             data_step("heldout_1024", heldout, VOCAB, 1024, 5, 54321),
@@ -136,12 +143,8 @@ def plan(data: Path) -> list[Step]:
     for step in long:
         step.part = "long"
     # Why phase 1a looks as it does: the same run with NSP from the start, and with BERT's settings.
-    probes = [pretrain_step("probe_with_nsp", "128", 128, PHASE1A_STEPS, 64, PHASE1_LR, 250,
-                            f"--bert_config_file={OUT / 'bert_tiny_pretraining_config.json'}", f"--vocab_file={VOCAB}",
-                            "--scheduler=constant_with_warmup"),
-              pretrain_step("probe_bert_defaults", "128", 128, PHASE1A_STEPS, 64, 1e-3, 250,
-                            f"--bert_config_file={OUT / 'bert_tiny_bert_defaults_config.json'}", f"--vocab_file={VOCAB}",
-                            "--scheduler=constant_with_warmup")]
+    probes = [scratch_128("probe_with_nsp", "bert_tiny_pretraining_config.json", PHASE1_LR),
+              scratch_128("probe_bert_defaults", "bert_tiny_bert_defaults_config.json", BERT_DEFAULTS_LR)]
     for step in probes:
         step.part = "probes"
     return steps + long + probes
@@ -229,9 +232,12 @@ def plot(path: Path) -> None:
     plt.close(fig)
 
 
-PROBES = {"phase1a_128": f"phase 1a: masked LM only, init 0.05, no dropout, lr {PHASE1_LR:g}",
+PROBES = {"phase1a_128": f"phase 1a: masked LM only, init {PRETRAINING_CONFIG['initializer_range']:g}, dropout "
+                         f"{PRETRAINING_CONFIG['hidden_dropout_prob']:g}, lr {PHASE1_LR:g}",
           "probe_with_nsp": "the same with NSP from the start (probe_with_nsp)",
-          "probe_bert_defaults": "BERT's settings: MLM + NSP, init 0.02, dropout 0.1, lr 0.001 (probe_bert_defaults)"}
+          "probe_bert_defaults": f"BERT's settings: MLM + NSP, init {BERT_DEFAULTS_CONFIG['initializer_range']:g}, "
+                                 f"dropout {BERT_DEFAULTS_CONFIG['hidden_dropout_prob']:g}, lr {BERT_DEFAULTS_LR:g} "
+                                 "(probe_bert_defaults)"}
 
 
 def phase2_note() -> list[str]:
@@ -247,7 +253,7 @@ def phase2_note() -> list[str]:
     return [f"Phase 2's held-out sequences are 512 tokens long, so most masked positions sit at 128-511, rows of the "
             f"position table that phase 1 never trained. Accuracy at [MASK] there is {100 * first:.1f} at phase 2's "
             f"first evaluation and {100 * after:.1f} after its {PHASE2_STEPS} steps (a tenth of the schedule, as in "
-            f"the paper, but only {PHASE2_STEPS * 16:,} sequences), against {100 * before:.1f} for phase 1b on "
+            f"the paper, but only {PHASE2_STEPS * PHASE2_BATCH:,} sequences), against {100 * before:.1f} for phase 1b on "
             "128-token text. The new rows probably face the plateau that phase 1 left only after 1,250 steps at "
             "lr 3e-3; phase 2 runs at 5e-4. Fine-tuning at 128 tokens uses rows 0-127.", ""]
 
@@ -310,7 +316,7 @@ def write_report(steps: list[Step], data: Path) -> None:
     for name, what in (("phase1a_128", f"phase 1a: from scratch, masked LM only (--next_sentence_weight=0), "
                                        f"128 tokens, batch 64, lr {PHASE1_LR:g} constant"),
                        ("phase1b_128", f"phase 1b: continued, MLM + NSP, 128 tokens, batch 64, lr {PHASE1_LR:g}"),
-                       ("phase2_512", "phase 2: continued, MLM + NSP, 512 tokens, batch 16, lr 5e-4"),
+                       ("phase2_512", f"phase 2: continued, MLM + NSP, 512 tokens, batch {PHASE2_BATCH}, lr 5e-4"),
                        ("long_1024", "beyond 512: positions extended to 1024, 1024 tokens, batch 8, lr 5e-4"),
                        ("minilm_1024", "MiniLM-L6, positions extended to 1024, 1024 tokens, batch 4, lr 1e-4")):
         done = OUT / name / "eval_results.txt"

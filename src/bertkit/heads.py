@@ -174,14 +174,14 @@ class BertForPreTraining(BertPreTrainedModel):
 
     tied_weights = {"cls.predictions.decoder.weight": "bert.embeddings.word_embeddings.weight"}
 
-    def __init__(self, config: BertConfig, next_sentence_weight: float = 1.0):
+    def __init__(self, config: BertConfig):
         super().__init__(config)
         self.bert = BertModel(config)
         self.cls = BertPreTrainingHeads(config)
         self.init_weights(self.cls)
         # The NSP loss's weight in `loss` (BERT: 1). A training choice, not part of the checkpoint;
         # 0 trains the masked LM alone, as RoBERTa does, while NSP logits are still computed.
-        self.next_sentence_weight = next_sentence_weight
+        self.next_sentence_weight = 1.0
 
     def tie_weights(self) -> None:
         self.cls.predictions.decoder.weight = self.bert.embeddings.word_embeddings.weight
