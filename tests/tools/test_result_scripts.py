@@ -224,6 +224,21 @@ def test_pretraining_report_and_plot(monkeypatch, tmp_path):
     assert (tmp_path / "curves.png").stat().st_size > 10_000
 
 
+
+def test_pretraining_verdict_compares_each_model_at_its_best_rate(monkeypatch):
+    tool = load_tool("pretraining_results", monkeypatch)
+    accuracies = {("SST-2", 1e-4): {"pretrained": [0.70, 0.71, 0.72], "scratch": [0.78, 0.78, 0.78]},
+                  ("SST-2", 1e-3): {"pretrained": [0.82, 0.82, 0.82], "scratch": [0.79, 0.79, 0.80]},
+                  # two seeds of three: not yet a candidate, however good
+                  ("SST-2", 5e-4): {"pretrained": [0.90, 0.90], "scratch": [0.80, 0.80, 0.80]},
+                  ("MRPC", 1e-3): {"pretrained": [0.700, 0.700, 0.700], "scratch": [0.695, 0.695, 0.695]}}
+    lines = tool.finetune_verdicts(accuracies)
+    assert lines == ["- SST-2, each model at its best rate (pre-trained 0.001, scratch 0.0005): pre-training helps, "
+                     "82.0 against 80.0 accuracy (+2.0 points).",
+                     "- MRPC, each model at its best rate (pre-trained 0.001, scratch 0.001): pre-training makes no "
+                     "clear difference, 70.0 against 69.5 accuracy (+0.5 points)."]
+
+
 def test_transformers_references_run_on_fixtures(tmp_path, monkeypatch):
     """The SQuAD and multiple-choice references of tools/task_results.py, on the fixtures."""
     pytest.importorskip("transformers")
