@@ -18,7 +18,7 @@ finished step (its output present) is not run again, so an interrupted invocatio
    and with initializer_range 0.05; fine-tuning uses dropout 0.1 (see BERT_TINY below).
 4. Beyond 512: phase 2's model with --max_position_embeddings=1024 (new rows random) continues on
    1024-token sequences; masked_lm_accuracy_beyond_512 on the held-out text shows the new rows learn.
-5. Fine-tuning: MRPC (3 epochs) and SST-2 (1 epoch) from the pre-trained model and from scratch,
+5. Fine-tuning: MRPC and SST-2 (3 epochs each, as in BERT's paper) from the pre-trained model and from scratch,
    3 seeds each at each rate of FINETUNE_LRS; each model is judged at its best rate.
 `--part long` runs only step 4 (and its data), so that it can run beside the fine-tuning on a
 second core once phase 2 is done; `--part probes` runs the two 2,000-step variants of phase 1a
@@ -176,6 +176,9 @@ class FineTune:
                 "--save_checkpoints_steps=100000", "--no_progress",
                 f"--output_dir={OUT / 'finetune' / self.key / f'seed{seed}'}"]
 
+    def shown_command(self, seed: int, data: Path) -> str:
+        return shown("bertkit " + " ".join(self.argv(seed, data)), data)
+
 
 # Each model gets the same small grid of rates and is judged at its best: the pre-trained weights have
 # grown to 2-4x their initial scale, which shrinks the effective step of the layers that LayerNorm
@@ -183,13 +186,17 @@ class FineTune:
 # BERT-Base (Turc et al. 2019).
 FINETUNE_LRS = (1e-4, FINETUNE_LR, 1e-3)
 FINETUNES = [FineTune(task, model, epochs, lr) for lr in FINETUNE_LRS
-             for task, epochs in (("MRPC", 3), ("SST-2", 1)) for model in ("pretrained", "scratch")]
+             for task, epochs in (("MRPC", 3), ("SST-2", 3)) for model in ("pretrained", "scratch")]
 
 
-def read_records() -> dict[tuple[str, int], dict]:
+def read_records(data: Path) -> dict[tuple[str, int], dict]:
+    """The finished fine-tuning runs whose recorded command is the one FINETUNES gives now, so that a
+    changed setting (epochs, rate, checkpoint) runs again instead of reporting the old result."""
     if not RECORDS.is_file():
         return {}
-    return {(r["key"], r["seed"]): r for r in map(json.loads, RECORDS.read_text().splitlines())}
+    current = {(run.key, seed): run.shown_command(seed, data) for run in FINETUNES for seed in run.seeds}
+    return {(r["key"], r["seed"]): r for r in map(json.loads, RECORDS.read_text().splitlines())
+            if current.get((r["key"], r["seed"])) == r.get("command")}
 
 
 def read_metrics(name: str) -> list[dict]:
@@ -365,7 +372,7 @@ def write_report(steps: list[Step], data: Path) -> None:
         lines += [f"| {r['step']} | {100 * r['eval_masked_lm_accuracy_beyond_512']:.1f} | "
                   f"{100 * r['eval_masked_lm_accuracy']:.1f} |" for r in evals]
         lines.append("")
-    records = read_records()
+    records = read_records(data)
     if records:
         lines += ["## Fine-tuning: pre-trained against from scratch", "",
                   "`bertkit run_classifier`, the same BERT-Tiny architecture (dropout 0.1), max_seq_length 128, "
@@ -386,7 +393,7 @@ def write_report(steps: list[Step], data: Path) -> None:
                          f"{', '.join(map(str, seeds))} |")
         lines += ["", *finetune_verdicts(accuracies), ""]
     commands = [shown(step_line(step), data) for step in steps]
-    commands += [shown("bertkit " + " ".join(run.argv(1, data)), data) for run in FINETUNES]
+    commands += [run.shown_command(1, data) for run in FINETUNES]
     lines += ["<details><summary>commands, in order (fine-tuning shown for seed 1; $MINILM is the packaged "
               "checkpoint's directory)</summary>", "", "```",
               *commands, "```", "</details>", ""]
@@ -446,14 +453,15 @@ def main() -> int:
                 write_report(steps, data)
         for seed in SEEDS if args.part in (None, "main") else ():
             for finetune in FINETUNES:
-                if seed not in finetune.seeds or (finetune.key, seed) in read_records():
+                if seed not in finetune.seeds or (finetune.key, seed) in read_records(data):
                     continue
                 argv = finetune.argv(seed, data)
                 seconds, _ = run_command(f"{finetune.key} seed {seed}", bertkit(argv))
                 metrics = read_eval_results(OUT / "finetune" / finetune.key / f"seed{seed}" / "eval_results.txt")
                 with open(RECORDS, "a", encoding="utf-8") as handle:
                     handle.write(json.dumps({"key": finetune.key, "seed": seed, "metrics": metrics,
-                                             "wall_seconds": round(seconds, 1)}) + "\n")
+                                             "wall_seconds": round(seconds, 1),
+                                             "command": finetune.shown_command(seed, data)}) + "\n")
                 write_report(steps, data)
     if (OUT / SCHEDULE[0] / "metrics.jsonl").is_file():
         plot(PLOT)

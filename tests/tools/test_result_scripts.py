@@ -207,9 +207,12 @@ def test_pretraining_report_and_plot(monkeypatch, tmp_path):
         rows += [{"event": "eval", "step": step, **metrics, **extra, "eval_masked_lm_accuracy_at_mask": at_mask}
                  for step in (250, 500, 750, 1000)]
         (out / name / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    for seed in (1, 2):
+    mrpc = next(run for run in tool.FINETUNES if run.key == "MRPC-tiny-pretrained")
+    for seed, command in ((1, mrpc.shown_command(1, DATA)), (2, mrpc.shown_command(2, DATA)),
+                          # run with other settings than FINETUNES gives now: stale, not reported
+                          (3, mrpc.shown_command(3, DATA).replace("--num_train_epochs=3", "--num_train_epochs=1"))):
         with open(tmp_path / "runs.jsonl", "a") as handle:
-            handle.write(json.dumps({"key": "MRPC-tiny-pretrained", "seed": seed,
+            handle.write(json.dumps({"key": "MRPC-tiny-pretrained", "seed": seed, "command": command,
                                      "metrics": {"eval_accuracy": 0.7 + seed / 100, "eval_f1": 0.8}}) + "\n")
     tool.plot(tmp_path / "curves.png")
     tool.write_report(tool.plan(DATA), DATA)
