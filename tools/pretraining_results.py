@@ -21,8 +21,8 @@ finished step (its output present) is not run again, so an interrupted invocatio
 5. Fine-tuning: MRPC and SST-2 (3 epochs each, as in BERT's paper) from the pre-trained model and from scratch,
    3 seeds each at each rate of FINETUNE_LRS; each model is judged at its best rate.
 `--part long` runs only step 4 (and its data), so that it can run beside the fine-tuning on a
-second core once phase 2 is done; `--part probes` runs the two 2,000-step variants of phase 1a
-that the report compares it with (NSP from the start; BERT's settings); `--part main` runs the rest.
+second core once phase 2 is done; `--part probes` runs the three 2,000-step variants of phase 1a
+that the report compares it with (NSP from the start; dropout; BERT's settings); `--part main` runs the rest.
 Needs ../shared/data (corpus, GLUE, the uncased vocab).
 """
 
@@ -54,9 +54,9 @@ BERT_TINY = {"attention_probs_dropout_prob": 0.1, "hidden_act": "gelu", "hidden_
              "hidden_size": 128, "initializer_range": 0.05, "intermediate_size": 512,
              "max_position_embeddings": 512, "num_attention_heads": 2, "num_hidden_layers": 2,
              "type_vocab_size": 2, "vocab_size": 8192}
-# Pre-trained without dropout, as Cramming (Geiping & Goldstein 2022) does on a small budget; the
-# effect of dropout alone on this corpus was not measured. Fine-tuning puts dropout back by loading
-# the checkpoint with BERT_TINY's config.
+# Pre-trained without dropout, as Cramming (Geiping & Goldstein 2022) does on a small budget
+# (probe_dropout measures dropout's own effect on phase 1a). Fine-tuning puts dropout back by
+# loading the checkpoint with BERT_TINY's config.
 PRETRAINING_CONFIG = {**BERT_TINY, "attention_probs_dropout_prob": 0.0, "hidden_dropout_prob": 0.0}
 BERT_DEFAULTS_CONFIG = {**BERT_TINY, "initializer_range": 0.02}  # for the probe of BERT's own settings
 BERT_DEFAULTS_LR = 1e-3
@@ -64,6 +64,7 @@ CONFIGS = {"bert_tiny_config.json": BERT_TINY, "bert_tiny_pretraining_config.jso
            "bert_tiny_bert_defaults_config.json": BERT_DEFAULTS_CONFIG}
 VOCAB = OUT / "vocab.txt"  # learned from the training text by the "vocab" step
 PHASE1A_STEPS, PHASE1B_STEPS, LONG_STEPS = 2000, 8000, 150
+LONG_LR, MINILM_LR = 5e-4, 1e-4  # the runs past 512 positions
 PHASE2_STEPS = (PHASE1A_STEPS + PHASE1B_STEPS) // 9  # the paper: 90% of the steps at 128 tokens, 10% at 512
 PHASE2_BATCH, PHASE2_LR = 16, 5e-4
 PHASE1_LR = 3e-3  # BERT's settings at BERT_DEFAULTS_LR stayed on the plateau (probe_bert_defaults)
@@ -134,16 +135,17 @@ def plan(data: Path) -> list[Step]:
             data_step("heldout_1024", heldout, VOCAB, 1024, 5, 54321),
             data_step("train_1024_uncased", train, uncased, 1024, 1, 12345),
             data_step("heldout_1024_uncased", heldout, uncased, 1024, 5, 54321),
-            pretrain_step("long_1024", "1024", 1024, LONG_STEPS, 8, 5e-4, 25, f"--init_checkpoint={OUT / 'phase2_512'}",
+            pretrain_step("long_1024", "1024", 1024, LONG_STEPS, 8, LONG_LR, 25, f"--init_checkpoint={OUT / 'phase2_512'}",
                           "--max_position_embeddings=1024"),
             # A model that does use its positions: MiniLM, whose 512 rows are trained (its MLM transform is
             # not in the checkpoint and starts random, so accuracy rises everywhere; the gap is the signal).
-            pretrain_step("minilm_1024", "1024_uncased", 1024, LONG_STEPS, 4, 1e-4, 25,
+            pretrain_step("minilm_1024", "1024_uncased", 1024, LONG_STEPS, 4, MINILM_LR, 25,
                           f"--init_checkpoint={minilm_dir()}", "--max_position_embeddings=1024")]
     for step in long:
         step.part = "long"
-    # Why phase 1a looks as it does: the same run with NSP from the start, and with BERT's settings.
+    # Why phase 1a looks as it does: the same run with NSP from the start, with dropout, and with BERT's settings.
     probes = [scratch_128("probe_with_nsp", "bert_tiny_pretraining_config.json", PHASE1_LR),
+              scratch_128("probe_dropout", "bert_tiny_config.json", PHASE1_LR, "--next_sentence_weight=0"),
               scratch_128("probe_bert_defaults", "bert_tiny_bert_defaults_config.json", BERT_DEFAULTS_LR)]
     for step in probes:
         step.part = "probes"
@@ -243,6 +245,7 @@ def plot(path: Path) -> None:
 PROBES = {"phase1a_128": f"phase 1a: masked LM only, init {PRETRAINING_CONFIG['initializer_range']:g}, dropout "
                          f"{PRETRAINING_CONFIG['hidden_dropout_prob']:g}, lr {PHASE1_LR:g}",
           "probe_with_nsp": "the same with NSP from the start (probe_with_nsp)",
+          "probe_dropout": f"the same with dropout {BERT_TINY['hidden_dropout_prob']:g} (probe_dropout)",
           "probe_bert_defaults": f"BERT's settings: MLM + NSP, init {BERT_DEFAULTS_CONFIG['initializer_range']:g}, "
                                  f"dropout {BERT_DEFAULTS_CONFIG['hidden_dropout_prob']:g}, lr {BERT_DEFAULTS_LR:g} "
                                  "(probe_bert_defaults)"}
@@ -260,14 +263,14 @@ def phase2_note() -> list[str]:
         return []
     return [f"Phase 2's held-out sequences are 512 tokens long, so most masked positions sit at 128-511, rows of the "
             f"position table that phase 1 never trained. Accuracy at [MASK] there is {100 * first:.1f} at phase 2's "
-            f"first evaluation and {100 * after:.1f} after its {PHASE2_STEPS} steps (a tenth of the schedule, as in "
+            f"first evaluation and {100 * after:.1f} after its {PHASE2_STEPS:,} steps (a tenth of the schedule, as in "
             f"the paper, but only {PHASE2_STEPS * PHASE2_BATCH:,} sequences), against {100 * before:.1f} for phase 1b on "
             "128-token text. The new rows probably face the plateau that phase 1 left only after 1,250 steps at "
             f"lr {PHASE1_LR:g}; phase 2 runs at {PHASE2_LR:g}. Fine-tuning at 128 tokens uses rows 0-127.", ""]
 
 
 def recipe_lines() -> list[str]:
-    """Why phase 1 starts without NSP: [MASK] accuracy of phase 1a against the two probes, step by step."""
+    """Why phase 1 starts without NSP: [MASK] accuracy of phase 1a against the probes, step by step."""
     curves = {name: {r["step"]: r.get("eval_masked_lm_accuracy_at_mask") for r in read_metrics(name)
                      if r["event"] == "eval"} for name in PROBES}
     if not all(curves.values()):
@@ -279,21 +282,26 @@ def recipe_lines() -> list[str]:
              "weight on the neighbouring tokens equals uniform attention), while a masked piece is told mostly by "
              "its neighbours; it leaves the plateau once attention finds them. Held-out accuracy at [MASK] (×100) "
              "by step, for 2,000-step runs from scratch on the same shards, constant rate after 10% warmup "
-             "(`--part probes` runs the two probes):", "",
+             "(`--part probes` runs the probes):", "",
              "| run | " + " | ".join(f"{step:,}" for step in steps) + " |", "|---|" + "---:|" * len(steps)]
     for name, what in PROBES.items():
         lines.append(f"| {what} | " + " | ".join(f"{100 * curves[name][step]:.1f}" for step in steps) + " |")
+    last = max(set.intersection(*(set(c) for c in curves.values())))
+    without, with_dropout = 100 * curves["phase1a_128"][last], 100 * curves["probe_dropout"][last]
+    effect = ("slows the escape" if with_dropout < without - 1 else "makes little difference"
+              if with_dropout <= without + 1 else "speeds the escape")
     return lines + ["", "NSP from the start keeps the model on the plateau: its gradient through the pooled [CLS] "
-                    "competes for the two heads. The other two choices rest on weaker evidence. "
+                    f"competes for the two heads. Dropout {BERT_TINY['hidden_dropout_prob']:g} {effect}: "
+                    f"{with_dropout:.1f} at [MASK] by step {last:,} against {without:.1f} without it. "
+                    "The initializer_range rests on weaker evidence. "
                     "`tools/positional_probe.py` trains BERT-Tiny on sequences where each token is a function of the "
                     "one before it, which only attention to the neighbour solves: with initializer_range 0.02 "
                     "bertkit's model stayed at chance for 600 steps, with 0.05 it left chance at about step 500; "
                     "transformers' BertForMaskedLM at 0.02 also left at about 500. (bertkit initialises as Google "
                     "does, from a normal truncated at 2σ, whose spread is 0.88 of the nominal std; transformers "
                     "uses an untruncated normal.) 0.05 also keeps std·√H at its BERT-Base value (0.02·√768 ≈ "
-                    "0.05·√128). Dropout is left out of pre-training as Cramming (Geiping & Goldstein, 2022) does "
-                    "on a small budget, and put back for fine-tuning; its own effect on this corpus was not "
-                    "measured apart from NSP's.", ""]
+                    "0.05·√128). Dropout is left out of pre-training, as Cramming (Geiping & Goldstein, 2022) does "
+                    "on a small budget, and put back for fine-tuning.", ""]
 
 
 def write_report(steps: list[Step], data: Path) -> None:
@@ -326,8 +334,8 @@ def write_report(steps: list[Step], data: Path) -> None:
                        ("phase1b_128", f"phase 1b: continued, MLM + NSP, 128 tokens, batch 64, lr {PHASE1_LR:g}"),
                        ("phase2_512", f"phase 2: continued, MLM + NSP, 512 tokens, batch {PHASE2_BATCH}, "
                                       f"lr {PHASE2_LR:g}"),
-                       ("long_1024", "beyond 512: positions extended to 1024, 1024 tokens, batch 8, lr 5e-4"),
-                       ("minilm_1024", "MiniLM-L6, positions extended to 1024, 1024 tokens, batch 4, lr 1e-4")):
+                       ("long_1024", f"beyond 512: positions extended to 1024, 1024 tokens, batch 8, lr {LONG_LR:g}"),
+                       ("minilm_1024", f"MiniLM-L6, positions extended to 1024, 1024 tokens, batch 4, lr {MINILM_LR:g}")):
         done = OUT / name / "eval_results.txt"
         if not done.is_file():
             continue

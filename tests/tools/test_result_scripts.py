@@ -196,13 +196,15 @@ def test_pretraining_report_and_plot(monkeypatch, tmp_path):
     metrics = {"eval_masked_lm_accuracy": 0.3, "eval_masked_lm_loss": 4.0, "eval_next_sentence_accuracy": 0.8,
                "eval_next_sentence_loss": 0.4, "eval_masked_lm_accuracy_at_mask": 0.2}
     for name, beyond in (("phase1a_128", False), ("phase1b_128", False), ("phase2_512", False),
-                         ("minilm_1024", True), ("probe_with_nsp", False), ("probe_bert_defaults", False)):
+                         ("minilm_1024", True), ("probe_with_nsp", False), ("probe_dropout", False),
+                         ("probe_bert_defaults", False)):
         (out / name).mkdir(parents=True)
         extra = {"eval_masked_lm_accuracy_beyond_512": 0.25} if beyond else {}
         (out / name / "eval_results.txt").write_text(
             "".join(f"{k} = {v}\n" for k, v in {**metrics, **extra, "global_step": 10}.items()))
         # each probe's [MASK] accuracy at steps 250..1000 differs, so the table shows whose row is whose
-        at_mask = {"phase1a_128": 0.2, "probe_with_nsp": 0.05, "probe_bert_defaults": 0.04}.get(name, 0.2)
+        at_mask = {"phase1a_128": 0.2, "probe_with_nsp": 0.05, "probe_dropout": 0.1,
+                   "probe_bert_defaults": 0.04}.get(name, 0.2)
         rows = [{"event": "train", "step": 10, "loss": 5.0}]
         rows += [{"event": "eval", "step": step, **metrics, **extra, "eval_masked_lm_accuracy_at_mask": at_mask}
                  for step in (250, 500, 750, 1000)]
@@ -223,6 +225,8 @@ def test_pretraining_report_and_plot(monkeypatch, tmp_path):
     assert "| run | 500 | 1,000 |" in report
     assert "| the same with NSP from the start (probe_with_nsp) | 5.0 | 5.0 |" in report
     assert "(probe_bert_defaults) | 4.0 | 4.0 |" in report
+    assert "| the same with dropout 0.1 (probe_dropout) | 10.0 | 10.0 |" in report
+    assert "Dropout 0.1 slows the escape: 10.0 at [MASK] by step 1,000 against 20.0 without it." in report
     assert "| MRPC | 3 | 0.0005 | pretrained | 71.5 ± 0.7 | 80.0 ± 0.0 | 1, 2 |" in report
     assert (tmp_path / "curves.png").stat().st_size > 10_000
 
