@@ -265,8 +265,9 @@ def phase2_note() -> list[str]:
             f"position table that phase 1 never trained. Accuracy at [MASK] there is {100 * first:.1f} at phase 2's "
             f"first evaluation and {100 * after:.1f} after its {PHASE2_STEPS:,} steps (a tenth of the schedule, as in "
             f"the paper, but only {PHASE2_STEPS * PHASE2_BATCH:,} sequences), against {100 * before:.1f} for phase 1b on "
-            "128-token text. The new rows probably face the plateau that phase 1 left only after 1,250 steps at "
-            f"lr {PHASE1_LR:g}; phase 2 runs at {PHASE2_LR:g}. Fine-tuning at 128 tokens uses rows 0-127.", ""]
+            "128-token text. Why is not settled: the new rows may face the plateau that phase 1 left only after "
+            f"1,250 steps at lr {PHASE1_LR:g} (phase 2 runs at {PHASE2_LR:g}), or two heads may spread their "
+            "attention too thin over 512 tokens. Fine-tuning at 128 tokens uses rows 0-127.", ""]
 
 
 def recipe_lines() -> list[str]:
