@@ -152,7 +152,7 @@ def plan(data: Path) -> list[Step]:
     return steps + long + probes
 
 
-FINETUNE_LR = 5e-4
+FINETUNE_LR = 5e-4  # the grid's rate whose runs' keys carry no -lr suffix (the records predate the grid)
 
 
 @dataclass
@@ -161,7 +161,6 @@ class FineTune:
     model: str  # "pretrained" or "scratch"
     epochs: int
     learning_rate: float = FINETUNE_LR
-    seeds: tuple[int, ...] = SEEDS
 
     @property
     def key(self) -> str:
@@ -194,7 +193,7 @@ def read_records(data: Path) -> dict[tuple[str, int], dict]:
     changed setting (epochs, rate, checkpoint) runs again instead of reporting the old result."""
     if not RECORDS.is_file():
         return {}
-    current = {(run.key, seed): run.shown_command(seed, data) for run in FINETUNES for seed in run.seeds}
+    current = {(run.key, seed): run.shown_command(seed, data) for run in FINETUNES for seed in SEEDS}
     return {(r["key"], r["seed"]): r for r in map(json.loads, RECORDS.read_text().splitlines())
             if current.get((r["key"], r["seed"])) == r.get("command")}
 
@@ -395,7 +394,7 @@ def write_report(steps: list[Step], data: Path) -> None:
                   "| task | epochs | lr | model | accuracy | F1 | seeds |", "|---|---:|---:|---|---:|---:|---|"]
         accuracies: dict[tuple[str, float], dict[str, list[float]]] = {}
         for run in FINETUNES:
-            seeds = [seed for seed in run.seeds if (run.key, seed) in records]
+            seeds = [seed for seed in SEEDS if (run.key, seed) in records]
             results = [records[(run.key, seed)]["metrics"] for seed in seeds]
             if not results:
                 continue
@@ -419,10 +418,15 @@ def weight_scale_note() -> str:
     weights = OUT / "phase2_512" / "model.safetensors"
     if not weights.is_file():
         return ""
+    import torch
     from safetensors.torch import load_file
 
-    initial = 0.88 * PRETRAINING_CONFIG["initializer_range"]  # the truncated normal's spread
-    ratios = sorted(float(tensor.float().std()) / initial for name, tensor in load_file(weights).items()
+    from bertkit.config import BertConfig
+    from bertkit.heads import BertForPreTraining
+
+    torch.manual_seed(0)
+    initial = BertForPreTraining(BertConfig.from_dict(PRETRAINING_CONFIG)).state_dict()
+    ratios = sorted(float(tensor.float().std() / initial[name].std()) for name, tensor in load_file(weights).items()
                     if tensor.dim() == 2 and name.startswith("bert."))
     return (f"A shared rate would favour one side: pre-training grew the weight matrices of the embeddings and "
             f"encoder to {ratios[0]:.1f}-{ratios[-1]:.1f}x their initial spread (median {ratios[len(ratios) // 2]:.1f}x), so "
@@ -482,7 +486,7 @@ def main() -> int:
                 write_report(steps, data)
         for seed in SEEDS if args.part in (None, "main") else ():
             for finetune in FINETUNES:
-                if seed not in finetune.seeds or (finetune.key, seed) in read_records(data):
+                if (finetune.key, seed) in read_records(data):
                     continue
                 argv = finetune.argv(seed, data)
                 seconds, _ = run_command(f"{finetune.key} seed {seed}", bertkit(argv))

@@ -231,7 +231,6 @@ def test_pretraining_report_and_plot(monkeypatch, tmp_path):
     assert (tmp_path / "curves.png").stat().st_size > 10_000
 
 
-
 def test_pretraining_verdict_compares_each_model_at_its_best_rate(monkeypatch):
     tool = load_tool("pretraining_results", monkeypatch)
     accuracies = {("SST-2", 1e-4): {"pretrained": [0.70, 0.71, 0.72], "scratch": [0.78, 0.78, 0.78]},
