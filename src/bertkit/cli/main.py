@@ -28,6 +28,7 @@ COMMANDS = {
     "inspect": ("inspect_cmd", "list a checkpoint's variables, what they map to, and parameter counts"),
     "convert": ("convert", "convert a Google TF or PyTorch .bin checkpoint to HF layout with safetensors"),
     "extract_features": ("extract_features", "per-token layer outputs (Google's format) or sentence vectors"),
+    "predict": ("predict", "predict on raw text with a trained model (every head), as JSON or JSONL"),
     "similarity": ("similarity", "cosine similarity of sentence vectors, with the packaged model by default"),
 }
 

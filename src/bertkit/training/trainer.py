@@ -469,8 +469,13 @@ class Trainer:
         model.eval()
         indices, predictions, labels, losses = [], [], [], []
         pred_is_tuple = label_is_tuple = False
-        with torch.no_grad(), self._autocast():
+        # A bar for evaluations that take more than a few seconds (NER's eng.testa used to be
+        # silent for minutes); short ones would only add noise between the training log lines.
+        bar = tqdm(total=len(batches), desc=prefix, unit="batch", leave=False,
+                   disable=not (self.args.progress and self.is_main and len(batches) >= 20))
+        with torch.no_grad(), self._autocast(), bar:
             for batch_indices, batch in zip(batches, loader):
+                bar.update()
                 output = model(**self._to_device(batch))
                 prediction = self.prediction_fn(output) if self.prediction_fn else _default_prediction(output)
                 pred_is_tuple = isinstance(prediction, tuple)
