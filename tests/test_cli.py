@@ -1,16 +1,61 @@
 """The CLI is thin: these tests check wiring, output and the one-line errors."""
 
+import argparse
+import importlib.metadata
 import json
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
 from safetensors.torch import load_file
 
-from bertkit.cli.main import main
+from bertkit.cli.main import COMMANDS, build_parser, main
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "tf"
+PYPROJECT_VERSION = tomllib.loads((FIXTURES.parents[2] / "pyproject.toml").read_text())["project"]["version"]
+
+
+@pytest.mark.parametrize("installed", [True, False], ids=["installed", "source-tree"])
+def test_version(capsys, monkeypatch, installed):
+    if not installed:
+        def not_installed(name):
+            raise importlib.metadata.PackageNotFoundError(name)
+        monkeypatch.setattr(importlib.metadata, "version", not_installed)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out == f"bertkit {PYPROJECT_VERSION}\n"
+
+
+def test_help_shows_defaults(capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")  # no wrapped help lines
+    with pytest.raises(SystemExit):
+        main(["run_classifier", "--help"])
+    lines, flag = {}, None
+    for line in capsys.readouterr().out.splitlines():
+        if line.startswith("  --"):
+            flag = line.split()[0]
+            lines[flag] = line
+        elif flag and line.startswith("      "):  # the help under a long flag
+            lines[flag] += " " + line.strip()
+    assert lines["--max_seq_length"].endswith("default: 128")
+    assert lines["--iterations_per_loop"].endswith("accepted for compatibility; unused (default: 1000)")
+    # A help that already explains its default is left alone; a flag without a default gets none.
+    assert lines["--group_by_length"].endswith("batch examples of similar length together (default true)")
+    assert "default" not in lines["--output_dir"]
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_flag_with_a_default_shows_it(command):
+    sub = next(a for a in build_parser(command)._actions if isinstance(a, argparse._SubParsersAction)).choices[command]
+    for group in sub._action_groups:
+        for action in group._group_actions:
+            if action.option_strings and action.default not in (None, argparse.SUPPRESS):
+                formatter = sub._get_formatter()
+                formatter.add_argument(action)
+                assert "default" in formatter.format_help(), action.option_strings
 
 
 def test_encode_prints_report_tokens_and_vectors(capsys, minilm_path):
