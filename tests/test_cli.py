@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
+from bertkit.cli.common import training_arguments
 from bertkit.cli.main import COMMANDS, build_parser, main
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "tf"
@@ -45,6 +46,13 @@ def test_help_shows_defaults(capsys, monkeypatch):
     # A help that already explains its default is left alone; a flag without a default gets none.
     assert lines["--group_by_length"].endswith("batch examples of similar length together (default true)")
     assert "default" not in lines["--output_dir"]
+
+
+def test_logging_steps_reaches_the_trainer():
+    argv = ["run_classifier", "--task_name=MRPC", "--data_dir=d", "--output_dir=o"]
+    assert training_arguments(build_parser("run_classifier").parse_args(argv)).logging_steps is None
+    args = build_parser("run_classifier").parse_args([*argv, "--logging_steps=5"])
+    assert training_arguments(args).logging_steps == 5
 
 
 @pytest.mark.parametrize("command", COMMANDS)
