@@ -3,6 +3,7 @@
 import argparse
 import importlib.metadata
 import json
+import logging
 import subprocess
 import sys
 import tomllib
@@ -94,6 +95,20 @@ def test_convert_bin_to_safetensors(tmp_path, shared_data):
     tensors = load_file(tmp_path / "model.safetensors")
     assert "encoder.layer.0.attention.self.query.weight" in tensors
     assert (tmp_path / "vocab.txt").read_bytes() == (source / "vocab.txt").read_bytes()
+
+
+@pytest.mark.parametrize("level", [logging.INFO, logging.WARNING], ids=["logged", "quiet"])
+@pytest.mark.parametrize("command", ["encode", "convert", "similarity"])
+def test_the_load_report_is_shown_once(tmp_path, capsys, caplog, command, level):
+    """from_pretrained logs the report; encode and convert print it only when that log is off (-q)."""
+    caplog.set_level(level)
+    checkpoint = str(FIXTURES / "bert_tiny_pretraining" / "bert_model.ckpt")
+    argv = {"encode": ["encode", "hi", "--model", checkpoint], "convert": ["convert", checkpoint, str(tmp_path)],
+            "similarity": ["similarity", "hi", "there", "--model", checkpoint]}[command]
+    assert main(argv) == 0
+    shown = capsys.readouterr().out + caplog.text
+    # similarity's output is the scores: its report is in the log only.
+    assert shown.count("  mismatched ") == (0 if command == "similarity" and level == logging.WARNING else 1)
 
 
 @pytest.mark.parametrize("argv, message", [

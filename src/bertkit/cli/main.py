@@ -15,6 +15,7 @@ import sys
 import tomllib
 from pathlib import Path
 
+from bertkit.checkpoint.load import logger as load_logger
 from bertkit.errors import BertkitError
 
 # command -> module under bertkit.cli; each module has add_arguments(parser) and run(args) -> int.
@@ -92,6 +93,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"bertkit {args.command}: interrupted", file=sys.stderr)
         return 130
+
+
+def show_load_report(model) -> None:
+    """For the commands whose output includes what was loaded (encode, convert): from_pretrained
+    logs the report, so it is printed only when that log is off (-q), and shown once either way."""
+    if model.load_report is not None and not load_logger.isEnabledFor(logging.INFO):
+        print(model.load_report.summary())
 
 
 def str2bool(value: str) -> bool:
