@@ -166,7 +166,9 @@ def plot_training_curves(records: list[dict], path: str | Path) -> None:
     panels = curve_panels(records) or [("loss", [])]
     columns = min(3, len(panels))
     rows = math.ceil(len(panels) / columns)
-    fig, axes = plt.subplots(rows, columns, figsize=(6.5 * columns, 3.8 * rows), squeeze=False, layout="constrained")
+    # One step axis for all panels, so that an evaluation lines up with the training it followed.
+    fig, axes = plt.subplots(rows, columns, figsize=(6.5 * columns, 3.8 * rows), squeeze=False, sharex=True,
+                             layout="constrained")
     colours = plt.get_cmap("tab10").colors
     for ax, (title, series) in zip(axes.flat, panels):
         colour_of: dict[tuple, tuple] = {}
@@ -183,6 +185,7 @@ def plot_training_curves(records: list[dict], path: str | Path) -> None:
                     marker=marker or ("." if len(points) < 50 else None))
         ax.set_title(title)
         ax.set_xlabel("step")
+        ax.tick_params(labelbottom=True)  # sharex keeps them on the bottom row only
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:  # beside the panel, not over the curves
             ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
