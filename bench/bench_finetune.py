@@ -43,7 +43,7 @@ def run_bertkit(data_dir: Path, model_dir: Path, epochs: float, seed: int) -> di
                                  save_checkpoints_steps=None, plot=False, tensorboard=False, eval_steps=10**9,
                                  max_seq_length=128)
         start = time.perf_counter()
-        metrics = run_classifier(model, tokenizer, tokenizer.vocab_file, task, args)
+        metrics = run_classifier(model, tokenizer, task, args)
         elapsed = time.perf_counter() - start
     return {**metrics, "seconds": elapsed}
 

@@ -127,7 +127,7 @@ def test_seed_decides_the_initialisation(tmp_path, minilm_path):
     dropout: before this, every seed fine-tuned from the same classifier init."""
     import torch
 
-    from bertkit.cli.common import load_model
+    from bertkit.cli.common import ModelSource, load_training_model
     from bertkit.cli.main import build_parser
     from bertkit.heads import BertForMultipleChoice
     from helpers import google_tiny_config
@@ -139,7 +139,7 @@ def test_seed_decides_the_initialisation(tmp_path, minilm_path):
         args = build_parser("run_multiple_choice").parse_args(
             ["run_multiple_choice", "--task=commonsenseqa", f"--data_dir={tmp_path}", f"--output_dir={tmp_path}",
              f"--seed={seed}", *source])
-        return dict(load_model(args, BertForMultipleChoice).state_dict())
+        return dict(load_training_model(args, ModelSource.from_args(args), BertForMultipleChoice).state_dict())
 
     for source, name in (([f"--init_checkpoint={minilm_path}"], "classifier.weight"),
                          ([f"--bert_config_file={config}"], "bert.encoder.layer.0.attention.self.query.weight")):

@@ -109,6 +109,19 @@ def pack(tokens_a, tokens_b, cls, sep):
     return tokens, segment_ids
 
 
+def input_lists(tokenizer, tokens, segment_ids, pad_to=None):
+    """Packed tokens -> (input_ids, input_mask, segment_ids) as Google's features hold them: the mask
+    is 1 for real tokens and 0 for padding (only real tokens are attended to), and with `pad_to`
+    all three are zero-padded to that length (Google's static shapes)."""
+    input_ids = list(tokenizer.convert_tokens_to_ids(tokens))
+    input_mask = [1] * len(input_ids)
+    segment_ids = list(segment_ids)
+    if pad_to is not None:
+        padding = [0] * (pad_to - len(input_ids))
+        input_ids, input_mask, segment_ids = input_ids + padding, input_mask + padding, segment_ids + padding
+    return input_ids, input_mask, segment_ids
+
+
 def _is_whitespace(char):
     """Checks whether `char` is a whitespace character."""
     # \t, \n, and \r are technically control characters but we treat them as whitespace.

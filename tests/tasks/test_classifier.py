@@ -60,7 +60,8 @@ def test_user_errors_are_one_line(tmp_path, extra, message):
     big_vocab = tmp_path / "vocab.txt"
     big_vocab.write_text("\n".join(f"tok{i}" for i in range(150)) + "\n")
     argv = [sys.executable, "-m", "bertkit", "run_classifier", "--do_train=true", f"--data_dir={SAMPLE}",
-            f"--init_checkpoint={TF_CLASSIFIER}", f"--output_dir={tmp_path / 'out'}", "--cache_dir=none"]
+            f"--init_checkpoint={TF_CLASSIFIER}", f"--output_dir={tmp_path / 'out'}", "--cache_dir=none",
+            "--max_seq_length=64"]
     argv += [e.replace("VOCAB_BIG", str(big_vocab)) for e in extra]
     result = subprocess.run(argv, capture_output=True, text=True)
     assert result.returncode == 2, result.stderr

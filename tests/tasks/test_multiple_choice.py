@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from bertkit.cli.main import main
-from bertkit.tasks.multiple_choice import AccuracyMetric
+from bertkit.tasks.multiple_choice import MultipleChoiceTask
 from helpers import TINY_VOCAB as VOCAB, google_tiny_config, read_eval_results
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -60,11 +60,10 @@ def test_eval_only_from_the_trained_output_and_max_train_examples(tmp_path, tiny
     assert len(_jsonl(tmp_path / "b" / "eval_predictions.jsonl")) == 3
 
 
-def test_accuracy_metric_keeps_the_logits_it_scored():
-    metric = AccuracyMetric()
+def test_accuracy_metric():
+    task = MultipleChoiceTask("swag", "unused")
     logits = np.array([[0.1, 0.9], [2.0, 1.0], [0.0, 3.0]])
-    assert metric(logits, np.array([1, 1, 1])) == {"accuracy": pytest.approx(2 / 3)}
-    assert metric.last_logits is logits
+    assert task.metrics("dev", logits, np.array([1, 1, 1])) == {"accuracy": pytest.approx(2 / 3)}
 
 
 @pytest.mark.parametrize("extra, message", [

@@ -9,7 +9,7 @@ from seqeval.metrics import accuracy_score, classification_report, f1_score, pre
 
 from bertkit.cli.main import main
 from bertkit.data.ner import NerExample, read_conll
-from bertkit.tasks.ner import NerEvaluation, NerTask, build_split, ner_metrics, write_predictions
+from bertkit.tasks.ner import NerTask, ner_metrics, write_predictions
 from bertkit.tokenization import FullTokenizer
 from helpers import TINY_VOCAB as VOCAB, google_tiny_config, read_eval_results
 
@@ -59,16 +59,17 @@ def test_a_hand_computed_case():
 def test_evaluation_scores_word_tags_from_windowed_token_predictions(tmp_path):
     tokenizer = FullTokenizer(VOCAB, do_lower_case=True)
     labels = ["O", "B-LOC", "B-MISC", "B-ORG", "B-PER", "I-ORG", "I-PER"]
-    task = NerTask(data_dir=str(FIXTURES), max_seq_length=8)  # windows in testb's long sentence
-    split = build_split(task, "test", tokenizer, labels)
+    task = NerTask(data_dir=str(FIXTURES), max_seq_length=8, label_list=labels)  # windows in testb's long sentence
+    task.dataset("test", tokenizer, None)
+    split = task._splits["test"]
     assert len(split.features) > len(split.examples)
     # Predict the gold label at every labelled position: the words' tags come back exactly.
     predictions = np.array([f.labels + [-100] * (8 - len(f.labels)) for f in split.features])
-    evaluation = NerEvaluation(split, labels)
-    metrics = evaluation(np.where(predictions < 0, 0, predictions))
-    assert evaluation.predicted == [e.labels for e in split.examples]
+    predictions = np.where(predictions < 0, 0, predictions)
+    metrics = task.metrics("test", predictions)
+    assert task.tags("test", predictions) == [e.labels for e in split.examples]
     assert metrics["f1"] == 1.0 and metrics["support"] == 5 and metrics["MISC_support"] == 0
-    write_predictions(tmp_path / "p.txt", split.examples, evaluation.predicted)
+    write_predictions(tmp_path / "p.txt", split.examples, task.tags("test", predictions))
     assert read_conll(tmp_path / "p.txt", label_column=1)[0].words == split.examples[0].words
     assert (tmp_path / "p.txt").read_text().startswith("John B-PER B-PER\nand O O\nMary B-PER B-PER\n")
     write_predictions(tmp_path / "u.txt", [NerExample("u", ["a", "b"])], [["O", "B-PER"]])

@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from bertkit.cli.common import load_model, model_overrides
+from bertkit.cli.common import ModelSource, load_training_model
 from bertkit.cli.main import build_parser, main
 from bertkit.config import BertConfig
 from bertkit.data.batching import PaddingCollator
@@ -82,10 +82,11 @@ def test_metrics_by_hand():
     labels = np.array([[5, 7, -100], [9, -100, -100]])
     predicted = np.array([[5, 1, -100], [9, 0, -100]])
     positions = np.array([[3, 600, 0], [520, 0, 0]])
-    batch_loss = np.array([2.0, 2.0], dtype=np.float32)  # a batch mean, repeated per row
+    row_losses = np.array([4.0, 2.0], dtype=np.float32)  # per instance, summed over its masked positions
     nsp_logits = np.array([[2.0, 0.0], [0.0, 1.0]], dtype=np.float32)
     nsp_labels = np.array([0, 0])
-    metrics = pretraining_metrics((predicted, batch_loss, nsp_logits), (labels, nsp_labels, positions))
+    shown = np.zeros_like(labels)
+    metrics = pretraining_metrics((predicted, row_losses, nsp_logits, positions, shown), (labels, nsp_labels))
     assert metrics["masked_lm_accuracy"] == pytest.approx(2 / 3)
     assert metrics["masked_lm_loss"] == pytest.approx(2.0)
     assert metrics["next_sentence_accuracy"] == 0.5
@@ -93,8 +94,8 @@ def test_metrics_by_hand():
     assert metrics["next_sentence_loss"] == pytest.approx(expected_nsp)
     assert metrics["masked_lm_accuracy_beyond_512"] == pytest.approx(1 / 2)  # 600 wrong, 520 right
     assert "masked_lm_accuracy_beyond_512" not in pretraining_metrics(
-        (predicted, batch_loss, nsp_logits), (labels, nsp_labels, np.minimum(positions, 511)))
-    assert "masked_lm_accuracy_at_mask" not in metrics  # no input ids given
+        (predicted, row_losses, nsp_logits, np.minimum(positions, 511), shown), (labels, nsp_labels))
+    assert "masked_lm_accuracy_at_mask" not in metrics  # no [MASK] id given
 
 
 def test_accuracy_by_what_the_masked_position_showed():
@@ -103,9 +104,9 @@ def test_accuracy_by_what_the_masked_position_showed():
     predicted = np.array([[5, 1, 8, 0], [9, 6, 0, 0]])
     positions = np.array([[1, 2, 3, 0], [1, 2, -100, -100]])  # -100: a batch with fewer positions, gathered
     # shown at the positions: row 0 [MASK], [MASK], 8 (kept); row 1 9 (kept), 3 (random); -100: ragged padding
-    input_ids = np.array([[2, mask, mask, 8, 3], [2, 9, 3, 3, -100]])
+    shown = np.array([[mask, mask, 8, 2], [9, 3, -100, -100]])
     rest = (np.zeros(2, dtype=np.float32), np.zeros((2, 2), dtype=np.float32))
-    metrics = pretraining_metrics((predicted, *rest), (labels, np.array([0, 1]), positions, input_ids),
+    metrics = pretraining_metrics((predicted, *rest, positions, shown), (labels, np.array([0, 1])),
                                   mask_token_id=mask)
     assert metrics["masked_lm_accuracy"] == pytest.approx(4 / 5)
     assert metrics["masked_lm_accuracy_at_mask"] == pytest.approx(1 / 2)
@@ -184,7 +185,7 @@ def test_positions_past_512_keep_the_trained_rows_and_are_measured(tokenizer, tm
     args = build_parser("run_pretraining").parse_args(["run_pretraining", f"--init_checkpoint={tmp_path / 'base'}",
                                                        "--max_position_embeddings=640",
                                                        f"--output_dir={tmp_path / 'out'}"])
-    model = load_model(args, BertForPreTraining, **model_overrides(args))
+    model = load_training_model(args, ModelSource.from_args(args), BertForPreTraining)
     table = model.bert.embeddings.position_embeddings.weight
     assert table.shape == (640, 32) and model.config.max_position_embeddings == 640
     assert torch.equal(table[:512], base.bert.embeddings.position_embeddings.weight)

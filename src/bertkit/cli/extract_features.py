@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 
-from bertkit.cli.common import add_model_arguments, load_model, load_tokenizer
+from bertkit.cli.common import ModelSource, add_model_arguments, load_model, load_tokenizer
 from bertkit.cli.main import str2bool
 from bertkit.extract_features import POOLINGS, FeatureExtractor, read_examples, write_jsonl, write_npy
 from bertkit.modeling import BertModel
@@ -34,8 +34,9 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    model = load_model(args, BertModel)
-    tokenizer = load_tokenizer(args, model.config)
+    source = ModelSource.from_args(args)
+    model = load_model(source, BertModel)
+    tokenizer = load_tokenizer(source, model.config)
     examples = read_examples(args.input_file)
     extractor = FeatureExtractor(model, tokenizer, args.max_seq_length, args.batch_size, progress=True)
     if args.pooling:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from torch.utils.data import DataLoader
 
-from bertkit.cli.common import default_cache_dir, load_tokenizer
+from bertkit.cli.common import ModelSource, default_cache_dir, load_tokenizer
 from bertkit.cli.main import str2bool
 from bertkit.compress.layerdrop import evaluate_depths, format_depth_table, prune_layers
 from bertkit.compress.prune import (importance_scores, magnitude_prune, magnitude_scores, prune_structured,
@@ -88,8 +88,8 @@ def run(args) -> int:
                           "--depth_report (or use --method=magnitude without them)")
     processor = get_processor(args.task_name) if args.task_name else None
     model = BertForSequenceClassification.from_pretrained(args.model)
-    args.init_checkpoint, args.default_to_minilm, args.bert_config_file = args.model, False, None
-    tokenizer = load_tokenizer(args, model.config)
+    tokenizer = load_tokenizer(ModelSource.of(args.model, vocab_file=args.vocab_file, do_lower_case=args.do_lower_case),
+                               model.config)
     vocab_file = str(tokenizer.vocab_file)
     cache_dir = None if args.cache_dir.lower() == "none" else args.cache_dir
     report: dict = {"model": str(args.model), "parameters_before": model.num_parameters()}

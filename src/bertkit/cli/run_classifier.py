@@ -12,14 +12,9 @@ trains from scratch. Run the same command under `torchrun --nproc_per_node=N` fo
 
 from __future__ import annotations
 
-import os
-
-from bertkit.cli.common import (add_model_arguments, add_training_arguments, load_model, load_tokenizer,
-                                model_overrides, training_arguments)
+from bertkit.cli.common import add_model_arguments, add_training_arguments, train_task, training_arguments
 from bertkit.data.glue import get_processor
-from bertkit.errors import ConfigError
-from bertkit.heads import BertForSequenceClassification
-from bertkit.tasks.classifier import ClassifierTask, run_classifier
+from bertkit.tasks.classifier import ClassifierTask
 
 
 def add_arguments(parser) -> None:
@@ -31,22 +26,14 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    if not (args.do_train or args.do_eval or args.do_predict):
-        raise ConfigError("at least one of --do_train, --do_eval or --do_predict must be true")
-    processor = get_processor(args.task_name)  # an unknown task fails before the model loads
-    training = training_arguments(args)
-    labels = processor.get_labels()
-    model = load_model(args, BertForSequenceClassification, num_labels=processor.num_labels,
-                       **({"id2label": dict(enumerate(labels)), "label2id": {l: i for i, l in enumerate(labels)}}
-                          if labels else {}),
-                       **model_overrides(args))
-    tokenizer = load_tokenizer(args, model.config)
     task = ClassifierTask(task_name=args.task_name, data_dir=args.data_dir, max_seq_length=args.max_seq_length,
                           do_train=args.do_train, do_eval=args.do_eval, do_predict=args.do_predict,
                           cache_dir=None if args.cache_dir.lower() == "none" else args.cache_dir,
-                          max_train_examples=args.max_train_examples)
-    results = run_classifier(model, tokenizer, str(tokenizer.vocab_file), task, training, resume=args.resume)
-    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, one copy of the results is enough
-        for key in sorted(results):
-            print(f"{key} = {results[key]}")
+                          max_train_examples=args.max_train_examples, max_eval_examples=args.max_eval_examples)
+    task.validate()  # flags fail before the model loads
+    processor = get_processor(args.task_name)  # so does an unknown task
+    labels = processor.get_labels()
+    train_task(args, task, training_arguments(args), num_labels=processor.num_labels,
+               **({"id2label": dict(enumerate(labels)), "label2id": {l: i for i, l in enumerate(labels)}}
+                  if labels else {}))
     return 0

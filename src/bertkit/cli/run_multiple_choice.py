@@ -14,12 +14,9 @@ every run (they take seconds); --cache_dir is accepted for the shared flags but 
 
 from __future__ import annotations
 
-from bertkit.cli.common import (add_model_arguments, add_training_arguments, load_model, load_tokenizer,
-                                model_overrides, training_arguments)
+from bertkit.cli.common import add_model_arguments, add_training_arguments, train_task, training_arguments
 from bertkit.data.multiple_choice import get_processor
-from bertkit.errors import ConfigError
-from bertkit.heads import BertForMultipleChoice
-from bertkit.tasks.multiple_choice import MultipleChoiceTask, run_multiple_choice
+from bertkit.tasks.multiple_choice import MultipleChoiceTask
 
 
 def add_arguments(parser) -> None:
@@ -31,16 +28,10 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    if not (args.do_train or args.do_eval or args.do_predict):
-        raise ConfigError("at least one of --do_train, --do_eval or --do_predict must be true")
-    get_processor(args.task)  # an unknown task fails before the model loads
-    training = training_arguments(args)
-    model = load_model(args, BertForMultipleChoice, **model_overrides(args))
-    tokenizer = load_tokenizer(args, model.config)
     task = MultipleChoiceTask(task_name=args.task, data_dir=args.data_dir, max_seq_length=args.max_seq_length,
                               do_train=args.do_train, do_eval=args.do_eval, do_predict=args.do_predict,
-                              max_train_examples=args.max_train_examples)
-    results = run_multiple_choice(model, tokenizer, task, training, resume=args.resume)
-    for key in sorted(results):
-        print(f"{key} = {results[key]}")
+                              max_train_examples=args.max_train_examples, max_eval_examples=args.max_eval_examples)
+    task.validate()  # flags fail before the model loads
+    get_processor(args.task)  # so does an unknown task
+    train_task(args, task, training_arguments(args))
     return 0

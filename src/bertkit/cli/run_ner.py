@@ -19,14 +19,11 @@ model trains from scratch. Run under `torchrun --nproc_per_node=N` for data para
 
 from __future__ import annotations
 
-from bertkit.checkpoint.load import resolve_checkpoint
-from bertkit.cli.common import (add_model_arguments, add_training_arguments, checkpoint_path, load_model,
-                                load_tokenizer, model_overrides, training_arguments)
+from bertkit.cli.common import (ModelSource, add_model_arguments, add_training_arguments, train_task,
+                                training_arguments)
 from bertkit.cli.main import str2bool
 from bertkit.config import BertConfig
-from bertkit.errors import ConfigError
-from bertkit.heads import BertForTokenClassification
-from bertkit.tasks.ner import CONLL2003_FILES, NerTask, model_labels, run_ner, training_labels
+from bertkit.tasks.ner import CONLL2003_FILES, NerTask, model_labels, training_labels
 
 
 def add_arguments(parser) -> None:
@@ -48,32 +45,21 @@ def add_arguments(parser) -> None:
 
 def _checkpoint_labels(args) -> list[str] | None:
     """The NER labels in the checkpoint's (or --bert_config_file's) config, if it has them."""
-    path = checkpoint_path(args)
-    config_file = args.bert_config_file or (resolve_checkpoint(path).config_file if path else None)
+    config_file = ModelSource.from_args(args).config_path
     return model_labels(BertConfig.from_json_file(config_file)) if config_file else None
 
 
 def run(args) -> int:
-    if not (args.do_train or args.do_eval or args.do_predict):
-        raise ConfigError("at least one of --do_train, --do_eval or --do_predict must be true")
-    if args.doc_stride is not None and args.doc_stride < 1:
-        raise ConfigError(f"--doc_stride must be positive, got {args.doc_stride}")
     task = NerTask(data_dir=args.data_dir, train_file=args.train_file, eval_file=args.eval_file,
                    test_file=args.test_file, label_column=args.label_column, test_has_labels=args.test_has_labels,
                    max_seq_length=args.max_seq_length, doc_stride=args.doc_stride, do_train=args.do_train,
-                   do_eval=args.do_eval, do_predict=args.do_predict, max_train_examples=args.max_train_examples)
+                   do_eval=args.do_eval, do_predict=args.do_predict, max_train_examples=args.max_train_examples,
+                   max_eval_examples=args.max_eval_examples)
+    task.validate()  # flags fail before anything is read
     training = training_arguments(args)
     # Training takes the labels from the training file; evaluating a fine-tuned model, from its config.
     labels = None if args.do_train else _checkpoint_labels(args)
-    if labels is None:
-        labels = training_labels(task)
-    model = load_model(args, BertForTokenClassification, num_labels=len(labels), id2label=dict(enumerate(labels)),
-                       label2id={label: i for i, label in enumerate(labels)}, **model_overrides(args))
-    if args.max_seq_length > model.config.max_position_embeddings:
-        raise ConfigError(f"--max_seq_length={args.max_seq_length} is more than the model's "
-                          f"max_position_embeddings={model.config.max_position_embeddings}")
-    tokenizer = load_tokenizer(args, model.config)
-    results = run_ner(model, tokenizer, task, training, resume=args.resume)
-    for key in sorted(results):
-        print(f"{key} = {results[key]}")
+    task.label_list = labels if labels is not None else training_labels(task)
+    train_task(args, task, training, num_labels=len(task.label_list), id2label=dict(enumerate(task.label_list)),
+               label2id={label: i for i, label in enumerate(task.label_list)})
     return 0

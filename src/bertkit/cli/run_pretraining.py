@@ -22,11 +22,11 @@ training data, as Google's). Under `torchrun --nproc_per_node=N` training is dat
 
 from __future__ import annotations
 
-import os
+import dataclasses
+from pathlib import Path
 
-from bertkit.checkpoint.load import resolve_checkpoint
-from bertkit.cli.common import (add_model_arguments, add_training_arguments, load_model, load_tokenizer,
-                                model_overrides, training_arguments)
+from bertkit.cli.common import (ModelSource, add_model_arguments, add_training_arguments, load_tokenizer,
+                                load_training_model, print_results, training_arguments)
 from bertkit.errors import ConfigError
 from bertkit.heads import BertForPreTraining
 from bertkit.tasks.pretraining import PretrainingTask, run_pretraining
@@ -62,19 +62,18 @@ def run(args) -> int:
     task = PretrainingTask(input_file=args.input_file, eval_input_file=args.eval_input_file,
                            do_train=args.do_train, do_eval=args.do_eval, max_seq_length=args.max_seq_length,
                            max_predictions_per_seq=args.max_predictions_per_seq, max_eval_steps=args.max_eval_steps,
-                           next_sentence_weight=args.next_sentence_weight)
+                           next_sentence_weight=args.next_sentence_weight, max_eval_examples=args.max_eval_examples)
     task.validate()  # bad flags fail before the model loads
-    index = task.data_index()
-    if args.vocab_file is None and (not args.init_checkpoint or resolve_checkpoint(args.init_checkpoint).vocab_file is None):
+    source = ModelSource.from_args(args)
+    if source.vocab_file is None:
         # From scratch (or a checkpoint without a vocab.txt): the vocabulary and casing the data was built with.
-        args.vocab_file = index["vocab"]["file"]
-        if args.do_lower_case is None:
-            args.do_lower_case = index["settings"].get("do_lower_case")
+        index = task.data_index()
+        lower = source.do_lower_case if source.do_lower_case is not None else index["settings"].get("do_lower_case")
+        source = dataclasses.replace(source, vocab_file=Path(index["vocab"]["file"]), do_lower_case=lower)
     training = training_arguments(args)
-    model = load_model(args, BertForPreTraining, **model_overrides(args))
-    tokenizer = load_tokenizer(args, model.config)
+    model = load_training_model(args, source, BertForPreTraining)
+    tokenizer = load_tokenizer(source, model.config)
     results = run_pretraining(model, tokenizer, task, training, resume=args.resume)
-    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, one copy of the results is enough
-        for key in sorted(results):  # Google's names: masked_lm_accuracy, next_sentence_loss, ...
-            print(f"{key if key == 'eval_loss' else key.removeprefix('eval_')} = {results[key]}")
+    # Google's names: masked_lm_accuracy, next_sentence_loss, ...
+    print_results(results, lambda key: key if key == "eval_loss" else key.removeprefix("eval_"))
     return 0

@@ -22,11 +22,9 @@ from __future__ import annotations
 import dataclasses
 import logging
 
-from bertkit.cli.common import (add_model_arguments, add_training_arguments, load_model, load_tokenizer,
-                                model_overrides, training_arguments)
+from bertkit.cli.common import add_model_arguments, add_training_arguments, train_task, training_arguments
 from bertkit.cli.main import str2bool
-from bertkit.heads import BertForQuestionAnswering
-from bertkit.tasks.squad import SquadTask, run_squad
+from bertkit.tasks.squad import SquadTask
 
 
 def add_arguments(parser) -> None:
@@ -58,14 +56,10 @@ def run(args) -> int:
                      doc_stride=args.doc_stride, max_query_length=args.max_query_length, n_best_size=args.n_best_size,
                      max_answer_length=args.max_answer_length, version_2_with_negative=args.version_2_with_negative,
                      null_score_diff_threshold=args.null_score_diff_threshold, split_articles=args.split_articles,
-                     max_train_examples=args.max_train_examples)
+                     max_train_examples=args.max_train_examples, max_eval_examples=args.max_eval_examples)
     task.validate()  # bad flags fail before the model loads
     if args.verbose_logging:
         logging.getLogger("bertkit.data.squad").setLevel(logging.DEBUG)
     training = dataclasses.replace(training_arguments(args), eval_batch_size=args.predict_batch_size)
-    model = load_model(args, BertForQuestionAnswering, **model_overrides(args))
-    tokenizer = load_tokenizer(args, model.config)
-    results = run_squad(model, tokenizer, task, training, resume=args.resume)
-    for key in sorted(results):
-        print(f"{key} = {results[key]}")
+    train_task(args, task, training)
     return 0

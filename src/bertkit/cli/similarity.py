@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-from bertkit.cli.common import add_model_arguments, load_model, load_tokenizer
+from bertkit.cli.common import ModelSource, add_model_arguments, load_model, load_tokenizer
 from bertkit.extract_features import POOLINGS, FeatureExtractor
 from bertkit.modeling import BertModel
 
@@ -19,8 +19,9 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    model = load_model(args, BertModel)
-    tokenizer = load_tokenizer(args, model.config)
+    source = ModelSource.from_args(args)
+    model = load_model(source, BertModel)
+    tokenizer = load_tokenizer(source, model.config)
     vectors = FeatureExtractor(model, tokenizer, args.max_seq_length).sentence_vectors(
         [args.text_a, *args.text_b], args.pooling, normalize=True)
     for text, vector in zip(args.text_b, vectors[1:]):

@@ -515,37 +515,6 @@ def _unwrap(model: nn.Module) -> nn.Module:
     return getattr(model, "module", model)  # DistributedDataParallel
 
 
-# ---------------------------------------------------------------------------------------------
-# GLUE: the classifier runner's data with a teacher.
-
-
-def distill_classifier(teacher: nn.Module, student: nn.Module, tokenizer, vocab_file: str, task,
-                       args: TrainingArguments, distill_args: DistillationArguments, resume: bool = False,
-                       transfer_set: list | None = None) -> dict:
-    """run_classifier's data (bertkit.tasks.classifier) and metrics, trained by distillation.
-
-    `task` is a ClassifierTask; evaluation and prediction are the student's, as run_classifier's.
-    `transfer_set` (compress/transfer.py's sources) adds inputs that the teacher alone labels.
-    """
-    from bertkit.compress.transfer import with_transfer_set
-    from bertkit.data.glue import get_processor
-    from bertkit.tasks.classifier import run_classifier
-
-    processor = get_processor(task.task_name)
-    if teacher.config.num_labels != processor.num_labels:
-        raise ConfigError(f"the teacher has {teacher.config.num_labels} labels but {task.task_name} has "
-                          f"{processor.num_labels}: give a teacher fine-tuned on {task.task_name}")
-
-    def make_trainer(train_dataset=None, **kwargs):
-        if train_dataset is not None and transfer_set:
-            examples = processor.get_examples(task.data_dir, "train")[: task.max_train_examples or None]
-            train_dataset = with_transfer_set(train_dataset, transfer_set, processor, examples, tokenizer,
-                                              task.max_seq_length, seed=args.seed)
-        return DistillationTrainer(student, teacher, args, distill_args, train_dataset=train_dataset, **kwargs)
-
-    return run_classifier(student, tokenizer, vocab_file, task, args, resume=resume, make_trainer=make_trainer)
-
-
 __all__ = ["DistillationArguments", "DistillationLoss", "DistillationTrainer", "IndexedDataset", "TeacherCache",
-           "attention_loss", "default_layer_map", "distill_classifier", "distillation_loss",
+           "attention_loss", "default_layer_map", "distillation_loss",
            "hidden_state_loss", "infer_task", "soft_kl"]

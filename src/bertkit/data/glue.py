@@ -31,7 +31,7 @@ from typing import Sequence
 from tqdm.auto import tqdm
 
 from bertkit.errors import DataError
-from bertkit.tokenization import truncate_seq_pair
+from bertkit.tokenization import input_lists, pack, truncate_seq_pair
 
 logger = logging.getLogger(__name__)
 
@@ -380,20 +380,10 @@ def convert_single_example(
 
     # BERT's convention: [CLS] a [SEP] b [SEP] with segment (token type) ids 0 ... 0 1 ... 1.
     # A second sentence that tokenizes to nothing leaves a single-sequence input, as in Google.
-    tokens = ["[CLS]", *tokens_a, "[SEP]"]
-    segment_ids = [0] * len(tokens)
-    if tokens_b:
-        tokens += [*tokens_b, "[SEP]"]
-        segment_ids += [1] * (len(tokens_b) + 1)
+    tokens, segment_ids = pack(tokens_a, tokens_b or None, "[CLS]", "[SEP]")
 
-    input_ids = list(tokenizer.convert_tokens_to_ids(tokens))
-    # The mask has 1 for real tokens and 0 for padding tokens; only real tokens are attended to.
-    input_mask = [1] * len(input_ids)
-    if pad_to_max_length:
-        padding = [0] * (max_seq_length - len(input_ids))
-        input_ids += padding
-        input_mask += padding
-        segment_ids += padding
+    input_ids, input_mask, segment_ids = input_lists(tokenizer, tokens, segment_ids,
+                                                     max_seq_length if pad_to_max_length else None)
 
     label_id = _label_id(example, label_list)
     if log and ex_index < _NUM_EXAMPLES_TO_LOG:

@@ -39,7 +39,7 @@ from tqdm.auto import tqdm
 from bertkit.data.batching import GOOGLE_FEATURE_NAMES, FeatureDataset
 from bertkit.data.json_records import json_field
 from bertkit.errors import ConfigError, DataError
-from bertkit.tokenization import truncate_seq_pair
+from bertkit.tokenization import input_lists, pack, truncate_seq_pair
 
 logger = logging.getLogger(__name__)
 
@@ -283,13 +283,8 @@ def convert_example(example: MultipleChoiceExample, max_seq_length: int, tokeniz
     for first, second in example.pairs():
         tokens_a, tokens_b = tokenize(first), tokenize(second)
         truncate_seq_pair(tokens_a, tokens_b, max_seq_length - 3)
-        tokens = ["[CLS]", *tokens_a, "[SEP]", *tokens_b, "[SEP]"]
-        ids = list(tokenizer.convert_tokens_to_ids(tokens))
-        segments = [0] * (len(tokens_a) + 2) + [1] * (len(tokens_b) + 1)
-        mask = [1] * len(ids)
-        if pad_to_max_length:
-            padding = [0] * (max_seq_length - len(ids))
-            ids, mask, segments = ids + padding, mask + padding, segments + padding
+        tokens, segments = pack(tokens_a, tokens_b, "[CLS]", "[SEP]")
+        ids, mask, segments = input_lists(tokenizer, tokens, segments, max_seq_length if pad_to_max_length else None)
         input_ids.append(ids)
         input_mask.append(mask)
         segment_ids.append(segments)

@@ -44,6 +44,7 @@ from typing import Sequence
 import numpy as np
 
 from bertkit.errors import DataError
+from bertkit.tokenization import pack
 
 logger = logging.getLogger(__name__)
 
@@ -265,22 +266,21 @@ def convert_examples_to_features(examples: Sequence[NerExample], label_list: Seq
             except KeyError as err:
                 raise DataError(f"{example.guid}: label {err.args[0]!r} is not one of {', '.join(label_list)}") from None
         for w, (start, end) in enumerate(windows):
-            ids, word_ids, predict_words = [cls_id], [-1], [-1]
-            labels = [IGNORE_INDEX]
+            piece_ids, word_ids, predict_words, labels = [], [-1], [-1], [IGNORE_INDEX]  # [CLS]'s entries
             for word in range(start, end):
-                piece_ids = tokenizer.convert_tokens_to_ids(pieces[word])
+                word_piece_ids = tokenizer.convert_tokens_to_ids(pieces[word])
                 owned = owners[word] == w
-                ids += piece_ids
-                word_ids += [word] * len(piece_ids)
-                predict_words += [word if owned else -1] + [-1] * (len(piece_ids) - 1)
+                piece_ids += word_piece_ids
+                word_ids += [word] * len(word_piece_ids)
+                predict_words += [word if owned else -1] + [-1] * (len(word_piece_ids) - 1)
                 if with_labels:
-                    labels += [label_ids[word] if owned else IGNORE_INDEX] + [IGNORE_INDEX] * (len(piece_ids) - 1)
-            ids.append(sep_id)
-            word_ids.append(-1)
+                    labels += [label_ids[word] if owned else IGNORE_INDEX] + [IGNORE_INDEX] * (len(word_piece_ids) - 1)
+            ids, token_type_ids = pack(piece_ids, None, cls_id, sep_id)
+            word_ids.append(-1)  # [SEP]'s entries
             predict_words.append(-1)
             labels.append(IGNORE_INDEX)
             features.append(NerFeature(
-                input_ids=ids, attention_mask=[1] * len(ids), token_type_ids=[0] * len(ids),
+                input_ids=ids, attention_mask=[1] * len(ids), token_type_ids=token_type_ids,
                 labels=labels if with_labels else None, example_index=index, word_ids=word_ids,
                 predict_words=predict_words))
     if split_sentences:

@@ -49,7 +49,7 @@ from tqdm.auto import tqdm
 from bertkit.data.json_records import json_field
 from bertkit.errors import DataError
 from bertkit.io_utils import atomic_write
-from bertkit.tokenization import BasicTokenizer, whitespace_tokenize
+from bertkit.tokenization import BasicTokenizer, input_lists, pack, whitespace_tokenize
 
 logger = logging.getLogger(__name__)
 
@@ -482,26 +482,15 @@ def convert_examples_to_features(
         doc_spans = _doc_spans(len(all_doc_tokens), max_tokens_for_doc, doc_stride)
 
         for doc_span_index, doc_span in enumerate(doc_spans):
-            tokens = ["[CLS]", *query_tokens, "[SEP]"]
-            segment_ids = [0] * len(tokens)
-            token_to_orig_map = {}
-            token_is_max_context = {}
-            for split_token_index in range(doc_span.start, doc_span.start + doc_span.length):
-                token_to_orig_map[len(tokens)] = tok_to_orig_index[split_token_index]
-                token_is_max_context[len(tokens)] = _check_is_max_context(doc_spans, doc_span_index,
-                                                                          split_token_index)
-                tokens.append(all_doc_tokens[split_token_index])
-            tokens.append("[SEP]")
-            segment_ids += [1] * (doc_span.length + 1)
+            doc_offset = len(query_tokens) + 2  # the window's first document piece, after [CLS] query [SEP]
+            window = range(doc_span.start, doc_span.start + doc_span.length)
+            tokens, segment_ids = pack(query_tokens, [all_doc_tokens[i] for i in window], "[CLS]", "[SEP]")
+            token_to_orig_map = {doc_offset + k: tok_to_orig_index[i] for k, i in enumerate(window)}
+            token_is_max_context = {doc_offset + k: _check_is_max_context(doc_spans, doc_span_index, i)
+                                    for k, i in enumerate(window)}
 
-            input_ids = list(tokenizer.convert_tokens_to_ids(tokens))
-            # The mask has 1 for real tokens and 0 for padding tokens; only real tokens are attended to.
-            input_mask = [1] * len(input_ids)
-            if pad_to_max_length:
-                padding = [0] * (max_seq_length - len(input_ids))
-                input_ids += padding
-                input_mask += padding
-                segment_ids += padding
+            input_ids, input_mask, segment_ids = input_lists(tokenizer, tokens, segment_ids,
+                                                             max_seq_length if pad_to_max_length else None)
 
             start_position = end_position = None
             if is_training:
@@ -512,7 +501,6 @@ def convert_examples_to_features(
                 if example.is_impossible or not (doc_start <= tok_start_position and tok_end_position <= doc_end):
                     start_position = end_position = 0
                 else:
-                    doc_offset = len(query_tokens) + 2
                     start_position = tok_start_position - doc_start + doc_offset
                     end_position = tok_end_position - doc_start + doc_offset
 

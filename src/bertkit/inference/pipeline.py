@@ -41,7 +41,6 @@ from bertkit.checkpoint.load import resolve_checkpoint
 from bertkit.config import BertConfig
 from bertkit.data import ner as ner_data
 from bertkit.data import squad as squad_data
-from bertkit.data.glue import InputExample, convert_single_example
 from bertkit.data.multiple_choice import MultipleChoiceExample, convert_example
 from bertkit.errors import ConfigError
 from bertkit.extract_features import POOLINGS
@@ -289,6 +288,23 @@ def _texts(texts, what: str = "input") -> tuple[bool, list[str]]:
     return False, [_text(t, f"{what} {i}") for i, t in enumerate(texts)]
 
 
+def _records(task: str, second: str, question, other, extra: dict) -> tuple[bool, list[dict]]:
+    """p(question, other), p({"question", second}) or p([{...}, ...]) -> (single, records), checked."""
+    if extra:
+        raise ConfigError(f"{task} takes question and {second}, not {', '.join(sorted(extra))}")
+    if isinstance(question, (dict, list)) and other is None:
+        single = isinstance(question, dict)
+        records = [question] if single else question
+    else:
+        single, records = True, [{"question": question, second: other}]
+    if not records:
+        raise ConfigError(f"give a question and {second}, or a list of {{'question', '{second}'}} records")
+    for i, record in enumerate(records):
+        if not isinstance(record, dict) or set(record) != {"question", second}:
+            raise ConfigError(f"input {i}: expected {{'question': ..., '{second}': ...}}")
+    return single, records
+
+
 class TextClassificationPipeline(Pipeline):
     """p("a"), p("a", "b"), p(["a", "b"]), p([("a", "b"), ...]), p({"text": "a", "text_pair": "b"})."""
 
@@ -436,19 +452,9 @@ class QuestionAnsweringPipeline(Pipeline):
                 "max_answer_length": 30, "n_best_size": 20, "top_k": 1}
 
     def parse(self, question=None, context=None, **kwargs) -> tuple[bool, list]:
-        if kwargs:
-            raise ConfigError(f"question-answering takes question and context, not {', '.join(sorted(kwargs))}")
-        if isinstance(question, (dict, list)) and context is None:
-            single = isinstance(question, dict)
-            records = [question] if single else question
-        else:
-            single, records = True, [{"question": question, "context": context}]
-        if not records:
-            raise ConfigError("give a question and a context, or a list of {'question', 'context'} records")
+        single, records = _records(self.task, "context", question, context, kwargs)
         items = []
         for i, record in enumerate(records):
-            if not isinstance(record, dict) or set(record) != {"question", "context"}:
-                raise ConfigError(f"input {i}: expected {{'question': ..., 'context': ...}}")
             items.append((_text(record["question"], f"input {i}: question"),
                           _text(record["context"], f"input {i}: context")))
         return single, items
@@ -519,17 +525,9 @@ class MultipleChoicePipeline(Pipeline):
     head_prefixes = ("classifier.",)
 
     def parse(self, question=None, choices=None, **kwargs) -> tuple[bool, list]:
-        if kwargs:
-            raise ConfigError(f"multiple-choice takes question and choices, not {', '.join(sorted(kwargs))}")
-        if isinstance(question, (dict, list)) and choices is None:
-            single = isinstance(question, dict)
-            records = [question] if single else question
-        else:
-            single, records = True, [{"question": question, "choices": choices}]
+        single, records = _records(self.task, "choices", question, choices, kwargs)
         items = []
         for i, record in enumerate(records):
-            if not isinstance(record, dict) or set(record) != {"question", "choices"}:
-                raise ConfigError(f"input {i}: expected {{'question': ..., 'choices': [...]}}")
             choices_i = record["choices"]
             if not isinstance(choices_i, list) or len(choices_i) < 2:
                 raise ConfigError(f"input {i}: choices must be a list of at least two texts")

@@ -1,8 +1,35 @@
-"""What every task runner shares: recording the task in the model's config before it is saved."""
+"""The Task interface and run_task(): the one train / evaluate / predict sequence of every runner.
+
+A task says what is particular to it, as Lightning's LightningModule does; run_task owns the rest
+(the order of the steps, the log banners, the results, writing on the main process only):
+
+    dataset(split, tokenizer, args)     "train" / "dev" / "test" read and converted into features
+                                        named as the model's arguments
+    eval_step(output, batch)            what evaluation and prediction collect per row
+    metrics(split, predictions, labels) the split's scores
+    write_predictions(output_dir, split, predictions, results)
+                                        prediction files (and any scores made from them)
+    metadata()                          what a saved model records for prediction (config.json)
+
+Adding a task is one module: a Task subclass with its data, head (`model_class`), metric and
+postprocessing, plus a thin CLI command.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import logging
+from pathlib import Path
+from typing import Any, Callable
+
+from torch.utils.data import Dataset
+
 from bertkit.config import BertConfig
+from bertkit.errors import ConfigError
+from bertkit.training.trainer import EvalResults, Trainer, TrainingArguments
+
+logger = logging.getLogger("bertkit")
 
 
 def record_task(config: BertConfig, task: str, max_seq_length: int, tokenizer, **extra) -> None:
@@ -17,5 +44,110 @@ def record_task(config: BertConfig, task: str, max_seq_length: int, tokenizer, *
     if config.id2label is None:
         config.id2label = {i: f"LABEL_{i}" for i in range(config.num_labels)}
         config.label2id = {label: i for i, label in config.id2label.items()}
-    config.extra.update({"finetuning_task": task, "max_seq_length": int(max_seq_length),
-                         "do_lower_case": bool(tokenizer.do_lower_case), **extra})
+    config.extra.update({"finetuning_task": task, "max_seq_length": int(max_seq_length), **extra})
+    if tokenizer is not None:
+        config.extra["do_lower_case"] = bool(tokenizer.do_lower_case)
+
+
+class Task:
+    """What one task is; subclasses are dataclasses holding the task's flags (data, lengths, do_*)."""
+
+    model_class: type  # the head, e.g. BertForSequenceClassification
+    do_train: bool = False
+    do_eval: bool = False
+    do_predict: bool = False
+    max_seq_length: int = 128
+    label_names: tuple[str, ...] = ("labels",)  # batch keys that are the labels metrics compare with
+    eval_split = "dev"  # the split --do_eval evaluates (and evaluates during training)
+    predict_split = "test"  # the split --do_predict predicts
+
+    @property
+    def name(self) -> str:
+        """The task's name, saved as config.json's finetuning_task."""
+        raise NotImplementedError
+
+    def validate(self) -> None:
+        """Check the flags before any work; the default asks for at least one step."""
+        if not (self.do_train or self.do_eval or self.do_predict):
+            raise ConfigError("at least one of --do_train, --do_eval or --do_predict must be true")
+
+    def check(self, model, tokenizer) -> None:
+        """Check the flags against the model before any work (and keep what the task needs of it)."""
+        positions = model.config.max_position_embeddings
+        if self.max_seq_length > positions:
+            raise ConfigError(f"--max_seq_length={self.max_seq_length} is more than the model's "
+                              f"max_position_embeddings={positions}; lower it, or extend the position table "
+                              f"with --max_position_embeddings={self.max_seq_length}")
+
+    def metadata(self) -> dict:
+        return {}
+
+    def dataset(self, split: str, tokenizer, args: TrainingArguments) -> Dataset:
+        raise NotImplementedError
+
+    def has_labels(self, split: str) -> bool:
+        """Whether the split's features carry labels (the test split may be unlabelled)."""
+        return split != "test"
+
+    def eval_step(self, output, batch: dict) -> Any:
+        return output.logits
+
+    def metrics(self, split: str, predictions, labels) -> dict[str, float]:
+        return {}
+
+    def write_predictions(self, output_dir: Path, split: str, predictions, results: dict) -> dict:
+        """Write the split's prediction files; return any scores computed from them."""
+        return {}
+
+
+def run_task(task: Task, model, tokenizer, args: TrainingArguments, resume: bool = False,
+             make_trainer: Callable[..., Trainer] | None = None) -> dict:
+    """Train, evaluate and predict as the task's do_* flags ask; returns the results (the last
+    evaluation's metrics, the test split's `test_*` metrics, scores made from prediction files).
+
+    `make_trainer(model, args, **kwargs)` builds the trainer (default: the Trainer); distillation
+    passes one that wraps the student with its teacher.
+    """
+    task.validate()
+    task.check(model, tokenizer)
+    record_task(model.config, task.name, task.max_seq_length, tokenizer, **task.metadata())
+    args = dataclasses.replace(args, label_names=task.label_names)
+    output_dir = Path(args.output_dir)
+    train = task.dataset("train", tokenizer, args) if task.do_train else None
+    evaluate = task.dataset(task.eval_split, tokenizer, args) if task.do_eval else None
+    if train is not None:
+        logger.info("***** Running training *****  %d examples, batch size %d, %s", len(train), args.train_batch_size,
+                    f"{args.max_steps} steps" if args.max_steps else f"{args.num_train_epochs} epochs")
+    make_trainer = make_trainer or Trainer
+    trainer = make_trainer(model, args, train_dataset=train, eval_dataset=evaluate, tokenizer=tokenizer,
+                           eval_step=task.eval_step,
+                           compute_metrics=functools.partial(task.metrics, task.eval_split) if evaluate else None)
+    results: dict = {}
+    last = None
+    if task.do_train:
+        output = trainer.train(resume=resume)
+        results = dict(output.metrics)
+        results.setdefault("global_step", output.global_step)
+        results["train_loss"] = output.training_loss
+        last = output.metrics
+    if evaluate is not None:
+        if not task.do_train or not isinstance(last, EvalResults):  # no evaluation yet (or resumed past it)
+            last = trainer.evaluate()
+            results.update(last)
+        if trainer.is_main:
+            results.update(task.write_predictions(output_dir, task.eval_split, last.predictions, dict(last)))
+    if task.do_predict:
+        split = task.predict_split
+        data = task.dataset(split, tokenizer, args)
+        logger.info("***** Running predictions *****  %d examples (%s), batch size %d", len(data), split,
+                    args.eval_batch_size)
+        if task.has_labels(split):  # scored like the dev set; writes <split>_results.txt
+            scores = trainer.evaluate(data, prefix=split, compute_metrics=functools.partial(task.metrics, split))
+            predictions = scores.predictions
+            results.update({k: v for k, v in scores.items() if k.startswith(f"{split}_")})
+        else:  # every process takes part in the gather
+            predictions, scores = trainer.predict(data).predictions, {}
+        if trainer.is_main:
+            results.update(task.write_predictions(output_dir, split, predictions,
+                                                  {**scores, "global_step": trainer.state.global_step}))
+    return results

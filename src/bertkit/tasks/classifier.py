@@ -10,20 +10,22 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 from scipy.special import softmax
 
+from bertkit.compress.distill import DistillationArguments, DistillationTrainer
+from bertkit.compress.transfer import with_transfer_set
 from bertkit.data.batching import GOOGLE_FEATURE_NAMES, FeatureDataset
 from bertkit.data.features import load_or_build_features
 from bertkit.data.glue import DataProcessor, InputExample, convert_examples_to_features, get_processor
 from bertkit.heads import BertForSequenceClassification
+from bertkit.errors import ConfigError
 from bertkit.io_utils import atomic_write
-from bertkit.tasks.base import record_task
+from bertkit.tasks.base import Task, run_task
 from bertkit.tokenization import FullTokenizer
 from bertkit.training.metrics import glue_compute_metrics
-from bertkit.training.trainer import Trainer, TrainingArguments
+from bertkit.training.trainer import TrainingArguments
 
 logger = logging.getLogger("bertkit")
 
@@ -35,8 +37,8 @@ GLUE_SUBMISSION_NAMES = {
 
 
 @dataclass
-class ClassifierTask:
-    """What run_classifier needs beyond the model and the training arguments."""
+class ClassifierTask(Task):
+    """GLUE-style (pair) classification and regression: what run_classifier needs beyond the model."""
 
     task_name: str
     data_dir: str
@@ -46,6 +48,29 @@ class ClassifierTask:
     do_predict: bool = False
     cache_dir: str | None = None  # feature cache; None: tokenize every time
     max_train_examples: int | None = None  # a bounded subset, for smoke tests and quick looks
+    max_eval_examples: int | None = None  # the first N dev / test examples
+
+    model_class = BertForSequenceClassification
+
+    @property
+    def name(self) -> str:
+        return self.task_name.lower()
+
+    @property
+    def processor(self) -> DataProcessor:
+        return get_processor(self.task_name)
+
+    def dataset(self, split: str, tokenizer: FullTokenizer, args) -> FeatureDataset:
+        return build_dataset(self.processor, self, split, tokenizer, str(tokenizer.vocab_file), args.pad_to_max_length,
+                             args.progress)[1]
+
+    def metrics(self, split: str, predictions: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+        return glue_metrics_fn(self.task_name, self.processor.is_regression)(predictions, labels)
+
+    def write_predictions(self, output_dir: Path, split: str, predictions: np.ndarray, results: dict) -> dict:
+        if split == "test":
+            write_predictions(output_dir, self.task_name, self.processor, predictions)
+        return {}
 
 
 def build_dataset(processor: DataProcessor, task: ClassifierTask, split: str, tokenizer: FullTokenizer,
@@ -53,20 +78,21 @@ def build_dataset(processor: DataProcessor, task: ClassifierTask, split: str, to
                   ) -> tuple[list[InputExample] | None, FeatureDataset]:
     """Examples (read only when the cache misses or they are needed) and their features."""
     examples: list[InputExample] | None = None
+    limit = task.max_train_examples if split == "train" else task.max_eval_examples
 
     def read() -> list[InputExample]:
         nonlocal examples
         if examples is None:
             examples = processor.get_examples(task.data_dir, split)
-            if split == "train" and task.max_train_examples:
-                examples = examples[: task.max_train_examples]
+            if limit:
+                examples = examples[:limit]
         return examples
 
     def build():
         return convert_examples_to_features(read(), processor.get_labels(), task.max_seq_length, tokenizer,
                                             pad_to_max_length=pad_to_max_length, progress=progress)
 
-    cacheable = task.cache_dir and not (split == "train" and task.max_train_examples)
+    cacheable = task.cache_dir and not limit
     features = load_or_build_features(
         build, task.cache_dir if cacheable else None, task_name=task.task_name,
         data_file=processor.data_file(task.data_dir, split), vocab_file=vocab_file,
@@ -105,39 +131,30 @@ def write_predictions(output_dir: Path, task_name: str, processor: DataProcessor
                 output_dir / "test_results.tsv", name)
 
 
-def run_classifier(model: BertForSequenceClassification, tokenizer: FullTokenizer, vocab_file: str,
-                   task: ClassifierTask, args: TrainingArguments, resume: bool = False,
-                   make_trainer: Callable[..., Trainer] | None = None) -> dict:
-    """Train, evaluate and predict as asked; returns the last evaluation's metrics (if any).
+def run_classifier(model: BertForSequenceClassification, tokenizer: FullTokenizer, task: ClassifierTask,
+                   args: TrainingArguments, resume: bool = False) -> dict:
+    """Train, evaluate and predict as asked (run_task); returns the results."""
+    return run_task(task, model, tokenizer, args, resume=resume)
 
-    `make_trainer(**trainer_kwargs)` builds the trainer (default: the Trainer on `model`); the
-    distillation runner passes one that builds a DistillationTrainer around a teacher.
+
+def distill_classifier(teacher: BertForSequenceClassification, student: BertForSequenceClassification, tokenizer,
+                       task: ClassifierTask, args: TrainingArguments, distill_args: DistillationArguments,
+                       resume: bool = False, transfer_set: list | None = None) -> dict:
+    """run_classifier's data and metrics, with the student trained by distillation from `teacher`.
+
+    Evaluation and prediction are the student's, as run_classifier's. `transfer_set`
+    (compress/transfer.py's sources) adds inputs that the teacher alone labels.
     """
-    processor = get_processor(task.task_name)
-    record_task(model.config, task.task_name.lower(), task.max_seq_length, tokenizer)
+    processor = task.processor
+    if teacher.config.num_labels != processor.num_labels:
+        raise ConfigError(f"the teacher has {teacher.config.num_labels} labels but {task.task_name} has "
+                          f"{processor.num_labels}: give a teacher fine-tuned on {task.task_name}")
 
-    def dataset(split: str) -> FeatureDataset:
-        return build_dataset(processor, task, split, tokenizer, vocab_file, args.pad_to_max_length, args.progress)[1]
+    def make_trainer(model, args, train_dataset=None, **kwargs):
+        if train_dataset is not None and transfer_set:
+            examples = processor.get_examples(task.data_dir, "train")[: task.max_train_examples or None]
+            train_dataset = with_transfer_set(train_dataset, transfer_set, processor, examples, tokenizer,
+                                              task.max_seq_length, seed=args.seed)
+        return DistillationTrainer(model, teacher, args, distill_args, train_dataset=train_dataset, **kwargs)
 
-    output_dir = Path(args.output_dir)
-    train_data = eval_data = None
-    if task.do_train:
-        train_data = dataset("train")
-        logger.info("***** Running training *****  %d examples, batch size %d, %s epochs", len(train_data),
-                    args.train_batch_size, args.num_train_epochs)
-    if task.do_eval:
-        eval_data = dataset("dev")
-    make_trainer = make_trainer or (lambda **kwargs: Trainer(model, args, **kwargs))
-    trainer = make_trainer(train_dataset=train_data, eval_dataset=eval_data, tokenizer=tokenizer,
-                           compute_metrics=glue_metrics_fn(task.task_name, processor.is_regression))
-    results: dict = {}
-    if task.do_train:
-        results = trainer.train(resume=resume).metrics
-    if task.do_eval and not results:
-        results = trainer.evaluate()
-    if task.do_predict:
-        test_data = dataset("test")
-        predictions = trainer.predict(test_data).predictions  # every process takes part in the gather
-        if trainer.is_main:
-            write_predictions(output_dir, task.task_name, processor, predictions)
-    return results
+    return run_task(task, student, tokenizer, args, resume=resume, make_trainer=make_trainer)

@@ -25,8 +25,8 @@ from bertkit.heads import BertForMultipleChoice
 from bertkit.io_utils import atomic_write
 from bertkit.tokenization import FullTokenizer
 from bertkit.training.metrics import accuracy
-from bertkit.tasks.base import record_task
-from bertkit.training.trainer import Trainer, TrainingArguments
+from bertkit.tasks.base import Task, run_task
+from bertkit.training.trainer import TrainingArguments
 
 logger = logging.getLogger("bertkit")
 
@@ -35,8 +35,8 @@ TEST_PREDICTIONS_FILE = "test_predictions.jsonl"
 
 
 @dataclass
-class MultipleChoiceTask:
-    """What run_multiple_choice needs beyond the model and the training arguments."""
+class MultipleChoiceTask(Task):
+    """SWAG / CommonsenseQA: what run_multiple_choice needs beyond the model."""
 
     task_name: str  # "swag" or "commonsenseqa"
     data_dir: str
@@ -45,6 +45,33 @@ class MultipleChoiceTask:
     do_eval: bool = False
     do_predict: bool = False
     max_train_examples: int | None = None  # a bounded subset, for smoke tests and quick looks
+    max_eval_examples: int | None = None
+
+    model_class = BertForMultipleChoice
+
+    def __post_init__(self):
+        self._examples: dict[str, list[MultipleChoiceExample]] = {}
+
+    @property
+    def name(self) -> str:
+        return self.task_name.lower()
+
+    def dataset(self, split: str, tokenizer: FullTokenizer, args) -> FeatureDataset:
+        processor = get_processor(self.task_name)
+        examples, dataset = build_dataset(processor, self, split, tokenizer, args.pad_to_max_length, args.progress)
+        if split == "dev" and any(example.label is None for example in examples):
+            raise DataError(f"{processor.data_file(self.data_dir, 'dev')}: has examples without an answer; "
+                            "--do_eval needs a labelled dev file")
+        self._examples[split] = examples
+        return dataset
+
+    def metrics(self, split: str, logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+        return {"accuracy": accuracy(logits.argmax(axis=-1), labels)}
+
+    def write_predictions(self, output_dir: Path, split: str, logits: np.ndarray, results: dict) -> dict:
+        name = EVAL_PREDICTIONS_FILE if split == "dev" else TEST_PREDICTIONS_FILE
+        write_predictions(output_dir / name, self._examples[split], logits)
+        return {}
 
 
 def build_dataset(processor: MultipleChoiceProcessor, task: MultipleChoiceTask, split: str, tokenizer: FullTokenizer,
@@ -52,26 +79,12 @@ def build_dataset(processor: MultipleChoiceProcessor, task: MultipleChoiceTask, 
                   ) -> tuple[list[MultipleChoiceExample], FeatureDataset]:
     """A split's examples and their features as a dataset."""
     examples = processor.get_examples(task.data_dir, split)
-    if split == "train" and task.max_train_examples:
-        examples = examples[: task.max_train_examples]
+    limit = task.max_train_examples if split == "train" else task.max_eval_examples
+    if limit:
+        examples = examples[:limit]
     features = convert_examples_to_features(examples, task.max_seq_length, tokenizer,
                                             pad_to_max_length=pad_to_max_length, progress=progress)
     return examples, feature_dataset(features)
-
-
-class AccuracyMetric:
-    """compute_metrics for the Trainer: accuracy of the argmax over the choices.
-
-    It keeps the logits it last scored, so that the final evaluation's predictions can be written
-    without a second pass over the dev set.
-    """
-
-    def __init__(self):
-        self.last_logits: np.ndarray | None = None
-
-    def __call__(self, logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
-        self.last_logits = logits
-        return {"accuracy": accuracy(logits.argmax(axis=-1), labels)}
 
 
 def write_predictions(path: str | Path, examples: list[MultipleChoiceExample], logits: np.ndarray) -> None:
@@ -92,42 +105,5 @@ def write_predictions(path: str | Path, examples: list[MultipleChoiceExample], l
 
 def run_multiple_choice(model: BertForMultipleChoice, tokenizer: FullTokenizer, task: MultipleChoiceTask,
                         args: TrainingArguments, resume: bool = False) -> dict:
-    """Train, evaluate and predict as asked; returns the last evaluation's metrics (if any)."""
-    processor = get_processor(task.task_name)
-    record_task(model.config, task.task_name.lower(), task.max_seq_length, tokenizer)
-
-    def dataset(split: str) -> tuple[list[MultipleChoiceExample], FeatureDataset]:
-        return build_dataset(processor, task, split, tokenizer, args.pad_to_max_length, args.progress)
-
-    output_dir = Path(args.output_dir)
-    train_data = eval_data = None
-    eval_examples: list[MultipleChoiceExample] = []
-    if task.do_train:
-        _, train_data = dataset("train")
-        logger.info("***** Running training *****  %d examples, batch size %d, %s epochs", len(train_data),
-                    args.train_batch_size, args.num_train_epochs)
-    if task.do_eval:
-        eval_examples, eval_data = dataset("dev")
-        if any(example.label is None for example in eval_examples):
-            raise DataError(f"{processor.data_file(task.data_dir, 'dev')}: has examples without an answer; "
-                            "--do_eval needs a labelled dev file")
-    metric = AccuracyMetric()
-    trainer = Trainer(model, args, train_dataset=train_data, eval_dataset=eval_data, compute_metrics=metric,
-                      tokenizer=tokenizer)
-    results: dict = {}
-    if task.do_train:
-        results = trainer.train(resume=resume).metrics
-    if task.do_eval:
-        if not results:
-            results = trainer.evaluate()
-        logits = metric.last_logits
-        if logits is None:  # a resumed run that had evaluated already
-            logits = trainer.predict(eval_data).predictions
-        if trainer.is_main:
-            write_predictions(output_dir / EVAL_PREDICTIONS_FILE, eval_examples, logits)
-    if task.do_predict:
-        test_examples, test_data = dataset("test")
-        predictions = trainer.predict(test_data).predictions  # every process takes part in the gather
-        if trainer.is_main:
-            write_predictions(output_dir / TEST_PREDICTIONS_FILE, test_examples, predictions)
-    return results
+    """Train, evaluate and predict as asked (run_task); returns the results."""
+    return run_task(task, model, tokenizer, args, resume=resume)

@@ -32,9 +32,9 @@ from bertkit.data.ner import (NON_MODEL_FIELDS, NerExample, NerFeature, align_pr
 from bertkit.errors import ConfigError
 from bertkit.heads import BertForTokenClassification
 from bertkit.io_utils import atomic_write
-from bertkit.tasks.base import record_task
+from bertkit.tasks.base import Task, run_task
 from bertkit.tokenization import FullTokenizer
-from bertkit.training.trainer import Trainer, TrainingArguments
+from bertkit.training.trainer import TrainingArguments
 
 logger = logging.getLogger("bertkit")
 
@@ -43,8 +43,8 @@ CONLL2003_FILES = {"train": "eng.train", "dev": "eng.testa", "test": "eng.testb"
 
 
 @dataclass
-class NerTask:
-    """What run_ner needs beyond the model and the training arguments."""
+class NerTask(Task):
+    """CoNLL-style token classification: what run_ner needs beyond the model and the training arguments."""
 
     data_dir: str
     train_file: str = CONLL2003_FILES["train"]
@@ -58,12 +58,58 @@ class NerTask:
     do_eval: bool = False
     do_predict: bool = False
     max_train_examples: int | None = None  # the first N training sentences, for smoke tests
+    max_eval_examples: int | None = None  # the first N dev / test sentences
+    label_list: list[str] | None = None  # the model's labels; run_ner takes them from its config
+
+    model_class = BertForTokenClassification
+    name = "ner"
+
+    def __post_init__(self):
+        self._splits: dict[str, NerSplit] = {}
+
+    def validate(self) -> None:
+        super().validate()
+        if self.doc_stride is not None and self.doc_stride < 1:
+            raise ConfigError(f"--doc_stride must be positive, got {self.doc_stride}")
 
     def path(self, split: str) -> Path:
         names = {"train": self.train_file, "dev": self.eval_file, "test": self.test_file}
         if split not in names:
             raise ConfigError(f"unknown split {split!r}; expected one of {', '.join(names)}")
         return Path(self.data_dir) / names[split]
+
+    def metadata(self) -> dict:
+        return {"label_scheme": "IOB2", **({"doc_stride": self.doc_stride} if self.doc_stride else {})}
+
+    def has_labels(self, split: str) -> bool:
+        return split != "test" or self.test_has_labels
+
+    def dataset(self, split: str, tokenizer, args) -> FeatureDataset:
+        self._splits[split] = build_split(self, split, tokenizer, self.label_list)
+        return self._splits[split].dataset
+
+    def eval_step(self, output, batch):
+        return output.logits.argmax(dim=-1)  # the class id per token: ints, not a float per class
+
+    def tags(self, split: str, predictions: np.ndarray) -> list[list[str]]:
+        """Per-token predicted ids -> one tag per word of every sentence of the split."""
+        data = self._splits[split]
+        ids = align_predictions(data.features, predictions, data.examples)
+        return [[self.label_list[i] for i in sentence] for sentence in ids]
+
+    def metrics(self, split: str, predictions: np.ndarray, labels=None) -> dict[str, float]:
+        gold = [e.labels for e in self._splits[split].examples]
+        return ner_metrics(gold, self.tags(split, predictions), entity_types_of(self.label_list))
+
+    def write_predictions(self, output_dir: Path, split: str, predictions: np.ndarray, results: dict) -> dict:
+        data = self._splits[split]
+        write_predictions(output_dir / f"predictions_{split}.txt", data.examples, self.tags(split, predictions))
+        if data.has_labels:
+            write_report(output_dir, "eval" if split == "dev" else split, results, entity_types_of(self.label_list),
+                         data.path)
+        logger.info("wrote the predictions for %d sentences to %s", len(data.examples),
+                    output_dir / f"predictions_{split}.txt")
+        return {}
 
 
 @dataclass
@@ -81,11 +127,10 @@ class NerSplit:
 
 
 def read_examples(task: NerTask, split: str) -> list[NerExample]:
-    labelled = split != "test" or task.test_has_labels
+    labelled = task.has_labels(split)
     examples = read_conll(task.path(split), label_column=task.label_column if labelled else None)
-    if split == "train" and task.max_train_examples:
-        examples = examples[: task.max_train_examples]
-    return examples
+    limit = task.max_train_examples if split == "train" else task.max_eval_examples
+    return examples[:limit] if limit else examples
 
 
 def training_labels(task: NerTask) -> list[str]:
@@ -141,29 +186,6 @@ def entity_types_of(label_list: Sequence[str]) -> list[str]:
     return sorted({t for t in map(entity_type, label_list) if t})
 
 
-class NerEvaluation:
-    """The Trainer's compute_metrics for one split: per-token predicted ids -> one tag per word ->
-    ner_metrics. The tags of the latest call are kept in `predicted` for writing out."""
-
-    def __init__(self, split: NerSplit, label_list: Sequence[str]):
-        self.split = split
-        self.label_list = list(label_list)
-        self.predicted: list[list[str]] | None = None
-
-    def tags(self, predictions: np.ndarray) -> list[list[str]]:
-        ids = align_predictions(self.split.features, predictions, self.split.examples)
-        return [[self.label_list[i] for i in sentence] for sentence in ids]
-
-    def __call__(self, predictions: np.ndarray, labels: np.ndarray | None = None) -> dict[str, float]:
-        self.predicted = self.tags(predictions)
-        return ner_metrics([e.labels for e in self.split.examples], self.predicted, entity_types_of(self.label_list))
-
-
-def predicted_ids(output):
-    """The Trainer's prediction_fn: the arg-max class per token (ints, not a float per class)."""
-    return output.logits.argmax(dim=-1)
-
-
 # -- output ----------------------------------------------------------------------------------
 
 
@@ -212,48 +234,11 @@ def write_report(output_dir: Path, prefix: str, results: dict, entity_types: Seq
 
 def run_ner(model: BertForTokenClassification, tokenizer: FullTokenizer, task: NerTask, args: TrainingArguments,
             resume: bool = False) -> dict:
-    """Train, evaluate (dev) and predict (test) as asked. The label list is the model's
+    """Train, evaluate (dev) and predict (test) as asked (run_task). The label list is the model's
     (config.id2label). Returns the dev metrics (`eval_*`) and the test metrics (`test_*`)."""
     label_list = model_labels(model.config)
     if label_list is None or len(label_list) != model.config.num_labels:
         raise ConfigError("the model's config has no NER label list (id2label with an 'O' tag for every class); "
                           "build it with id2label/label2id from the training file (training_labels)")
-    types = entity_types_of(label_list)
-    record_task(model.config, "ner", task.max_seq_length, tokenizer, label_scheme="IOB2",
-                **({"doc_stride": task.doc_stride} if task.doc_stride else {}))
-    output_dir = Path(args.output_dir)
-    train = build_split(task, "train", tokenizer, label_list) if task.do_train else None
-    dev = build_split(task, "dev", tokenizer, label_list) if task.do_eval else None
-    dev_evaluation = NerEvaluation(dev, label_list) if dev is not None else None
-    if train is not None:
-        logger.info("***** Running training *****  %d windows of %d sentences, batch size %d, %s epochs",
-                    len(train.dataset), len(train.examples), args.train_batch_size, args.num_train_epochs)
-    trainer = Trainer(model, args, train_dataset=train.dataset if train else None,
-                      eval_dataset=dev.dataset if dev else None, compute_metrics=dev_evaluation,
-                      prediction_fn=predicted_ids, tokenizer=tokenizer)
-    results: dict = {}
-    if task.do_train:
-        results = trainer.train(resume=resume).metrics
-    if task.do_eval and not results:
-        results = trainer.evaluate()
-    if dev is not None and trainer.is_main:
-        write_predictions(output_dir / "predictions_dev.txt", dev.examples, dev_evaluation.predicted)
-        write_report(output_dir, "eval", results, types, dev.path)
-    if task.do_predict:
-        test = build_split(task, "test", tokenizer, label_list)
-        evaluation = NerEvaluation(test, label_list)
-        if test.has_labels:
-            trainer.compute_metrics = evaluation  # scored like the dev set; writes test_results.txt
-            test_results = trainer.evaluate(test.dataset, prefix="test")
-            predicted = evaluation.predicted
-            results.update({k: v for k, v in test_results.items() if k.startswith("test_")})
-        else:  # every process takes part in the gather
-            predicted = evaluation.tags(trainer.predict(test.dataset).predictions)
-        if trainer.is_main:
-            write_predictions(output_dir / "predictions_test.txt", test.examples, predicted)
-            if test.has_labels:
-                write_report(output_dir, "test", test_results, types, test.path)
-            logger.info("wrote the predictions for %d sentences to %s", len(test.examples),
-                        output_dir / "predictions_test.txt")
-    return results
-
+    task.label_list = label_list
+    return run_task(task, model, tokenizer, args, resume=resume)

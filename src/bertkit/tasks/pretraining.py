@@ -22,29 +22,25 @@ rises as continued pre-training on long shards teaches them.
 
 from __future__ import annotations
 
-import dataclasses
-import functools
 import logging
 from dataclasses import dataclass
 
 import numpy as np
-import torch
+import torch.nn.functional as F
 
 from bertkit.data.pretraining import PretrainingDataset, expand_shard_dirs, load_index, vocab_fingerprint
 from bertkit.errors import ConfigError
 from bertkit.heads import BertForPreTraining, PreTrainingOutput
-from bertkit.tasks.base import record_task
-from bertkit.training.trainer import Trainer, TrainingArguments
+from bertkit.tasks.base import Task, run_task
+from bertkit.training.trainer import TrainingArguments
 
 logger = logging.getLogger("bertkit")
 
-# Batch keys collected for compute_metrics, in this order (input_ids: what each masked position showed).
-PRETRAINING_LABELS = ("labels", "next_sentence_label", "masked_lm_positions", "input_ids")
 BEYOND = 512  # masked_lm_accuracy_beyond_512: positions the original BERT position table does not have
 
 
 @dataclass
-class PretrainingTask:
+class PretrainingTask(Task):
     """What run_pretraining needs beyond the model and the training arguments (Google's flag names)."""
 
     input_file: str | None = None  # create_pretraining_data output folder(s): comma-separated, globs allowed
@@ -55,6 +51,34 @@ class PretrainingTask:
     max_predictions_per_seq: int = 20
     max_eval_steps: int = 100  # evaluate the first max_eval_steps * eval_batch_size instances
     next_sentence_weight: float = 1.0  # the NSP loss's weight in the training loss; 0: masked LM only
+    max_eval_examples: int | None = None  # at most this many evaluation instances (besides max_eval_steps)
+
+    model_class = BertForPreTraining
+    name = "pretraining"
+    label_names = ("labels", "next_sentence_label")
+
+    def check(self, model, tokenizer) -> None:
+        # No max_seq_length check here: check_data_fits names the flag that fits the shards.
+        model.next_sentence_weight = self.next_sentence_weight
+        self._model, self._tokenizer = model, tokenizer
+
+    def dataset(self, split: str, tokenizer, args) -> PretrainingDataset:
+        if split == "train":
+            data = PretrainingDataset(self.input_file)
+            logger.info("%d instances (max_seq_length %d)", len(data), data.max_seq_length)
+        else:
+            limit = self.max_eval_steps * args.eval_batch_size
+            data = PretrainingDataset(self.eval_input_file or self.input_file,
+                                      limit=min(limit, self.max_eval_examples or limit))
+        check_data_fits(data, self._model, tokenizer, self)
+        return data
+
+    def eval_step(self, output: PreTrainingOutput, batch: dict):
+        return pretraining_step(output, batch)
+
+    def metrics(self, split: str, predictions, labels) -> dict[str, float]:
+        mask_token_id = self._tokenizer.vocab.get("[MASK]") if self._tokenizer is not None else None
+        return pretraining_metrics(predictions, labels, mask_token_id=mask_token_id)
 
     def validate(self) -> None:
         if not (self.do_train or self.do_eval):
@@ -75,35 +99,32 @@ class PretrainingTask:
         return load_index(first)[1]
 
 
-def pretraining_predictions(output: PreTrainingOutput):
-    """The Trainer's prediction_fn: the predicted id at each masked position (B, P), the batch's
-    mean MLM loss repeated for each of its rows (B,), and the NSP logits (B, 2).
-
-    The per-position losses need the labels, which a prediction_fn does not see; the batch mean,
-    weighted back by each row's number of masked positions, gives the exact per-position mean
-    over the whole evaluation set (Google's masked_lm_loss).
-    """
-    predicted = output.prediction_logits.argmax(dim=-1)
-    rows = predicted.size(0)
-    loss = output.masked_lm_loss
-    loss = (loss.detach().float() if loss is not None else torch.tensor(float("nan"), device=predicted.device))
-    return predicted, loss.expand(rows), output.seq_relationship_logits
+def pretraining_step(output: PreTrainingOutput, batch: dict):
+    """What evaluation collects per instance: the predicted id at each masked position (B, P), the
+    sum of the MLM losses over the instance's masked positions (B,), the NSP logits (B, 2), and
+    where the masked positions are (B, P) and what each showed (B, P) for the accuracy by position
+    and by what the model saw ([MASK], the kept token or a random one)."""
+    logits = output.prediction_logits  # (B, P, V) at masked_lm_positions
+    labels, positions = batch["labels"], batch["masked_lm_positions"]
+    losses = F.cross_entropy(logits.float().transpose(1, 2), labels, ignore_index=-100, reduction="none")  # (B, P)
+    shown = batch["input_ids"].gather(1, positions)
+    return logits.argmax(dim=-1), losses.sum(dim=1), output.seq_relationship_logits, positions, shown
 
 
 def pretraining_metrics(predictions, labels, beyond: int = BEYOND, mask_token_id: int | None = None
                         ) -> dict[str, float]:
     """Google's run_pretraining metric_fn, plus the MLM accuracy at positions >= `beyond` when there are any.
 
-    Given the input ids and the [MASK] id, also the MLM accuracy by what each masked position showed
-    (`masked_lm_accuracy_at_mask`, `_at_random`, `_at_kept`). Only the [MASK] positions measure the
-    use of context: a model on the early plateau of pre-training copies the kept tokens (10% of the
-    positions) and guesses frequent words elsewhere, which already scores about 13% overall.
+    `predictions` are pretraining_step's, `labels` the MLM labels (B, P) and the NSP labels. With the
+    [MASK] id, also the MLM accuracy by what each masked position showed (`masked_lm_accuracy_at_mask`,
+    `_at_random`, `_at_kept`). Only the [MASK] positions measure the use of context: a model on the
+    early plateau of pre-training copies the kept tokens (10% of the positions) and guesses frequent
+    words elsewhere, which already scores about 13% overall.
     """
-    predicted_ids, batch_mlm_loss, nsp_logits = predictions
-    mlm_labels, nsp_labels, positions, *inputs = labels
+    predicted_ids, row_losses, nsp_logits, positions, shown = predictions
+    mlm_labels, nsp_labels = labels
     real = mlm_labels != -100
-    counts = real.sum(axis=1)
-    total = max(int(counts.sum()), 1)
+    total = max(int(real.sum()), 1)
     correct = (predicted_ids == mlm_labels) & real
     nsp_labels = nsp_labels.reshape(-1)
     logits = nsp_logits.astype(np.float64)
@@ -112,16 +133,14 @@ def pretraining_metrics(predictions, labels, beyond: int = BEYOND, mask_token_id
     nsp_loss = log_norm - logits[np.arange(len(logits)), nsp_labels]
     metrics = {
         "masked_lm_accuracy": float(correct.sum() / total),
-        "masked_lm_loss": float((batch_mlm_loss.astype(np.float64) * counts).sum() / total),
+        "masked_lm_loss": float(row_losses.astype(np.float64).sum() / total),
         "next_sentence_accuracy": float((logits.argmax(axis=1) == nsp_labels).mean()),
         "next_sentence_loss": float(nsp_loss.mean()),
     }
     far = real & (positions >= beyond)
     if far.any():
         metrics[f"masked_lm_accuracy_beyond_{beyond}"] = float(correct[far].sum() / far.sum())
-    if inputs and mask_token_id is not None:
-        # batches of fewer masked positions were padded with -100 when gathered: point those at 0
-        shown = np.take_along_axis(inputs[0], np.maximum(positions, 0).astype(np.int64), axis=1)
+    if mask_token_id is not None:
         for name, where in (("mask", shown == mask_token_id), ("kept", shown == mlm_labels),
                             ("random", (shown != mask_token_id) & (shown != mlm_labels))):
             where &= real
@@ -163,30 +182,5 @@ def check_data_fits(data: PretrainingDataset, model: BertForPreTraining, tokeniz
 
 def run_pretraining(model: BertForPreTraining, tokenizer, task: PretrainingTask, args: TrainingArguments,
                     resume: bool = False) -> dict:
-    """Train and/or evaluate; returns the last evaluation's metrics (`eval_masked_lm_accuracy`, ...)."""
-    task.validate()
-    if tokenizer is not None:
-        record_task(model.config, "pretraining", task.max_seq_length, tokenizer)
-    model.next_sentence_weight = task.next_sentence_weight
-    train_data = eval_data = None
-    if task.do_train:
-        train_data = PretrainingDataset(task.input_file)
-        check_data_fits(train_data, model, tokenizer, task)
-        logger.info("***** Running pre-training *****  %d instances (max_seq_length %d), batch size %d, %s",
-                    len(train_data), train_data.max_seq_length, args.train_batch_size,
-                    f"{args.max_steps} steps" if args.max_steps else f"{args.num_train_epochs} epochs")
-    if task.do_eval:
-        eval_data = PretrainingDataset(task.eval_input_file or task.input_file,
-                                       limit=task.max_eval_steps * args.eval_batch_size)
-        check_data_fits(eval_data, model, tokenizer, task)
-    args = dataclasses.replace(args, label_names=PRETRAINING_LABELS)
-    mask_token_id = tokenizer.vocab.get("[MASK]") if tokenizer is not None else None
-    trainer = Trainer(model, args, train_dataset=train_data, eval_dataset=eval_data,
-                      compute_metrics=functools.partial(pretraining_metrics, mask_token_id=mask_token_id),
-                      prediction_fn=pretraining_predictions, tokenizer=tokenizer)
-    results: dict = {}
-    if task.do_train:
-        results = trainer.train(resume=resume).metrics
-    if task.do_eval and not results:
-        results = trainer.evaluate()
-    return results
+    """Train and/or evaluate (run_task); returns the last evaluation's metrics (`eval_masked_lm_accuracy`, ...)."""
+    return run_task(task, model, tokenizer, args, resume=resume)

@@ -31,8 +31,8 @@ from bertkit.errors import ConfigError
 from bertkit.heads import BertForQuestionAnswering
 from bertkit.tokenization import FullTokenizer
 from bertkit.training.logging import write_eval_results
-from bertkit.tasks.base import record_task
-from bertkit.training.trainer import Trainer, TrainingArguments
+from bertkit.tasks.base import Task, run_task
+from bertkit.training.trainer import TrainingArguments
 
 logger = logging.getLogger("bertkit")
 
@@ -44,7 +44,7 @@ EVAL_ARTICLES_FILE = "eval_articles.json"
 
 
 @dataclass
-class SquadTask:
+class SquadTask(Task):
     """What run_squad needs beyond the model and the training arguments (Google's flag names)."""
 
     train_file: str | None = None
@@ -60,6 +60,50 @@ class SquadTask:
     null_score_diff_threshold: float = 0.0
     split_articles: int | None = None  # train on the first N articles of train_file, predict on the rest
     max_train_examples: int | None = None  # a bounded subset, for smoke tests and quick looks
+    max_eval_examples: int | None = None  # predict the first N questions only
+
+    model_class = BertForQuestionAnswering
+
+    def __post_init__(self):
+        self._data: SquadData | None = None
+        self._features: list = []
+
+    @property
+    def name(self) -> str:
+        return "squad_v2" if self.version_2_with_negative else "squad"
+
+    def metadata(self) -> dict:
+        return {"doc_stride": self.doc_stride, "max_query_length": self.max_query_length}
+
+    def has_labels(self, split: str) -> bool:
+        return False  # the prediction windows have no positions: answers are scored after decoding
+
+    def data(self) -> "SquadData":
+        if self._data is None:
+            self._data = load_data(self)
+        return self._data
+
+    def dataset(self, split: str, tokenizer, args) -> FeatureDataset:
+        data = self.data()
+        convert = dict(tokenizer=tokenizer, max_seq_length=self.max_seq_length, doc_stride=self.doc_stride,
+                       max_query_length=self.max_query_length, pad_to_max_length=args.pad_to_max_length,
+                       progress=args.progress)
+        if split == "train":
+            features = convert_examples_to_features(data.train_examples, is_training=True, **convert)
+            logger.info("%d questions in %d windows", len(data.train_examples), len(features))
+        else:
+            features = self._features = convert_examples_to_features(data.eval_examples, is_training=False, **convert)
+            self._do_lower_case = tokenizer.do_lower_case
+        return FeatureDataset(model_inputs(features))
+
+    def eval_step(self, output, batch):
+        return output.start_logits, output.end_logits
+
+    def write_predictions(self, output_dir: Path, split: str, predictions, results: dict) -> dict:
+        start_logits, end_logits = predictions
+        return write_outputs(output_dir, self, self.data(), self._features,
+                             collect_raw_results(self._features, start_logits, end_logits), self._do_lower_case,
+                             results.get("global_step", 0))
 
     def validate(self) -> None:
         """Flag combinations Google's script checks (validate_flags_or_throw), plus split_articles'."""
@@ -122,47 +166,29 @@ def load_data(task: SquadTask) -> SquadData:
             gold = dataset if _has_answers(dataset) else None
     if task.max_train_examples:
         train = train[: task.max_train_examples]
+    if task.max_eval_examples:
+        evaluation = evaluation[: task.max_eval_examples]
+        if gold is not None:
+            gold = _only_questions(gold, {e.qas_id for e in evaluation})
     return SquadData(train, evaluation, gold)
 
 
-def start_end_logits(output):
-    """The Trainer's prediction_fn for BertForQuestionAnswering."""
-    return output.start_logits, output.end_logits
+def _only_questions(dataset: dict, ids: set[str]) -> dict:
+    """The SQuAD-format dataset cut to the questions in `ids`, so that the scores cover them alone."""
+    articles = []
+    for article in dataset["data"]:
+        paragraphs = [{**p, "qas": [qa for qa in p["qas"] if qa["id"] in ids]} for p in article["paragraphs"]]
+        paragraphs = [p for p in paragraphs if p["qas"]]
+        if paragraphs:
+            articles.append({**article, "paragraphs": paragraphs})
+    return {**dataset, "data": articles}
 
 
 def run_squad(model: BertForQuestionAnswering, tokenizer: FullTokenizer, task: SquadTask, args: TrainingArguments,
               resume: bool = False) -> dict:
-    """Train and predict as asked; returns the training metrics and, when the prediction file has
-    gold answers, `exact_match` and `f1` (in percent, on the main process)."""
-    task.validate()
-    record_task(model.config, "squad_v2" if task.version_2_with_negative else "squad", task.max_seq_length, tokenizer,
-                doc_stride=task.doc_stride, max_query_length=task.max_query_length)
-    data = load_data(task)
-    output_dir = Path(args.output_dir)
-    convert = dict(tokenizer=tokenizer, max_seq_length=task.max_seq_length, doc_stride=task.doc_stride,
-                   max_query_length=task.max_query_length, pad_to_max_length=args.pad_to_max_length,
-                   progress=args.progress)
-    train_data = None
-    if task.do_train:
-        train_features = convert_examples_to_features(data.train_examples, is_training=True, **convert)
-        train_data = FeatureDataset(model_inputs(train_features))
-        logger.info("***** Running training *****  %d examples in %d windows, batch size %d, %s epochs",
-                    len(data.train_examples), len(train_features), args.train_batch_size, args.num_train_epochs)
-    trainer = Trainer(model, args, train_dataset=train_data, prediction_fn=start_end_logits, tokenizer=tokenizer)
-    results: dict = {}
-    if task.do_train:
-        output = trainer.train(resume=resume)
-        results.update(global_step=output.global_step, train_loss=output.training_loss)
-    if task.do_predict:
-        eval_features = convert_examples_to_features(data.eval_examples, is_training=False, **convert)
-        logger.info("***** Running predictions *****  %d examples in %d windows, batch size %d",
-                    len(data.eval_examples), len(eval_features), args.eval_batch_size)
-        start_logits, end_logits = trainer.predict(FeatureDataset(model_inputs(eval_features))).predictions
-        if trainer.is_main:
-            results.update(write_outputs(output_dir, task, data, eval_features,
-                                         collect_raw_results(eval_features, start_logits, end_logits),
-                                         tokenizer.do_lower_case, trainer.state.global_step))
-    return results
+    """Train and predict as asked (run_task); returns the training metrics and, when the prediction
+    file has gold answers, `exact_match` and `f1` (in percent, on the main process)."""
+    return run_task(task, model, tokenizer, args, resume=resume)
 
 
 def write_outputs(output_dir: Path, task: SquadTask, data: SquadData, features, raw_results, do_lower_case: bool,

@@ -2,9 +2,10 @@
 and distillation.
 
 The loop knows nothing about tasks. A batch is a dict of tensors passed as `model(**batch)`; the
-model returns an object with `.loss`; predictions are its `.logits` (or whatever `prediction_fn`
-picks), labels are the batch keys in `args.label_names`, and `compute_metrics(predictions,
-labels) -> dict` turns them into numbers. Everything else is here once:
+model returns an object with `.loss`; what evaluation collects per row is its `.logits` (or what
+the `eval_step(output, batch)` hook returns, as Lightning's validation_step), labels are the batch
+keys in `args.label_names`, and `compute_metrics(predictions, labels) -> dict` turns them into
+numbers. `evaluate()` returns the metrics together with the predictions they were computed from. Everything else is here once:
 
 * AdamW with Google's decay groups and schedule, gradient clipping and accumulation, fp32 or bf16;
 * evaluation every epoch or every N steps, written as Google's eval_results.txt and to
@@ -138,6 +139,13 @@ class PredictionOutput:
     metrics: dict[str, float]
 
 
+class EvalResults(dict):
+    """evaluate()'s metrics, with the predictions (and labels) they were computed from."""
+
+    predictions: np.ndarray | tuple[np.ndarray, ...] | None = None
+    label_ids: np.ndarray | tuple[np.ndarray, ...] | None = None
+
+
 @dataclass
 class TrainOutput:
     global_step: int
@@ -235,15 +243,16 @@ class Trainer:
         with args.pad_to_max_length).
     compute_metrics(predictions, labels) -> dict: numpy arrays (tuples for several prediction or
         label keys) in dataset order.
-    prediction_fn(output) -> tensor or tuple of tensors: what to collect from the model's output
-        (default `output.logits`; e.g. `lambda o: (o.start_logits, o.end_logits)` for SQuAD).
+    eval_step(output, batch) -> tensor or tuple of tensors, one row per example: what evaluation
+        and prediction collect (default `output.logits`; e.g. `lambda o, b: (o.start_logits,
+        o.end_logits)` for SQuAD). It sees the batch, so it can score rows against their labels.
     tokenizer: saved with the model (vocab.txt) in checkpoints and the final model.
     """
 
     def __init__(self, model: torch.nn.Module, args: TrainingArguments, train_dataset: Dataset | None = None,
                  eval_dataset: Dataset | None = None, collate_fn: Callable | None = None,
                  compute_metrics: Callable[..., dict] | None = None,
-                 prediction_fn: Callable[[Any], Any] | None = None, tokenizer=None):
+                 eval_step: Callable[[Any, dict], Any] | None = None, tokenizer=None):
         self.args = args
         self.rank, self.world_size, local_rank = init_distributed()
         self.is_main = self.rank == 0
@@ -257,7 +266,7 @@ class Trainer:
         self.eval_dataset = eval_dataset
         self.collate_fn = collate_fn or PaddingCollator(args.max_seq_length, args.pad_to_max_length)
         self.compute_metrics = compute_metrics
-        self.prediction_fn = prediction_fn
+        self.eval_step = eval_step
         self.tokenizer = tokenizer
         self.output_dir = Path(args.output_dir)
         self.state = TrainerState()
@@ -433,15 +442,19 @@ class Trainer:
 
     # -- evaluation ------------------------------------------------------------------------
 
-    def evaluate(self, dataset: Dataset | None = None, prefix: str = "eval") -> dict[str, float]:
-        """Loss and compute_metrics over `dataset` (default: the eval set), as Google reports them:
+    def evaluate(self, dataset: Dataset | None = None, prefix: str = "eval",
+                 compute_metrics: Callable[..., dict] | None = None) -> "EvalResults":
+        """Loss and metrics over `dataset` (default: the eval set), as Google reports them:
         `<prefix>_<metric>`, `<prefix>_loss` (mean over examples), `loss` (mean over batches) and
-        `global_step`, also written to output_dir/<prefix>_results.txt."""
+        `global_step`, also written to output_dir/<prefix>_results.txt. `compute_metrics` scores
+        this dataset (default: the Trainer's, which scores the eval set). The returned dict also
+        carries `.predictions` and `.label_ids`, so that nothing is predicted twice."""
         dataset = dataset if dataset is not None else self.eval_dataset
         if dataset is None:
             raise ConfigError("Trainer.evaluate() needs a dataset: pass one or give the Trainer an eval_dataset")
-        output = self._prediction_loop(dataset, prefix)
-        results = {**output.metrics, "global_step": self.state.global_step}
+        output = self._prediction_loop(dataset, prefix, compute_metrics or self.compute_metrics)
+        results = EvalResults({**output.metrics, "global_step": self.state.global_step})
+        results.predictions, results.label_ids = output.predictions, output.label_ids
         self.state.last_eval_step = self.state.global_step
         if self.is_main:
             write_eval_results(self.output_dir / f"{prefix}_results.txt", results)
@@ -456,9 +469,9 @@ class Trainer:
 
     def predict(self, dataset: Dataset) -> PredictionOutput:
         """Predictions (and labels and metrics, when the dataset has labels) in dataset order."""
-        return self._prediction_loop(dataset, "predict")
+        return self._prediction_loop(dataset, "predict", self.compute_metrics)
 
-    def _prediction_loop(self, dataset: Dataset, prefix: str) -> PredictionOutput:
+    def _prediction_loop(self, dataset: Dataset, prefix: str, compute_metrics) -> PredictionOutput:
         sampler = LengthGroupedBatchSampler(len(dataset), self.args.eval_batch_size // self.world_size,
                                             shuffle=False, num_replicas=self.world_size, rank=self.rank,
                                             even_shards=False)
@@ -479,7 +492,7 @@ class Trainer:
             for batch_indices, batch in zip(batches, loader):
                 bar.update()
                 output = model(**self._to_device(batch))
-                prediction = self.prediction_fn(output) if self.prediction_fn else _default_prediction(output)
+                prediction = self.eval_step(output, batch) if self.eval_step else _default_prediction(output)
                 pred_is_tuple = isinstance(prediction, tuple)
                 # bf16 has no numpy dtype; integer predictions (argmax ids) stay integers.
                 predictions.append([(p.float() if p.is_floating_point() else p).cpu().numpy()
@@ -514,8 +527,8 @@ class Trainer:
                 total[0] += loss * n
                 total[1] += n
             metrics["loss"] = sum(total / n for total, n in batch_sums.values()) / len(batch_sums)
-        if self.compute_metrics is not None and labels_out is not None:
-            computed = self.compute_metrics(preds_out, labels_out)
+        if compute_metrics is not None and labels_out is not None:
+            computed = compute_metrics(preds_out, labels_out)
             metrics.update({f"{prefix}_{k}": float(v) for k, v in computed.items()})
         return PredictionOutput(preds_out, labels_out, metrics)
 
@@ -663,8 +676,8 @@ def _batch_size(batch: dict) -> int:
 
 def _default_prediction(output):
     if not hasattr(output, "logits"):
-        raise ConfigError(f"{type(output).__name__} has no .logits; give the Trainer a prediction_fn, e.g. "
-                          "prediction_fn=lambda out: (out.start_logits, out.end_logits)")
+        raise ConfigError(f"{type(output).__name__} has no .logits; give the Trainer an eval_step, e.g. "
+                          "eval_step=lambda out, batch: (out.start_logits, out.end_logits)")
     return output.logits
 
 
