@@ -282,7 +282,11 @@ def extended_attention_mask(attention_mask: torch.Tensor | None, dtype: torch.dt
 
 
 class BertPreTrainedModel(nn.Module):
-    """Google's initialisation, plus from_pretrained / save_pretrained shared by every model class."""
+    """Google's initialisation and weight tying, shared by every model class.
+
+    Loading and saving are not here: the public classes (bertkit.BertModel, bertkit.heads.BertFor*)
+    get from_pretrained / save_pretrained from bertkit.checkpoint.pretrained.PretrainedMixin.
+    """
 
     base_model_prefix = "bert"
     # Parameters that share storage with another one: {tied name: source name}.
@@ -291,7 +295,6 @@ class BertPreTrainedModel(nn.Module):
     def __init__(self, config: BertConfig):
         super().__init__()
         self.config = config
-        self.load_report = None
 
     def init_weights(self, *modules: nn.Module) -> None:
         """Initialise `modules` (default: the whole model), then re-tie shared weights.
@@ -307,19 +310,6 @@ class BertPreTrainedModel(nn.Module):
 
     def tie_weights(self) -> None:
         """Re-point tied parameters at their source (after init, loading or resizing)."""
-
-    @classmethod
-    def from_pretrained(cls, path, **kwargs):
-        """Load a checkpoint directory or file (HF or Google layout); see bertkit.checkpoint.load."""
-        from bertkit.checkpoint.load import from_pretrained
-
-        return from_pretrained(cls, path, **kwargs)
-
-    def save_pretrained(self, directory, tokenizer=None) -> None:
-        """Write HF layout (config.json, model.safetensors, vocab.txt) atomically."""
-        from bertkit.checkpoint.save import save_pretrained
-
-        save_pretrained(self, directory, tokenizer=tokenizer)
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in {id(p): p for p in self.parameters()}.values())
@@ -338,7 +328,11 @@ def init_module(module: nn.Module, initializer_range: float) -> None:
 
 
 class BertModel(BertPreTrainedModel):
-    """The encoder without a task head; returns sequence_output and pooled_output."""
+    """The encoder without a task head; returns sequence_output and pooled_output.
+
+    Pure nn code: load and save with bertkit.BertModel (bertkit.heads.BertModel), this class plus
+    from_pretrained / save_pretrained.
+    """
 
     base_model_prefix = ""
 

@@ -8,7 +8,7 @@ from bertkit.compress.prune import prune_heads
 from bertkit.compress.student import keep_layers, resolve_layers, student_from_teacher, uniform_layers
 from bertkit.errors import ConfigError
 from bertkit.heads import BertForSequenceClassification, BertForTokenClassification
-from bertkit.modeling import BertModel
+from bertkit.heads import BertModel
 from helpers import random_batch, tiny_config
 
 

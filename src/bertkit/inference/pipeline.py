@@ -45,7 +45,7 @@ from bertkit.data.glue import InputExample, convert_single_example
 from bertkit.data.multiple_choice import MultipleChoiceExample, convert_example
 from bertkit.errors import ConfigError
 from bertkit.extract_features import POOLINGS
-from bertkit.modeling import BertModel
+from bertkit.heads import BertModel
 from bertkit.paths import minilm_dir
 from bertkit.tokenization import FullTokenizer, pack, truncate_for_packing
 
