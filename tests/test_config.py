@@ -96,6 +96,7 @@ def test_per_layer_fields_are_written_only_when_set(tmp_path):
                 "kept_layers"} & set(config.to_dict())
     # HF's pruned_heads alone gives the head counts (as transformers v4 wrote it)
     assert BertConfig(**GOOGLE_CONFIG, pruned_heads={"0": [1]}).layer_sizes()[0] == [1, 2]
+    assert BertConfig(**GOOGLE_CONFIG, pruned_heads=None).pruned_heads == {}
     copied = config.copy(layer_intermediate_sizes=[5, 6])
     copied.layer_intermediate_sizes[0] = 7
     assert config.layer_intermediate_sizes is None and copied.copy().layer_intermediate_sizes == [7, 6]

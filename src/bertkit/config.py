@@ -105,6 +105,8 @@ class BertConfig:
         if self.kept_layers is not None and any(b <= a for a, b in zip(self.kept_layers, self.kept_layers[1:])):
             raise ConfigError(f"{source}: key 'kept_layers' must be increasing, got {self.kept_layers!r}")
 
+        if self.pruned_heads is None:  # JSON null: nothing pruned
+            self.pruned_heads = {}
         if not isinstance(self.pruned_heads, dict):
             raise ConfigError(f"{source}: key 'pruned_heads' must be an object {{layer: [head, ...]}}, "
                               f"got {self.pruned_heads!r}")
