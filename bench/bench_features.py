@@ -21,7 +21,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from bertkit.extract_features import FeatureExtractor  # noqa: E402
-from bertkit.modeling import BertModel  # noqa: E402
+from bertkit.heads import BertModel  # noqa: E402
 from bertkit.paths import minilm_dir, shared_data_dir  # noqa: E402
 from bertkit.tokenization import FullTokenizer  # noqa: E402
 

@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from bertkit import heads  # noqa: E402
 from bertkit.config import BertConfig  # noqa: E402
-from bertkit.modeling import BertModel  # noqa: E402
+from bertkit.heads import BertModel  # noqa: E402
 from bertkit.paths import minilm_dir  # noqa: E402
 
 

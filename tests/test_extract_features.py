@@ -9,7 +9,7 @@ import torch
 from bertkit.cli.main import main
 from bertkit.errors import DataError
 from bertkit.extract_features import FeatureExtractor, InputExample, pool, read_examples
-from bertkit.modeling import BertModel
+from bertkit.heads import BertModel
 from bertkit.tokenization import FullTokenizer
 
 SENTENCES = [

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from bertkit.modeling import BertModel
+from bertkit.heads import BertModel
 from helpers import hf_config, random_batch, tiny_config
 
 
@@ -138,3 +138,31 @@ def test_training_mode_is_stochastic_and_eval_is_not():
     model.eval()
     with torch.no_grad():
         assert torch.equal(model(**batch).sequence_output, model(**batch).sequence_output)
+
+
+def test_modeling_is_pure_nn_code_below_the_checkpoint_layer():
+    """modeling.py imports nothing that reads or writes files, not even inside a method: loading and
+    saving come from the layer above it (bertkit.checkpoint.pretrained), so there is no import cycle."""
+    import ast
+    import inspect
+
+    import bertkit
+    from bertkit import heads, modeling
+
+    tree = ast.parse(inspect.getsource(modeling))
+    imported = set()
+    for node in ast.walk(tree):  # every import, at module level or nested in a function
+        if isinstance(node, ast.Import):
+            imported |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            imported.add("." * node.level + (node.module or ""))
+    assert {name for name in imported if name.startswith(("bertkit", "."))} == {"bertkit.config"}
+    assert not {"pathlib", "os", "json", "safetensors", "io"} & {name.split(".")[0] for name in imported}
+    assert not hasattr(modeling.BertModel, "from_pretrained") and not hasattr(modeling.BertModel, "save_pretrained")
+    # the public classes load and save, and are the nn classes underneath
+    assert bertkit.BertModel is heads.BertModel and issubclass(heads.BertModel, modeling.BertModel)
+    for cls in heads.MODEL_CLASSES.values():
+        assert callable(cls.from_pretrained) and callable(cls.save_pretrained)
+        assert issubclass(cls, modeling.BertPreTrainedModel)
+    # the encoder inside a head is the loadable class too, as before (model.bert.save_pretrained works)
+    assert type(heads.BertForSequenceClassification(tiny_config()).bert) is heads.BertModel

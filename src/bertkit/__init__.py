@@ -15,8 +15,8 @@ from bertkit.heads import (
     BertForQuestionAnswering,
     BertForSequenceClassification,
     BertForTokenClassification,
+    BertModel,
 )
-from bertkit.modeling import BertModel
 from bertkit.tokenization import BasicTokenizer, FullTokenizer, WordpieceTokenizer
 
 __version__ = "0.1.0"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 from dataclasses import dataclass, field
@@ -14,6 +15,9 @@ from bertkit.io_utils import atomic_write
 # Keys a source checkpoint's config.json carries that would be wrong in a model bertkit saves.
 STALE_KEYS = ("_name_or_path", "transformers_version")
 SUPPORTED_ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "relu", "silu", "swish", "tanh")
+# The per-layer structure fields, written to config.json only when set, so that the config of a model
+# that was never pruned, cut or trained with LayerDrop stays as Google and HF write it.
+LAYER_FIELDS = ("layer_num_heads", "layer_intermediate_sizes", "pruned_heads", "layerdrop", "kept_layers")
 
 
 @dataclass
@@ -40,6 +44,12 @@ class BertConfig:
     num_labels: int = 2
     id2label: dict[int, str] | None = None
     label2id: dict[str, int] | None = None
+    # Per-layer structure, set by bertkit.compress and read by the encoder when it builds its layers.
+    layer_num_heads: list[int] | None = None  # attention heads of each layer after head pruning
+    layer_intermediate_sizes: list[int] | None = None  # FFN size of each layer after neuron pruning
+    pruned_heads: dict[int, list[int]] = field(default_factory=dict)  # HF's key: {layer: original heads removed}
+    layerdrop: float = 0.0  # P(skip a layer) in training (Fan et al., 2019)
+    kept_layers: list[int] | None = None  # which layers of the model this one was cut from these are
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -73,10 +83,71 @@ class BertConfig:
             self.id2label = {int(k): v for k, v in self.id2label.items()}
         if self.label2id is not None:
             self.label2id = {k: int(v) for k, v in self.label2id.items()}
+        self._validate_layers(source)
+
+    def _validate_layers(self, source: str) -> None:
+        """Check the per-layer fields against num_hidden_layers and normalise them (pruned_heads' keys
+        are strings in JSON: they become ints here, once)."""
+        n, heads = self.num_hidden_layers, self.num_attention_heads
+        for key, low, high in (("layer_num_heads", 1, heads), ("layer_intermediate_sizes", 1, None),
+                               ("kept_layers", 0, None)):
+            values = getattr(self, key)
+            if values is None:
+                continue
+            if not isinstance(values, (list, tuple)) or len(values) != n:
+                raise ConfigError(f"{source}: key '{key}' must be a list with one entry per layer "
+                                  f"(num_hidden_layers={n}), got {values!r}")
+            bound = f"from {low} to {high}" if high is not None else f"of at least {low}"
+            for value in values:
+                if not _is_int(value) or value < low or (high is not None and value > high):
+                    raise ConfigError(f"{source}: key '{key}' must hold integers {bound}, got {values!r}")
+            setattr(self, key, [int(v) for v in values])
+        if self.kept_layers is not None and any(b <= a for a, b in zip(self.kept_layers, self.kept_layers[1:])):
+            raise ConfigError(f"{source}: key 'kept_layers' must be increasing, got {self.kept_layers!r}")
+
+        if self.pruned_heads is None:  # JSON null: nothing pruned
+            self.pruned_heads = {}
+        if not isinstance(self.pruned_heads, dict):
+            raise ConfigError(f"{source}: key 'pruned_heads' must be an object {{layer: [head, ...]}}, "
+                              f"got {self.pruned_heads!r}")
+        pruned: dict[int, list[int]] = {}
+        for layer, removed in self.pruned_heads.items():
+            index = int(layer) if _is_int(layer) or (isinstance(layer, str) and layer.isdigit()) else None
+            if index is None or not 0 <= index < n:
+                raise ConfigError(f"{source}: key 'pruned_heads' names layer {layer!r}; layers are 0..{n - 1}")
+            if not isinstance(removed, (list, tuple)) or not all(_is_int(h) and 0 <= h < heads for h in removed):
+                raise ConfigError(f"{source}: key 'pruned_heads' layer {index}: expected a list of head numbers "
+                                  f"0..{heads - 1}, got {removed!r}")
+            if len(set(removed)) == heads:
+                raise ConfigError(f"{source}: key 'pruned_heads' removes every head of layer {index}")
+            if removed:
+                pruned[index] = sorted({int(h) for h in removed})
+        self.pruned_heads = dict(sorted(pruned.items()))
+        if self.layer_num_heads is not None:
+            expected = [heads - len(self.pruned_heads.get(i, ())) for i in range(n)]
+            if self.pruned_heads and self.layer_num_heads != expected:
+                raise ConfigError(f"{source}: keys 'layer_num_heads' {self.layer_num_heads} and 'pruned_heads' "
+                                  f"(which leaves {expected}) disagree; remove one of them")
+
+        if not (isinstance(self.layerdrop, (int, float)) and not isinstance(self.layerdrop, bool)
+                and 0.0 <= self.layerdrop < 1.0):
+            raise ConfigError(f"{source}: key 'layerdrop' must be a number in [0, 1), got {self.layerdrop!r}")
+        self.layerdrop = float(self.layerdrop)
 
     @property
     def head_size(self) -> int:
         return self.hidden_size // self.num_attention_heads
+
+    def layer_sizes(self) -> tuple[list[int], list[int]]:
+        """(attention heads, FFN size) of every layer: the uniform sizes unless pruning recorded its own.
+
+        HF's `pruned_heads` alone is enough for heads pruned as transformers v4 did; bertkit's
+        pruning also writes `layer_num_heads` and `layer_intermediate_sizes`.
+        """
+        n = self.num_hidden_layers
+        heads = self.layer_num_heads or [self.num_attention_heads - len(self.pruned_heads.get(i, ())) for i in range(n)]
+        sizes = self.layer_intermediate_sizes or [self.intermediate_size] * n
+        return list(heads), list(sizes)
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -131,6 +202,12 @@ class BertConfig:
             values["id2label"] = {str(k): v for k, v in values["id2label"].items()}
         else:
             del values["id2label"], values["label2id"]
+        for key in LAYER_FIELDS:
+            if not values[key]:
+                del values[key]
+        if "pruned_heads" in values:
+            # JSON object keys are strings; HF writes and reads pruned_heads this way too.
+            values["pruned_heads"] = {str(k): list(v) for k, v in values["pruned_heads"].items()}
         return {**self.extra, **values}
 
     def to_hf_dict(self, architecture: str | None = None) -> dict[str, Any]:
@@ -150,4 +227,8 @@ class BertConfig:
             handle.write(json.dumps(values, indent=2, sort_keys=True) + "\n")
 
     def copy(self, **changes: Any) -> "BertConfig":
-        return dataclasses.replace(self, extra=dict(self.extra), **changes)
+        return dataclasses.replace(copy.deepcopy(self), **changes)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)

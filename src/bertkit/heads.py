@@ -1,6 +1,9 @@
-"""Task heads on top of BertModel, with HF's parameter names (`bert.*`, `classifier.*`, `qa_outputs.*`, `cls.*`).
+"""The model classes users load: BertModel and the task heads on top of it, with HF's parameter names
+(`bert.*`, `classifier.*`, `qa_outputs.*`, `cls.*`).
 
 Each head adds only its output layer and its loss; the encoder is the same BertModel everywhere.
+Every class here gets from_pretrained / save_pretrained from PretrainedMixin (bertkit.checkpoint),
+which modeling.py, pure nn code below the checkpoint layer, does not import.
 """
 
 from __future__ import annotations
@@ -11,8 +14,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bertkit import modeling
+from bertkit.checkpoint.pretrained import PretrainedMixin
 from bertkit.config import BertConfig
-from bertkit.modeling import ACTIVATIONS, BertModel, BertModelOutput, BertPreTrainedModel, Dropout
+from bertkit.modeling import ACTIVATIONS, BertModelOutput, BertPreTrainedModel, Dropout
+
+
+class BertModel(PretrainedMixin, modeling.BertModel):
+    """modeling.BertModel, the encoder without a head, with from_pretrained / save_pretrained."""
 
 
 @dataclass
@@ -51,7 +60,7 @@ def _encoder_kwargs(kwargs: dict) -> dict:
     return kwargs
 
 
-class BertForSequenceClassification(BertPreTrainedModel):
+class BertForSequenceClassification(PretrainedMixin, BertPreTrainedModel):
     """[CLS] pooled vector -> dropout -> linear. num_labels=1 is regression (MSE), else cross-entropy."""
 
     def __init__(self, config: BertConfig):
@@ -74,7 +83,7 @@ class BertForSequenceClassification(BertPreTrainedModel):
         return HeadOutput(logits=logits, loss=loss, encoder_output=encoded)
 
 
-class BertForMultipleChoice(BertPreTrainedModel):
+class BertForMultipleChoice(PretrainedMixin, BertPreTrainedModel):
     """Inputs (B, C, T): every choice is encoded on its own, then scored; softmax runs over C."""
 
     def __init__(self, config: BertConfig):
@@ -94,7 +103,7 @@ class BertForMultipleChoice(BertPreTrainedModel):
         return HeadOutput(logits=logits, loss=loss, encoder_output=encoded)
 
 
-class BertForTokenClassification(BertPreTrainedModel):
+class BertForTokenClassification(PretrainedMixin, BertPreTrainedModel):
     """One label per token; label -100 (sub-word continuations, padding) is ignored by the loss."""
 
     def __init__(self, config: BertConfig):
@@ -114,7 +123,7 @@ class BertForTokenClassification(BertPreTrainedModel):
         return HeadOutput(logits=logits, loss=loss, encoder_output=encoded)
 
 
-class BertForQuestionAnswering(BertPreTrainedModel):
+class BertForQuestionAnswering(PretrainedMixin, BertPreTrainedModel):
     """Start and end logits per token (SQuAD)."""
 
     def __init__(self, config: BertConfig):
@@ -169,7 +178,7 @@ class BertPreTrainingHeads(nn.Module):
         self.seq_relationship = nn.Linear(config.hidden_size, 2)
 
 
-class BertForPreTraining(BertPreTrainedModel):
+class BertForPreTraining(PretrainedMixin, BertPreTrainedModel):
     """Masked LM + next-sentence prediction, with the decoder tied to the word embeddings."""
 
     tied_weights = {"cls.predictions.decoder.weight": "bert.embeddings.word_embeddings.weight"}

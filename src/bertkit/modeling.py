@@ -21,7 +21,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from bertkit.config import BertConfig
-from bertkit.errors import ConfigError
 
 ACTIVATIONS = {
     "gelu": F.gelu,  # exact erf GELU, as HF's "gelu"; Google's TF code used the tanh approximation
@@ -223,32 +222,17 @@ class BertEncoder(nn.Module):
     def __init__(self, config: BertConfig):
         super().__init__()
         # Pruned models (bertkit.compress.prune) have fewer heads / FFN neurons in some layers; the
-        # per-layer sizes are kept in the config so that such a model loads again. HF's
-        # `pruned_heads` ({layer: [head, ...]}) alone is enough for heads pruned as transformers v4 did.
-        heads, sizes = self.layer_sizes(config)
+        # per-layer sizes are kept in the config so that such a model loads again.
+        heads, sizes = config.layer_sizes()
         self.layer = nn.ModuleList(BertLayer(config, heads[i], sizes[i]) for i in range(config.num_hidden_layers))
-        # LayerDrop (Fan et al., 2019): in training, skip each layer with probability `layerdrop`,
-        # one decision per layer per batch (structured: the whole batch skips it). bertkit.compress
-        # .layerdrop.set_layerdrop changes it on a built model.
-        self.layerdrop = float(config.extra.get("layerdrop", 0.0))
+        self.config = config  # the model's one config object, shared with the model and its head
 
-    @staticmethod
-    def layer_sizes(config: BertConfig) -> tuple[list[int], list[int]]:
-        """(attention heads, FFN size) of every layer: the config's, unless pruning recorded its own.
-
-        `extra["layer_num_heads"]` / `extra["layer_intermediate_sizes"]` are written by bertkit's
-        pruning; HF's `pruned_heads` ({layer: [heads]}) is read when the per-layer heads are absent.
-        """
-        n = config.num_hidden_layers
-        heads = config.extra.get("layer_num_heads")
-        if heads is None:
-            pruned = config.extra.get("pruned_heads") or {}
-            heads = [config.num_attention_heads - len(set(pruned.get(str(i), pruned.get(i, ())))) for i in range(n)]
-        sizes = config.extra.get("layer_intermediate_sizes") or [config.intermediate_size] * n
-        if len(heads) != n or len(sizes) != n:
-            raise ConfigError(f"config: layer_num_heads ({len(heads)}) and layer_intermediate_sizes ({len(sizes)}) "
-                              f"need one entry per layer (num_hidden_layers={n})")
-        return [int(h) for h in heads], [int(s) for s in sizes]
+    @property
+    def layerdrop(self) -> float:
+        """LayerDrop (Fan et al., 2019): in training, skip each layer with probability `layerdrop`,
+        one decision per layer per batch (structured: the whole batch skips it). Read from the config,
+        so that bertkit.compress.layerdrop.set_layerdrop changes it on a built model and saving keeps it."""
+        return self.config.layerdrop
 
     def forward(self, hidden_states, attention_mask=None, head_mask=None, output_hidden_states=False,
                 output_attentions=False):
@@ -298,7 +282,11 @@ def extended_attention_mask(attention_mask: torch.Tensor | None, dtype: torch.dt
 
 
 class BertPreTrainedModel(nn.Module):
-    """Google's initialisation, plus from_pretrained / save_pretrained shared by every model class."""
+    """Google's initialisation and weight tying, shared by every model class.
+
+    Loading and saving are not here: the public classes (bertkit.BertModel, bertkit.heads.BertFor*)
+    get from_pretrained / save_pretrained from bertkit.checkpoint.pretrained.PretrainedMixin.
+    """
 
     base_model_prefix = "bert"
     # Parameters that share storage with another one: {tied name: source name}.
@@ -307,7 +295,6 @@ class BertPreTrainedModel(nn.Module):
     def __init__(self, config: BertConfig):
         super().__init__()
         self.config = config
-        self.load_report = None
 
     def init_weights(self, *modules: nn.Module) -> None:
         """Initialise `modules` (default: the whole model), then re-tie shared weights.
@@ -323,19 +310,6 @@ class BertPreTrainedModel(nn.Module):
 
     def tie_weights(self) -> None:
         """Re-point tied parameters at their source (after init, loading or resizing)."""
-
-    @classmethod
-    def from_pretrained(cls, path, **kwargs):
-        """Load a checkpoint directory or file (HF or Google layout); see bertkit.checkpoint.load."""
-        from bertkit.checkpoint.load import from_pretrained
-
-        return from_pretrained(cls, path, **kwargs)
-
-    def save_pretrained(self, directory, tokenizer=None) -> None:
-        """Write HF layout (config.json, model.safetensors, vocab.txt) atomically."""
-        from bertkit.checkpoint.save import save_pretrained
-
-        save_pretrained(self, directory, tokenizer=tokenizer)
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in {id(p): p for p in self.parameters()}.values())
@@ -354,7 +328,11 @@ def init_module(module: nn.Module, initializer_range: float) -> None:
 
 
 class BertModel(BertPreTrainedModel):
-    """The encoder without a task head; returns sequence_output and pooled_output."""
+    """The encoder without a task head; returns sequence_output and pooled_output.
+
+    Pure nn code: load and save with bertkit.BertModel (bertkit.heads.BertModel), this class plus
+    from_pretrained / save_pretrained.
+    """
 
     base_model_prefix = ""
 

@@ -10,7 +10,7 @@ import torch
 from bertkit.checkpoint.names import google_skip_reason, google_to_hf
 from bertkit.errors import CheckpointError
 from bertkit.heads import BertForPreTraining, BertForSequenceClassification
-from bertkit.modeling import BertModel
+from bertkit.heads import BertModel
 from helpers import random_batch
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "tf"

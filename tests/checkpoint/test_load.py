@@ -10,7 +10,7 @@ from safetensors.torch import save_file
 
 from bertkit.errors import BertkitError, CheckpointError, ConfigError
 from bertkit.heads import BertForPreTraining, BertForSequenceClassification
-from bertkit.modeling import BertModel
+from bertkit.heads import BertModel
 from helpers import random_batch, tiny_config
 
 

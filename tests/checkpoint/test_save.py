@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from bertkit.heads import BertForSequenceClassification
-from bertkit.modeling import BertModel
+from bertkit.heads import BertModel
 from helpers import hf_config, random_batch, tiny_config
 
 

@@ -6,7 +6,7 @@ import torch
 from bertkit.checkpoint.surgery import reinit_parameters, reinit_top_layers, resize_position_embeddings
 from bertkit.errors import ConfigError
 from bertkit.heads import BertForSequenceClassification
-from bertkit.modeling import BertModel
+from bertkit.heads import BertModel
 from helpers import tiny_config
 
 

@@ -25,7 +25,7 @@ def test_distill_cuts_a_student_and_trains_it(tmp_path, capsys):
     record = json.loads((out / "distillation.json").read_text())
     assert record["student_layers"] == [1] and record["student_parameters"] < record["teacher_parameters"]
     student = BertForSequenceClassification.from_pretrained(out)
-    assert student.config.num_hidden_layers == 1 and student.config.extra["kept_layers"] == [1]
+    assert student.config.num_hidden_layers == 1 and student.config.kept_layers == [1]
     assert len(list((tmp_path / "cache").glob("teacher-logits-*.safetensors"))) == 1
 
 
@@ -51,7 +51,7 @@ def test_prune_heads_and_neurons_then_reload(tmp_path, capsys):
     assert set(report["before"]) >= {"unpruned_accuracy"} and "eval_accuracy" in report["after"]
     model = BertForSequenceClassification.from_pretrained(out)
     assert model.load_report.missing == [] and model.num_parameters() == report["parameters_after"]
-    assert model.config.extra["layer_num_heads"] == [1, 1]
+    assert model.config.layer_num_heads == [1, 1]
 
     # magnitude pruning needs no data; unstructured sparsity prints its report
     argv = ["-q", "prune", f"--model={out}", "--sparsity=0.5", "--heads=0", f"--output_dir={tmp_path / 'sparse'}"]
@@ -77,7 +77,7 @@ def test_layerdrop_training_then_depth_report_and_layer_pruning(tmp_path, capsys
             "--max_steps=2", "--train_batch_size=8", "--max_train_examples=16", "--no_progress",
             "--save_checkpoints_steps=100", f"--output_dir={trained}"]
     assert main(argv) == 0
-    assert BertForSequenceClassification.from_pretrained(trained).config.extra["layerdrop"] == 0.5
+    assert BertForSequenceClassification.from_pretrained(trained).config.layerdrop == 0.5
 
     out = tmp_path / "cut"
     argv = ["-q", "prune", f"--model={trained}", *COMMON, "--layers=1", "--depth_report", "--do_eval",
@@ -106,7 +106,7 @@ def test_distill_into_a_pruned_student(tmp_path, capsys):
     record = json.loads((out / "distillation.json").read_text())
     assert record["student"] == str(pruned) and record["student_parameters"] < record["teacher_parameters"]
     recovered = BertForSequenceClassification.from_pretrained(out)
-    assert recovered.config.extra["layer_num_heads"] == [1, 1] and recovered.load_report.missing == []
+    assert recovered.config.layer_num_heads == [1, 1] and recovered.load_report.missing == []
     assert main(["distill", f"--teacher={TEACHER}", f"--student={pruned}", f"--student_config={pruned}/config.json",
                  *COMMON, "--do_train", f"--output_dir={tmp_path / 'x'}"]) == 2
     assert "not both" in capsys.readouterr().err

@@ -53,7 +53,7 @@ def test_pruned_model_equals_the_masked_model(method, tmp_path):
     reference, mask = _masked_reference(reference, summary["heads_removed"], {})
     assert sum(map(len, summary["heads_removed"].values())) == 6
     assert summary["parameters_after"] < summary["parameters_before"]
-    assert model.bert.encoder.layer[0].attention.self.query.weight.shape[0] == 8 * model.config.extra["layer_num_heads"][0]
+    assert model.bert.encoder.layer[0].attention.self.query.weight.shape[0] == 8 * model.config.layer_num_heads[0]
     with torch.no_grad():
         expected = reference(**batch, head_mask=mask).logits
         got = model(**batch).logits
@@ -62,8 +62,8 @@ def test_pruned_model_equals_the_masked_model(method, tmp_path):
     model.save_pretrained(tmp_path)
     loaded = BertForSequenceClassification.from_pretrained(tmp_path).eval()
     assert loaded.load_report.missing == [] and loaded.load_report.mismatched == []
-    assert loaded.config.extra["pruned_heads"] == summary["heads_removed"]
-    assert loaded.config.extra["layer_intermediate_sizes"] == summary["layer_intermediate_sizes"]
+    assert loaded.config.pruned_heads == {int(k): v for k, v in summary["heads_removed"].items()}
+    assert loaded.config.layer_intermediate_sizes == summary["layer_intermediate_sizes"]
     with torch.no_grad():
         assert torch.equal(loaded(**batch).logits, got)
 
@@ -95,8 +95,8 @@ def test_heads_pruned_twice_keep_original_numbers(tmp_path):
     prune_heads(model, {0: [2], 1: [3]})
     assert remaining_heads(model.config, 0) == [0, 1, 3]
     prune_heads(model, {0: [0, 2]})  # 2 is gone already: ignored
-    assert model.config.extra["pruned_heads"] == {"0": [0, 2], "1": [3]}
-    assert model.config.extra["layer_num_heads"] == [2, 3, 4]
+    assert model.config.pruned_heads == {0: [0, 2], 1: [3]}
+    assert model.config.layer_num_heads == [2, 3, 4]
     with torch.no_grad():
         assert (model(**batch).logits - reference(**batch, head_mask=mask).logits).abs().max() < 1e-5
     with pytest.raises(ConfigError, match="without attention heads"):

@@ -8,7 +8,7 @@ from bertkit.compress.prune import prune_heads
 from bertkit.compress.student import keep_layers, resolve_layers, student_from_teacher, uniform_layers
 from bertkit.errors import ConfigError
 from bertkit.heads import BertForSequenceClassification, BertForTokenClassification
-from bertkit.modeling import BertModel
+from bertkit.heads import BertModel
 from helpers import random_batch, tiny_config
 
 
@@ -28,12 +28,12 @@ def test_student_holds_the_teachers_tensors():
         for new, old in enumerate([0, 2, 4]):
             source = source.replace(f"encoder.layer.{new}.", f"encoder.layer.#{old}.")
         assert torch.equal(tensor, t[source.replace("#", "")]), name
-    assert student.config.extra["kept_layers"] == [0, 2, 4]
+    assert student.config.kept_layers == [0, 2, 4]
     assert any("teacher layers [0, 2, 4] of 5" in note for note in student.load_report.notes)
     assert "classifier" in student.load_report.notes[0] and "pooler" in student.load_report.notes[0]
     assert sorted(student.load_report.loaded) == sorted(s)
     # the teacher is untouched, and the two share no storage
-    assert len(teacher.bert.encoder.layer) == 5 and "kept_layers" not in teacher.config.extra
+    assert len(teacher.bert.encoder.layer) == 5 and teacher.config.kept_layers is None
     with torch.no_grad():
         student.classifier.weight.add_(1.0)
     assert not torch.equal(student.classifier.weight, teacher.classifier.weight)
@@ -42,7 +42,7 @@ def test_student_holds_the_teachers_tensors():
 def test_student_outputs_equal_the_teacher_run_on_those_layers(tmp_path):
     teacher = _teacher(cls=BertForTokenClassification)  # no pooler
     student = student_from_teacher(teacher, "every_other")
-    assert student.config.extra["kept_layers"] == [0, 2, 4]
+    assert student.config.kept_layers == [0, 2, 4]
     batch = random_batch(teacher.config)
     with torch.no_grad():
         hidden = teacher.bert.embeddings(batch["input_ids"], batch["token_type_ids"])
@@ -55,7 +55,7 @@ def test_student_outputs_equal_the_teacher_run_on_those_layers(tmp_path):
     assert (got - expected)[real].abs().max() < 1e-5
     student.save_pretrained(tmp_path)
     again = BertForTokenClassification.from_pretrained(tmp_path).eval()
-    assert again.config.extra["kept_layers"] == [0, 2, 4]
+    assert again.config.kept_layers == [0, 2, 4]
     with torch.no_grad():
         assert torch.equal(again(**batch).logits, got)
 
@@ -79,10 +79,10 @@ def test_cutting_a_pruned_model_keeps_its_records(tmp_path):
     teacher = _teacher(layers=3)
     prune_heads(teacher, {0: [1], 2: [0, 3]})
     cut = keep_layers(teacher, [0, 2])
-    assert cut.config.extra["pruned_heads"] == {"0": [1], "1": [0, 3]}
-    assert cut.config.extra["layer_num_heads"] == [3, 2]
+    assert cut.config.pruned_heads == {0: [1], 1: [0, 3]}
+    assert cut.config.layer_num_heads == [3, 2]
     twice = keep_layers(cut, [1])
-    assert twice.config.extra["kept_layers"] == [2]
+    assert twice.config.kept_layers == [2]
     cut.save_pretrained(tmp_path)
     batch = random_batch(cut.config)
     with torch.no_grad():
@@ -106,7 +106,7 @@ def test_layerdrop_zero_is_the_identity_and_eval_runs_every_layer():
 def test_layerdrop_skips_whole_layers_only_in_training(tmp_path):
     model = _teacher(cls=BertModel)
     set_layerdrop(model, 0.5)
-    assert model.config.extra["layerdrop"] == 0.5
+    assert model.config.layerdrop == 0.5
     batch = random_batch(model.config)
     model.train()
     seen = set()
@@ -153,3 +153,21 @@ def test_prune_layers_and_evaluate_depths():
     rows = evaluate_depths(model, lambda m: 1.0, layer_sets=["every_other", [3]])
     assert [r["layers"] for r in rows] == [[0, 2], [3]] and rows[0]["metric"] == 1.0
     assert "| 2 | 0,2 |" in format_depth_table(rows)
+
+
+def test_one_config_object_per_model_through_every_compression_step(tmp_path):
+    def shared(model):
+        return model.bert.config is model.config and model.bert.encoder.config is model.config
+
+    teacher = _teacher()
+    prune_heads(teacher, {1: [0]})
+    set_layerdrop(teacher, 0.3)
+    assert shared(teacher) and teacher.bert.encoder.layerdrop == 0.3
+    student = student_from_teacher(teacher, [1, 3])
+    assert shared(student) and student.config is not teacher.config
+    assert student.config.pruned_heads == {0: [0]} and student.config.layer_num_heads == [3, 4]
+    assert teacher.config.pruned_heads == {1: [0]} and teacher.config.num_hidden_layers == 5
+    student.save_pretrained(tmp_path)
+    loaded = BertForSequenceClassification.from_pretrained(tmp_path)
+    assert shared(loaded) and loaded.config.copy(extra={}) == student.config
+    assert (loaded.bert.encoder.layerdrop, loaded.config.kept_layers) == (0.3, [1, 3])

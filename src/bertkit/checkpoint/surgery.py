@@ -123,9 +123,7 @@ def resize_position_embeddings(model: nn.Module, max_position_embeddings: int, i
         how += f", rows [{old_rows}:] {'tiled from the trained rows' if init == 'tile' else 'initialised randomly'}"
     new.weight.requires_grad_(old.weight.requires_grad)
     bert.embeddings.position_embeddings = new
-    model.config.max_position_embeddings = max_position_embeddings
-    if bert is not model:
-        bert.config.max_position_embeddings = max_position_embeddings
+    model.config.max_position_embeddings = max_position_embeddings  # shared with model.bert
     prefix = "" if bert is model else "bert."
     _report(model, report).resized.append(
         (f"{prefix}embeddings.position_embeddings.weight", (old_rows, hidden), (max_position_embeddings, hidden), how)

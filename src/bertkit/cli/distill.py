@@ -137,7 +137,7 @@ def run(args) -> int:
                                  transfer_set=transfer_set)
     if is_main_process():
         record = {"teacher": str(args.teacher), "student": args.student,
-                  "student_layers": student.config.extra.get("kept_layers"),
+                  "student_layers": student.config.kept_layers,
                   "student_config": args.student_config, "teacher_parameters": teacher_parameters,
                   "student_parameters": student.num_parameters(), "temperature": args.temperature,
                   "alpha": args.alpha, "hidden_weight": args.hidden_weight,

@@ -11,7 +11,7 @@ import torch
 
 from bertkit.cli.common import ModelSource, add_model_arguments, load_model, load_tokenizer
 from bertkit.cli.main import show_load_report
-from bertkit.modeling import BertModel
+from bertkit.heads import BertModel
 
 
 def add_arguments(parser) -> None:

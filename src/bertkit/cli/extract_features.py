@@ -15,7 +15,7 @@ import logging
 from bertkit.cli.common import ModelSource, add_model_arguments, load_model, load_tokenizer
 from bertkit.cli.main import str2bool
 from bertkit.extract_features import POOLINGS, FeatureExtractor, read_examples, write_jsonl, write_npy
-from bertkit.modeling import BertModel
+from bertkit.heads import BertModel
 
 logger = logging.getLogger("bertkit")
 

@@ -107,7 +107,7 @@ def run(args) -> int:
         print(format_depth_table([{k: v for k, v in row.items() if not k.endswith("_seconds")} for row in rows]))
     if args.layers:
         model = prune_layers(model, args.layers)
-        report["kept_layers"] = model.config.extra["kept_layers"]
+        report["kept_layers"] = model.config.kept_layers
     if args.heads or args.neurons:
         if args.method == "importance":
             task = ClassifierTask(args.task_name, args.data_dir, args.max_seq_length, cache_dir=cache_dir,

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from bertkit.cli.common import ModelSource, add_model_arguments, load_model, load_tokenizer
 from bertkit.extract_features import POOLINGS, FeatureExtractor
-from bertkit.modeling import BertModel
+from bertkit.heads import BertModel
 
 
 def add_arguments(parser) -> None:

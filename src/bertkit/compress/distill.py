@@ -171,11 +171,11 @@ def attention_loss(student_attentions, teacher_attentions, layer_map: dict[int, 
 
 def default_layer_map(student_config, teacher_config) -> dict[int, int]:
     """{student hidden-state position: teacher position}: the embeddings to the embeddings, then a
-    student cut from the teacher to the layers it was copied from (config.extra["kept_layers"]),
+    student cut from the teacher to the layers it was copied from (config.kept_layers),
     any other student layer j of Ls to teacher layer round(j * Lt / Ls) (the top to the top)."""
     ls, lt = student_config.num_hidden_layers, teacher_config.num_hidden_layers
-    kept = student_config.extra.get("kept_layers")
-    teacher_kept = teacher_config.extra.get("kept_layers")
+    kept = student_config.kept_layers
+    teacher_kept = teacher_config.kept_layers
     mapping = {0: 0}
     if kept and len(kept) == ls:
         if teacher_kept:

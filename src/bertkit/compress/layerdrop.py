@@ -5,7 +5,7 @@ batch (the whole batch skips it), so the network learns to work without any one 
 inference a sub-network of any depth can then be cut out without retraining; Fan et al. keep layers
 evenly ("every other" layer for half the depth).
 
-    set_layerdrop(model, 0.2)                 # config.extra["layerdrop"] = 0.2; saved with the model
+    set_layerdrop(model, 0.2)                 # config.layerdrop = 0.2; saved with the model
     ... train as usual (the Trainer, or bertkit run_classifier on a checkpoint whose config has it) ...
     half = prune_layers(model, "every_other")           # or [1, 3, 5, 7, 9, 11], "uniform:6", ...
     table = evaluate_depths(model, eval_fn)             # accuracy (or any metric) at every depth
@@ -34,21 +34,15 @@ def set_layerdrop(model: nn.Module, p: float) -> nn.Module:
     """Skip each layer with probability `p` in training (0 turns LayerDrop off); recorded in the config."""
     if not 0.0 <= p < 1.0:
         raise ConfigError(f"layerdrop must be in [0, 1), got {p}")
-    bert = base_model(model)
-    bert.encoder.layerdrop = float(p)
-    for config in {id(c): c for c in (model.config, bert.config)}.values():
-        if p:
-            config.extra["layerdrop"] = float(p)
-        else:
-            config.extra.pop("layerdrop", None)
+    model.config.layerdrop = float(p)  # the encoder reads it from the config it shares with the model
     return model
 
 
 def prune_layers(model: nn.Module, layers: LayerSpec = "every_other", inplace: bool = False) -> nn.Module:
     """A model with only `layers` of the encoder (see compress.student.resolve_layers), for inference
-    without retraining; `config.extra["kept_layers"]` records which ones."""
+    without retraining; `config.kept_layers` records which ones."""
     pruned = keep_layers(model, layers, inplace=inplace)
-    logger.info("kept layers %s of the encoder", pruned.config.extra["kept_layers"])
+    logger.info("kept layers %s of the encoder", pruned.config.kept_layers)
     return pruned
 
 

@@ -14,7 +14,7 @@ Scores:
     (W_O[:, h] @ W_V[h]), a neuron the norm of its input row times that of its output column.
 
 The pruned structure is kept in the config, so that save_pretrained / from_pretrained round-trip:
-  * `pruned_heads` ({"layer": [head, ...]}, original head numbers) exactly as transformers v4 wrote
+  * `pruned_heads` ({"layer": [head, ...]} in config.json, original head numbers) exactly as transformers v4 wrote
     it: a model with only heads pruned loads in transformers versions that still prune on load
     (v4's `BertModel` calls prune_heads(config.pruned_heads) in init_weights; v5 removed that);
   * `layer_num_heads` and `layer_intermediate_sizes` (one entry per layer), which bertkit's encoder
@@ -49,31 +49,17 @@ logger = logging.getLogger("bertkit.compress")
 # Bookkeeping: which heads are left, and the config records.
 
 
-def _configs(model: nn.Module) -> list:
-    bert = base_model(model)
-    return list({id(c): c for c in (model.config, bert.config)}.values())
-
-
-def pruned_heads(config) -> dict[int, list[int]]:
-    """{layer: original head numbers removed}, from config.extra["pruned_heads"] (keys may be str)."""
-    stored = config.extra.get("pruned_heads") or {}
-    return {int(k): sorted(int(h) for h in v) for k, v in stored.items() if v}
-
-
 def remaining_heads(config, layer: int) -> list[int]:
     """Original numbers of the heads layer `layer` still has, in their order in the weights."""
-    gone = set(pruned_heads(config).get(layer, ()))
+    gone = set(config.pruned_heads.get(layer, ()))
     return [h for h in range(config.num_attention_heads) if h not in gone]
 
 
 def _record_sizes(model: nn.Module) -> None:
-    """Write the per-layer head counts and FFN sizes of the built model into its config(s)."""
+    """Write the per-layer head counts and FFN sizes of the built model into its config."""
     layers = base_model(model).encoder.layer
-    heads = [layer.attention.self.num_heads for layer in layers]
-    sizes = [layer.intermediate.dense.out_features for layer in layers]
-    for config in _configs(model):
-        config.extra["layer_num_heads"] = heads
-        config.extra["layer_intermediate_sizes"] = sizes
+    model.config.layer_num_heads = [layer.attention.self.num_heads for layer in layers]
+    model.config.layer_intermediate_sizes = [layer.intermediate.dense.out_features for layer in layers]
 
 
 def _linear(weight: torch.Tensor, bias: torch.Tensor | None, like: nn.Linear) -> nn.Linear:
@@ -135,10 +121,9 @@ def prune_heads(model: nn.Module, heads_to_prune: Mapping[int, Iterable[int]]) -
             setattr(attention.self, name, _rows(getattr(attention.self, name), index))
         attention.output.dense = _columns(attention.output.dense, index)
         attention.self.num_heads = len(keep)
-        for cfg in _configs(model):
-            record = {int(k): list(v) for k, v in (cfg.extra.get("pruned_heads") or {}).items()}
-            record[layer_index] = sorted(set(record.get(layer_index, [])) | set(remove))
-            cfg.extra["pruned_heads"] = {str(k): v for k, v in sorted(record.items())}
+        record = config.pruned_heads
+        record[layer_index] = sorted(set(record.get(layer_index, [])) | set(remove))
+        config.pruned_heads = dict(sorted(record.items()))
         done[layer_index] = remove
     _record_sizes(model)
     return done
@@ -333,8 +318,8 @@ def prune_structured(model: nn.Module, heads: float | int = 0.0, neurons: float 
         "method": scores.method, "scope": scope, "importance_batches": scores.batches,
         "heads_removed": {str(k): v for k, v in removed_heads.items()},
         "neurons_removed": {str(k): len(v) for k, v in removed_neurons.items()},
-        "layer_num_heads": config.extra["layer_num_heads"],
-        "layer_intermediate_sizes": config.extra["layer_intermediate_sizes"],
+        "layer_num_heads": config.layer_num_heads,
+        "layer_intermediate_sizes": config.layer_intermediate_sizes,
         "parameters_before": before, "parameters_after": after,
     }
     logger.info("pruned %d heads and %d FFN neurons (%s): %d -> %d parameters",

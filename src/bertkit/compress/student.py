@@ -7,7 +7,7 @@ starts close to the teacher and distillation only has to close the gap the missi
     student = student_from_teacher(teacher, "every_other")      # layers 0, 2, 4, ... of the teacher
     student = student_from_teacher(teacher, [0, 5, 11])
     print(student.load_report)                                  # what was copied, in `notes`
-    student.config.extra["kept_layers"]                         # [0, 2, 4, ...]: the teacher's indices
+    student.config.kept_layers                                  # [0, 2, 4, ...]: the teacher's indices
 
 `keep_layers` (the same cut, applied in place) also serves LayerDrop's pruning at inference
 (compress/layerdrop.py). Per-layer records in the config (`layer_num_heads`,
@@ -78,43 +78,30 @@ def uniform_layers(num_layers: int, depth: int) -> list[int]:
     return [round((i + 1) * num_layers / depth) - 1 for i in range(depth)]
 
 
-def _sliced_extra(config: BertConfig, layers: list[int]) -> dict:
-    """config.extra with its per-layer records cut to `layers` (and renumbered)."""
-    extra = dict(config.extra)
-    for key in ("layer_num_heads", "layer_intermediate_sizes"):
-        if extra.get(key) is not None:
-            extra[key] = [extra[key][i] for i in layers]
-    pruned = extra.get("pruned_heads")
-    if pruned:
-        renumbered = {}
-        for new, old in enumerate(layers):
-            heads = pruned.get(str(old), pruned.get(old))
-            if heads:
-                renumbered[str(new)] = sorted(int(h) for h in heads)
-        extra["pruned_heads"] = renumbered
-    previous = extra.get("kept_layers")
-    extra["kept_layers"] = [previous[i] for i in layers] if previous else list(layers)
-    return extra
+def _cut_config(config: BertConfig, layers: list[int]) -> None:
+    """Cut the config's per-layer records to `layers` (renumbered 0..), in place."""
+    if config.layer_num_heads is not None:
+        config.layer_num_heads = [config.layer_num_heads[i] for i in layers]
+    if config.layer_intermediate_sizes is not None:
+        config.layer_intermediate_sizes = [config.layer_intermediate_sizes[i] for i in layers]
+    config.pruned_heads = {new: config.pruned_heads[old] for new, old in enumerate(layers) if old in config.pruned_heads}
+    config.kept_layers = [config.kept_layers[i] for i in layers] if config.kept_layers else list(layers)
+    config.num_hidden_layers = len(layers)
+    config.validate()
 
 
 def keep_layers(model: nn.Module, layers: LayerSpec, inplace: bool = False) -> nn.Module:
     """Keep only the encoder layers `layers` (see resolve_layers), in order; returns the model.
 
-    The config follows: num_hidden_layers, the per-layer records of pruning, and
-    `extra["kept_layers"]`, the kept layers' indices in the original model (composed when a model
-    is cut twice).
+    The config follows: num_hidden_layers, the per-layer records of pruning, and `kept_layers`,
+    the kept layers' indices in the original model (composed when a model is cut twice).
     """
     if not inplace:
         model = copy.deepcopy(model)
     bert = base_model(model)
     chosen = resolve_layers(layers, len(bert.encoder.layer))
     bert.encoder.layer = nn.ModuleList(bert.encoder.layer[i] for i in chosen)
-    config = model.config
-    config.extra = _sliced_extra(config, chosen)
-    config.num_hidden_layers = len(chosen)
-    if bert.config is not config:
-        bert.config.extra = dict(config.extra)
-        bert.config.num_hidden_layers = len(chosen)
+    _cut_config(model.config, chosen)  # one config object: the encoder's is the model's
     return model
 
 
@@ -123,7 +110,7 @@ def student_from_teacher(teacher: nn.Module, layers: LayerSpec = "every_other") 
 
     Embeddings, the kept layers, the pooler and the task head are copies of the teacher's tensors
     (the teacher is not changed). The student's `load_report` lists every copied tensor in `loaded`
-    and says which layers became which in `notes`; `config.extra["kept_layers"]` records them too.
+    and says which layers became which in `notes`; `config.kept_layers` records them too.
     """
     num_layers = len(base_model(teacher).encoder.layer)
     chosen = resolve_layers(layers, num_layers)
@@ -150,8 +137,7 @@ def student_from_teacher(teacher: nn.Module, layers: LayerSpec = "every_other") 
 
 def copied_from(student_layer: int, config: BertConfig) -> int:
     """The teacher layer that student layer `student_layer` was copied from."""
-    kept = config.extra.get("kept_layers")
-    return kept[student_layer] if kept else student_layer
+    return config.kept_layers[student_layer] if config.kept_layers else student_layer
 
 
 @torch.no_grad()

@@ -44,7 +44,7 @@ from bertkit.data import squad as squad_data
 from bertkit.data.multiple_choice import MultipleChoiceExample, convert_example
 from bertkit.errors import ConfigError
 from bertkit.extract_features import POOLINGS
-from bertkit.modeling import BertModel
+from bertkit.heads import BertModel
 from bertkit.paths import minilm_dir
 from bertkit.tokenization import FullTokenizer, pack, truncate_for_packing
 
