@@ -6,7 +6,7 @@
 """
 
 from bertkit.checkpoint.report import LoadReport
-from bertkit.checkpoint.surgery import reinit_parameters, reinit_top_layers, resize_position_embeddings
+from bertkit.checkpoint.surgery import Surgery, reinit_parameters, reinit_top_layers, resize_position_embeddings
 from bertkit.config import BertConfig
 from bertkit.errors import BertkitError, CheckpointError, ConfigError, DataError
 from bertkit.heads import (
@@ -35,5 +35,5 @@ __all__ = [
     "BasicTokenizer", "BertConfig", "BertForMultipleChoice", "BertForPreTraining", "BertForQuestionAnswering",
     "BertForSequenceClassification", "BertForTokenClassification", "BertModel", "BertkitError",
     "CheckpointError", "ConfigError", "DataError", "FullTokenizer", "LoadReport", "WordpieceTokenizer",
-    "pipeline", "reinit_parameters", "reinit_top_layers", "resize_position_embeddings",
+    "Surgery", "pipeline", "reinit_parameters", "reinit_top_layers", "resize_position_embeddings",
 ]

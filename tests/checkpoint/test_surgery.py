@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from bertkit.checkpoint.surgery import reinit_parameters, reinit_top_layers, resize_position_embeddings
+from bertkit.checkpoint.surgery import Surgery, reinit_parameters, reinit_top_layers, resize_position_embeddings
 from bertkit.errors import ConfigError
 from bertkit.heads import BertForSequenceClassification
 from bertkit.heads import BertModel
@@ -24,7 +24,7 @@ def _changed(before: dict, model) -> set[str]:
 
 def test_extending_positions_past_the_checkpoint_keeps_trained_rows(tmp_path):
     original = _saved(tmp_path, hidden_size=64, num_attention_heads=4, max_position_embeddings=512)
-    model = BertForSequenceClassification.from_pretrained(tmp_path, max_position_embeddings=1024)
+    model = BertForSequenceClassification.from_pretrained(tmp_path, surgery=Surgery(max_position_embeddings=1024))
     table = model.bert.embeddings.position_embeddings.weight
     assert table.shape == (1024, 64) and model.config.max_position_embeddings == 1024
     assert torch.equal(table[:512], original.bert.embeddings.position_embeddings.weight)
@@ -57,7 +57,7 @@ def test_reinit_top_layers_redraws_only_those_layers(tmp_path):
     plain = BertForSequenceClassification.from_pretrained(tmp_path)
     before = {k: v.clone() for k, v in plain.state_dict().items()}
     torch.manual_seed(1)
-    model = BertForSequenceClassification.from_pretrained(tmp_path, reinit_top_layers=2)
+    model = BertForSequenceClassification.from_pretrained(tmp_path, surgery=Surgery(reinit_top_layers=2))
     changed = _changed(before, model) - {"classifier.weight", "classifier.bias"}
     expected_prefixes = ("bert.encoder.layer.2.", "bert.encoder.layer.3.", "bert.pooler.")
     weights = {k for k in changed if k.endswith("weight") and "LayerNorm" not in k}
@@ -76,7 +76,7 @@ def test_reinit_patterns_and_errors(tmp_path):
     plain = BertForSequenceClassification.from_pretrained(tmp_path)
     before = {k: v.clone() for k, v in plain.state_dict().items()}
     model = BertForSequenceClassification.from_pretrained(
-        tmp_path, reinit=["bert.encoder.layer.0.attention.self.query.*"], reinit_pooler=False)
+        tmp_path, surgery=Surgery(reinit=["bert.encoder.layer.0.attention.self.query.*"], reinit_pooler=False))
     assert _changed(before, model) - {"classifier.weight", "classifier.bias"} == {
         "bert.encoder.layer.0.attention.self.query.weight"}  # the bias was zero already
     assert model.load_report.reinitialized == ["bert.encoder.layer.0.attention.self.query.weight",
@@ -91,3 +91,17 @@ def test_surgery_in_memory_records_a_report():
     model = BertModel(tiny_config())
     reinit_top_layers(model, 1, include_pooler=False)
     assert model.load_report.reinitialized and all(n.startswith("encoder.layer.1.") for n in model.load_report.reinitialized)
+
+
+def test_surgery_is_one_typed_argument(tmp_path):
+    _saved(tmp_path, max_position_embeddings=64)
+    with pytest.raises(ConfigError, match="surgery=Surgery"):
+        BertForSequenceClassification.from_pretrained(tmp_path, max_position_embeddings=128)
+    with pytest.raises(ConfigError, match="position_init 'mirror'"):
+        Surgery(max_position_embeddings=128, position_init="mirror")
+    with pytest.raises(ConfigError, match="reinit_top_layers must be 0 or more"):
+        Surgery(reinit_top_layers=-1)
+    model = BertForSequenceClassification.from_pretrained(
+        tmp_path, surgery=Surgery(max_position_embeddings=128, position_init="tile"))
+    table = model.bert.embeddings.position_embeddings.weight
+    assert torch.equal(table[64:], table[:64])

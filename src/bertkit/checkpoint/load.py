@@ -16,11 +16,12 @@ from pathlib import Path
 
 import torch
 
-from bertkit.checkpoint import names, surgery
+from bertkit.checkpoint import names
+from bertkit.checkpoint.surgery import Surgery
 from bertkit.checkpoint.report import LoadReport
 from bertkit.checkpoint.tf_bundle import TFCheckpointReader, UnsupportedTensorError, find_tf_checkpoint
 from bertkit.config import BertConfig
-from bertkit.errors import CheckpointError
+from bertkit.errors import CheckpointError, ConfigError
 
 logger = logging.getLogger("bertkit.checkpoint")
 
@@ -212,36 +213,32 @@ def load_state_into(model, state: dict[str, torch.Tensor], report: LoadReport,
     model.tie_weights()
 
 
-def from_pretrained(cls, path, *, config: BertConfig | None = None, reinit: list[str] | None = None,
-                    reinit_top_layers: int = 0, reinit_pooler: bool = True, position_init: str = "random",
+def from_pretrained(cls, path, *, config: BertConfig | None = None, surgery: Surgery | None = None,
                     ignore_mismatched_sizes: bool = False, **config_overrides):
     """Build `cls` from a checkpoint and record what happened in `model.load_report`.
 
-    config_overrides set config fields (num_labels=3, hidden_dropout_prob=0.2, ...).
-    max_position_embeddings larger than the checkpoint's extends the position table: the
-    trained rows are copied and the rest drawn per `position_init` ("random" or "tile").
+    config_overrides set config fields (num_labels=3, hidden_dropout_prob=0.2, ...); `surgery`
+    (a checkpoint.surgery.Surgery) changes the loaded model: a longer position table,
+    re-initialised parameters or top layers.
     """
+    if "max_position_embeddings" in config_overrides:
+        raise ConfigError(f"max_position_embeddings={config_overrides['max_position_embeddings']} would change the "
+                          "checkpoint's position table: pass surgery=Surgery(max_position_embeddings=...), which "
+                          "copies the trained rows and initialises the rest")
     files = resolve_checkpoint(path)
     if config is None:
         if files.config_file is None:
             raise CheckpointError(f"no config.json or bert_config.json in {files.directory}; "
                                   "put the checkpoint's config beside its weights")
-        target_positions = config_overrides.pop("max_position_embeddings", None)
         config = BertConfig.from_json_file(files.config_file, **config_overrides)
-    else:
-        target_positions = config_overrides.pop("max_position_embeddings", None)
-        if config_overrides:
-            config = BertConfig.from_dict(config.to_dict(), **config_overrides)
+    elif config_overrides:
+        config = BertConfig.from_dict(config.to_dict(), **config_overrides)
     report = LoadReport(source=str(path), format=files.description, model_class=cls.__name__)
     state = read_state_dict(files, report)
     model = cls(config)
     load_state_into(model, state, report, ignore_mismatched_sizes)
     model.load_report = report
-    if target_positions is not None:
-        surgery.resize_position_embeddings(model, target_positions, position_init, report)
-    if reinit:
-        surgery.reinit_parameters(model, list(reinit), report)
-    if reinit_top_layers:
-        surgery.reinit_top_layers(model, reinit_top_layers, include_pooler=reinit_pooler, report=report)
+    if surgery is not None:
+        surgery.apply(model, report)
     logger.info("Loaded %s", report.summary())
     return model

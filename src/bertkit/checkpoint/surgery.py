@@ -1,12 +1,13 @@
 """Model surgery: re-initialise parts of a model and resize its position table.
 
 Each function works on a model in memory and records what it did in a LoadReport, so that
-`from_pretrained(..., reinit_top_layers=2)` and a call after loading give the same report.
+`from_pretrained(..., surgery=Surgery(reinit_top_layers=2))` and a call after loading give the same report.
 """
 
 from __future__ import annotations
 
 import fnmatch
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -128,3 +129,41 @@ def resize_position_embeddings(model: nn.Module, max_position_embeddings: int, i
     _report(model, report).resized.append(
         (f"{prefix}embeddings.position_embeddings.weight", (old_rows, hidden), (max_position_embeddings, hidden), how)
     )
+
+
+POSITION_INITS = ("random", "tile")
+
+
+@dataclass(frozen=True)
+class Surgery:
+    """What from_pretrained changes after loading, one typed argument:
+
+        from_pretrained(path, surgery=Surgery(reinit_top_layers=1, max_position_embeddings=1024))
+
+    Applied in this order: the position table is extended (trained rows copied, the others
+    drawn per `position_init`), the named parameters are re-drawn, then the top layers (and the
+    pooler, with `reinit_pooler`). Every step is recorded in the model's load report.
+    """
+
+    max_position_embeddings: int | None = None
+    position_init: str = "random"  # "random" or "tile" for the rows past the checkpoint's
+    reinit: tuple[str, ...] = ()  # parameter names or glob patterns to re-initialise
+    reinit_top_layers: int = 0
+    reinit_pooler: bool = True
+
+    def __post_init__(self):
+        object.__setattr__(self, "reinit", tuple(self.reinit))
+        if self.position_init not in POSITION_INITS:
+            raise ConfigError(f"position_init {self.position_init!r} is not supported; use 'random' or 'tile'")
+        if self.max_position_embeddings is not None and self.max_position_embeddings < 1:
+            raise ConfigError(f"max_position_embeddings must be positive, got {self.max_position_embeddings}")
+        if self.reinit_top_layers < 0:
+            raise ConfigError(f"reinit_top_layers must be 0 or more, got {self.reinit_top_layers}")
+
+    def apply(self, model: nn.Module, report: LoadReport | None = None) -> None:
+        if self.max_position_embeddings is not None:
+            resize_position_embeddings(model, self.max_position_embeddings, self.position_init, report)
+        if self.reinit:
+            reinit_parameters(model, list(self.reinit), report)
+        if self.reinit_top_layers:
+            reinit_top_layers(model, self.reinit_top_layers, include_pooler=self.reinit_pooler, report=report)

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bertkit.checkpoint.load import resolve_checkpoint
+from bertkit.checkpoint.surgery import Surgery
 from bertkit.compress.layerdrop import set_layerdrop
 from bertkit.cli.main import str2bool
 from bertkit.config import BertConfig
@@ -79,11 +80,10 @@ class ModelSource:
 
 
 def load_model(source: ModelSource, model_class, *, seed: int | None = None, layerdrop: float = 0.0,
-               surgery: dict | None = None, **overrides):
+               surgery: Surgery | None = None, **overrides):
     """The checkpoint (with --bert_config_file if given), or a model from scratch with the config file.
 
-    `overrides` are config fields; `surgery` the options reinit, reinit_top_layers and
-    max_position_embeddings, which from_pretrained applies after loading.
+    `overrides` are config fields; `surgery` what from_pretrained changes after loading.
     """
     if seed is not None:
         # Seeded before the model is built, not only when training starts: the seed must also
@@ -91,17 +91,17 @@ def load_model(source: ModelSource, model_class, *, seed: int | None = None, lay
         # model, as in Google's and transformers' scripts. Otherwise every --seed shares torch's
         # default-seed init and the seeds' spread understates the real one.
         set_seed(seed)
-    surgery = {k: v for k, v in (surgery or {}).items() if v}
     if source.checkpoint is None:
         # From scratch there is nothing to re-initialise, and a longer position table is just config.
-        if "max_position_embeddings" in surgery:
-            overrides["max_position_embeddings"] = surgery["max_position_embeddings"]
+        if surgery is not None and surgery.max_position_embeddings:
+            overrides["max_position_embeddings"] = surgery.max_position_embeddings
         config = BertConfig.from_json_file(source.config_file, **overrides)
         logger.info("Training %s from scratch with %s", model_class.__name__, source.config_file)
         model = model_class(config)
     else:
         config = BertConfig.from_json_file(source.config_file, **overrides) if source.config_file else None
-        model = model_class.from_pretrained(source.checkpoint, config=config, **surgery, **({} if config else overrides))
+        model = model_class.from_pretrained(source.checkpoint, config=config, surgery=surgery,
+                                            **({} if config else overrides))
     if layerdrop:
         set_layerdrop(model, layerdrop)
     return model
@@ -183,10 +183,13 @@ def training_arguments(args) -> TrainingArguments:
     )
 
 
-def surgery_options(args) -> dict:
-    """The surgery flags, as from_pretrained's options."""
-    return dict(reinit=[p for p in args.reinit.split(",") if p] if args.reinit else None,
-                reinit_top_layers=args.reinit_top_layers, max_position_embeddings=args.max_position_embeddings)
+def surgery_options(args) -> Surgery | None:
+    """The surgery flags as from_pretrained's typed argument (None when none is given)."""
+    reinit = tuple(p for p in args.reinit.split(",") if p) if args.reinit else ()
+    if not (reinit or args.reinit_top_layers or args.max_position_embeddings):
+        return None
+    return Surgery(max_position_embeddings=args.max_position_embeddings, reinit=reinit,
+                   reinit_top_layers=args.reinit_top_layers)
 
 
 def load_training_model(args, source: ModelSource, model_class, **overrides):
