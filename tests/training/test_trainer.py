@@ -204,7 +204,7 @@ def test_nan_loss_stops_naming_the_step_the_fix_and_the_checkpoint(tmp_path):
 @pytest.mark.parametrize("head", ["token", "multiple_choice", "qa", "pretraining"])
 def test_every_head_trains_and_predicts(tmp_path, head):
     config = tiny_config(num_labels=3)
-    examples, model, label_names, prediction_fn = [], None, ("labels",), None
+    examples, model, label_names, eval_step = [], None, ("labels",), None
     for i, length in enumerate([5, 9, 3, 7, 6, 4]):
         ids = [(i * 7 + j) % 98 + 1 for j in range(length)]
         if head == "token":
@@ -223,10 +223,10 @@ def test_every_head_trains_and_predicts(tmp_path, head):
         model = BertForMultipleChoice(config)
     elif head == "qa":
         model = BertForQuestionAnswering(config)
-        label_names, prediction_fn = ("start_positions", "end_positions"), lambda o: (o.start_logits, o.end_logits)
+        label_names, eval_step = ("start_positions", "end_positions"), lambda o, b: (o.start_logits, o.end_logits)
     else:
         model = BertForPreTraining(config)
-        label_names, prediction_fn = ("labels", "next_sentence_label"), lambda o: o.seq_relationship_logits
+        label_names, eval_step = ("labels", "next_sentence_label"), lambda o, b: o.seq_relationship_logits
     seen = {}
 
     def compute_metrics(predictions, labels):
@@ -235,7 +235,7 @@ def test_every_head_trains_and_predicts(tmp_path, head):
 
     args = make_args(tmp_path, num_train_epochs=1, train_batch_size=2, eval_batch_size=4, label_names=label_names)
     trainer = Trainer(model, args, FeatureDataset(examples), FeatureDataset(examples), compute_metrics=compute_metrics,
-                      prediction_fn=prediction_fn)
+                      eval_step=eval_step)
     result = trainer.train()
     assert result.global_step == 3 and result.metrics["eval_count"] == 6
     predictions = seen["predictions"]
@@ -248,6 +248,15 @@ def test_every_head_trains_and_predicts(tmp_path, head):
         assert isinstance(predictions, tuple) and predictions[0].shape == (6, 9) and len(seen["labels"]) == 2
     else:
         assert predictions.shape == (6, 2) and seen["labels"][1].tolist() == [0, 1, 0, 1, 0, 1]
+    # evaluate() returns the predictions it scored, and takes a metric for the dataset it is given.
+    assert _as_list(result.metrics.predictions) == _as_list(predictions)
+    again = trainer.evaluate(FeatureDataset(examples[:2]), prefix="test",
+                             compute_metrics=lambda p, labels: {"rows": len(labels[0] if isinstance(labels, tuple) else labels)})
+    assert again["test_rows"] == 2 and (tmp_path / "test_results.txt").is_file()
+
+
+def _as_list(value):
+    return [v.tolist() for v in value] if isinstance(value, tuple) else value.tolist()
 
 
 def test_argument_and_input_errors(tmp_path):
