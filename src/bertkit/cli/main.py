@@ -29,6 +29,7 @@ COMMANDS = {
     "convert": ("convert", "convert a Google TF or PyTorch .bin checkpoint to HF layout with safetensors"),
     "extract_features": ("extract_features", "per-token layer outputs (Google's format) or sentence vectors"),
     "similarity": ("similarity", "cosine similarity of sentence vectors, with the packaged model by default"),
+    "serve": ("serve", "HTTP server: OpenAI-compatible embeddings and every task, with dynamic batching"),
 }
 
 
