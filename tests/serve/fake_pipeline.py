@@ -11,12 +11,21 @@ from __future__ import annotations
 
 import threading
 import time
+from dataclasses import dataclass
+from typing import Any
 
 from helpers import TINY_VOCAB
 
 from bertkit.config import BertConfig
 from bertkit.errors import DataError
 from bertkit.tokenization import FullTokenizer
+
+
+@dataclass
+class Feature:
+    input_ids: list
+    token_type_ids: list
+    meta: Any = None
 
 
 class FakePipeline:
@@ -32,46 +41,49 @@ class FakePipeline:
         self.batches: list[list[list[int]]] = []  # the input_ids of every batch run
         self._lock = threading.Lock()
         self._fire = self.tokenizer.vocab["fire"]
+        self.options = {"normalize": False}  # call options: to pre/postprocess, as the pipeline's
+        self.truncated = 0  # inputs cut to max_seq_length, counted by preprocess
 
-    def inputs(self, inputs, normalize: bool = False):
-        texts = inputs if isinstance(inputs, list) else [inputs]
-        if not all(isinstance(text, str) for text in texts):
+    def inputs(self, texts):
+        items = texts if isinstance(texts, list) else [texts]
+        if not all(isinstance(text, str) for text in items):
             raise DataError("expected a text or a list of texts")
-        return [{"text": text, "normalize": normalize} for text in texts]
+        return items
 
-    def preprocess(self, item):
-        ids = self.tokenizer.text_to_ids(item["text"])
-        truncated = len(ids) > self.max_seq_length - 2
+    def preprocess(self, item, **options):
+        ids = self.tokenizer.text_to_ids(item)
+        if len(ids) > self.max_seq_length - 2:
+            self.truncated += 1
         ids = [self.tokenizer.cls_token_id, *ids[:self.max_seq_length - 2], self.tokenizer.sep_token_id]
-        return [{"input_ids": ids, "token_type_ids": [0] * len(ids), "truncated": truncated}]
+        return [Feature(ids, [0] * len(ids))]
 
     def num_tokens(self, feature):
-        return len(feature["input_ids"])
+        return len(feature.input_ids)
 
     def forward(self, features):
         if self.gate is not None:
             self.gate.wait(timeout=30)
         with self._lock:
-            self.batches.append([f["input_ids"] for f in features])
+            self.batches.append([f.input_ids for f in features])
         if self.delay:
             time.sleep(self.delay)
-        if any(self._fire in f["input_ids"] for f in features):
+        if any(self._fire in f.input_ids for f in features):
             raise ValueError("the fake model cannot take 'fire'")
         return [{"vector": [float(len(ids)), float(sum(ids)), float(ids[1]), float(ids[-2])]}
-                for ids in (f["input_ids"] for f in features)]
+                for ids in (f.input_ids for f in features)]
 
-    def postprocess(self, item, features, outputs):
+    def postprocess(self, item, features, outputs, normalize=False):
         (output,) = outputs
         if self.task == "text-classification":
             long = output["vector"][0] > 5
             return {"label": self.labels[long], "score": 1.0}
         vector = output["vector"]
-        if item["normalize"]:
+        if normalize:
             norm = sum(v * v for v in vector) ** 0.5
             vector = [v / norm for v in vector]
         return vector
 
     def expected(self, text: str) -> list[float]:
         """The vector the fake model gives `text` (what a test compares answers with)."""
-        ids = self.preprocess({"text": text})[0]["input_ids"]
+        ids = self.preprocess(text)[0].input_ids
         return [float(len(ids)), float(sum(ids)), float(ids[1]), float(ids[-2])]

@@ -132,8 +132,8 @@ class ServerState:
                 slot.batcher = Batcher(slot.name, p.forward, p.num_tokens, self.settings.limits, self.metrics)
                 slot.batcher.start()
                 if p.task in WARMUP_INPUTS:
-                    features = [f for item in p.inputs(WARMUP_INPUTS[p.task]) for f in p.preprocess(item)]
-                    await slot.batcher.run_direct(features)
+                    call = _prepare(p, WARMUP_INPUTS[p.task], {}, truncate=True)
+                    await slot.batcher.run_direct([f for feats in call.features for f in feats])
                 logger.info("model %s ready: %s, max_seq_length %d", slot.name, p.task, p.max_seq_length)
             self.ready = True
         except Exception as err:  # noqa: BLE001 - reported by /health and the log, not a crash
@@ -169,47 +169,63 @@ class ServerState:
             self.answered += 1
 
 
-def _items(p, inputs: Any, parameters: dict) -> list:
-    """The pipeline's validation of a request's inputs; its complaints are the client's to fix."""
+@dataclass
+class _Call:
+    """One request's work: its items, each item's features, and the pipeline options of the call."""
+
+    items: list
+    features: list[list]
+    options: dict
+    truncated: list[int]  # items cut to the model's length
+
+
+def _prepare(p, inputs: Any, parameters: dict, truncate: bool) -> _Call:
+    """Validate and preprocess everything before any model work; the pipeline's complaints about
+    the inputs are the client's to fix (400), an input over the length limit with truncate=false is 413."""
     if isinstance(inputs, list) and not inputs:
         raise ApiError(400, "inputs is empty: send one input or a non-empty list")
+    # As the pipeline's own __call__: its options (top_k, normalize, ...) go to pre/postprocessing,
+    # the other keywords (text_pair, ...) to inputs.
+    options = {**p.options, **{k: v for k, v in parameters.items() if k in p.options}}
     try:
-        return p.inputs(inputs, **parameters)
+        items = p.inputs(inputs, **{k: v for k, v in parameters.items() if k not in p.options})
+        features, truncated = [], []
+        for i, item in enumerate(items):
+            # preprocess counts the inputs it cuts; it runs on this (the event loop's) thread only.
+            before = p.truncated
+            features.append(p.preprocess(item, **options))
+            if p.truncated > before:
+                truncated.append(i)
     except (BertkitError, ValueError, TypeError) as err:
         raise ApiError(400, f"invalid inputs for a {p.task} model: {err}") from err
-
-
-def _features(p, items: list, truncate: bool) -> tuple[list[list[dict]], list[int]]:
-    """Each item's features, and which items were cut to the model's length."""
-    try:
-        features = [p.preprocess(item) for item in items]
-    except (BertkitError, ValueError, TypeError) as err:
-        raise ApiError(400, f"invalid input: {err}") from err
-    truncated = [i for i, feats in enumerate(features) if any(f.get("truncated") for f in feats)]
     if truncated and not truncate:
         raise ApiError(413, f"input {truncated[0]} is longer than this model's limit of {p.max_seq_length} "
                             f"tokens (max_seq_length); send truncate=true to cut it, or shorten it",
                        "input_too_long")
-    return features, truncated
+    return _Call(items, features, options, truncated)
 
 
-async def _run(state: ServerState, slot: ModelSlot, items: list, features: list[list[dict]]) -> list:
+async def _run(state: ServerState, slot: ModelSlot, call: _Call) -> list:
     """The postprocessed answer of every item; the items go to the batcher in client-batch chunks so
     that one huge request does not hold a whole batching window."""
     p, chunk = slot.pipeline, state.settings.max_client_batch_size
     results = []
-    for start in range(0, len(items), chunk):
-        chunk_features = features[start:start + chunk]
+    for start in range(0, len(call.items), chunk):
+        chunk_features = call.features[start:start + chunk]
         try:
             outputs = await slot.batcher.submit([f for feats in chunk_features for f in feats])
         except Exception as err:  # noqa: BLE001 - the model raised on this request's inputs
             raise ApiError(500, f"the model failed on this request: {type(err).__name__}: {err}",
                            "model_error") from err
         at = 0
-        for item, feats in zip(items[start:start + chunk], chunk_features):
-            results.append(p.postprocess(item, feats, outputs[at:at + len(feats)]))
+        for item, feats in zip(call.items[start:start + chunk], chunk_features):
+            results.append(p.postprocess(item, feats, outputs[at:at + len(feats)], **call.options))
             at += len(feats)
     return results
+
+
+def _tokens_used(p, call: _Call) -> int:
+    return sum(p.num_tokens(f) for feats in call.features for f in feats)
 
 
 async def _until_disconnected(request: Request) -> None:
@@ -299,18 +315,17 @@ def create_app(loaders: dict[str, Callable[[], Any]], settings: ServeSettings | 
             if p.task != "feature-extraction":
                 raise ApiError(400, f"model {slot.name!r} is a {p.task} model, not an embedding model; "
                                     f"use POST /predict")
-            items = _items(p, body.input, {})
-            features, truncated = _features(p, items, body.truncate)
-            vectors = await _run(state, slot, items, features)
+            call = _prepare(p, body.input, {}, body.truncate)
+            vectors = await _run(state, slot, call)
             if body.dimensions is not None and body.dimensions != len(vectors[0]):
                 raise ApiError(400, f"dimensions={body.dimensions}: model {slot.name!r} gives "
                                     f"{len(vectors[0])}-dimensional vectors only")
             data = [{"object": "embedding", "index": i, "embedding": _encode(vector, body.encoding_format)}
                     for i, vector in enumerate(vectors)]
-            tokens = sum(p.num_tokens(f) for feats in features for f in feats)
+            tokens = _tokens_used(p, call)
             return JsonResponse({"object": "list", "data": data, "model": slot.name,
                                  "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
-                                 "truncated": truncated})
+                                 "truncated": call.truncated})
         return await _serve_request(state, request, handle)
 
     @app.post("/predict")
@@ -318,23 +333,20 @@ def create_app(loaders: dict[str, Callable[[], Any]], settings: ServeSettings | 
         async def handle():
             slot = state.slot(body.model)
             p = slot.pipeline
-            items = _items(p, body.inputs, body.parameters)
-            features, truncated = _features(p, items, body.truncate)
-            outputs = await _run(state, slot, items, features)
-            tokens = sum(p.num_tokens(f) for feats in features for f in feats)
+            call = _prepare(p, body.inputs, body.parameters, body.truncate)
+            outputs = await _run(state, slot, call)
             return JsonResponse({"model": slot.name, "task": p.task, "outputs": outputs,
-                                 "usage": {"prompt_tokens": tokens}, "truncated": truncated})
+                                 "usage": {"prompt_tokens": _tokens_used(p, call)}, "truncated": call.truncated})
         return await _serve_request(state, request, handle)
 
     @app.post("/tokenize")
     async def tokenize(body: TokenizeRequest):
         slot = state.slot(body.model)
         p = slot.pipeline
-        items = _items(p, body.inputs, body.parameters)
-        features, _ = _features(p, items, truncate=True)
-        return JsonResponse({"model": slot.name, "outputs": [
-            [{"input_ids": f["input_ids"], "tokens": _tokens(p.tokenizer, f["input_ids"]),
-              "truncated": bool(f.get("truncated"))} for f in feats] for feats in features]})
+        call = _prepare(p, body.inputs, body.parameters, truncate=True)
+        return JsonResponse({"model": slot.name, "truncated": call.truncated, "outputs": [
+            [{"input_ids": f.input_ids, "token_type_ids": f.token_type_ids, "tokens": _tokens(p.tokenizer, f.input_ids)}
+             for f in feats] for feats in call.features]})
 
     @app.get("/health")
     async def health():
