@@ -21,9 +21,19 @@ from bertkit.tokenization import BasicTokenizer, FullTokenizer, WordpieceTokeniz
 
 __version__ = "0.1.0"
 
+
+def __getattr__(name):
+    # `bertkit.pipeline` imports every task's data code: only when it is asked for.
+    if name == "pipeline":
+        from bertkit.inference.pipeline import pipeline
+
+        return pipeline
+    raise AttributeError(f"module 'bertkit' has no attribute {name!r}")
+
+
 __all__ = [
     "BasicTokenizer", "BertConfig", "BertForMultipleChoice", "BertForPreTraining", "BertForQuestionAnswering",
     "BertForSequenceClassification", "BertForTokenClassification", "BertModel", "BertkitError",
     "CheckpointError", "ConfigError", "DataError", "FullTokenizer", "LoadReport", "WordpieceTokenizer",
-    "reinit_parameters", "reinit_top_layers", "resize_position_embeddings",
+    "pipeline", "reinit_parameters", "reinit_top_layers", "resize_position_embeddings",
 ]
