@@ -11,21 +11,13 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass
-from typing import Any
 
 from helpers import TINY_VOCAB
 
 from bertkit.config import BertConfig
-from bertkit.errors import DataError
+from bertkit.errors import ConfigError
+from bertkit.inference.pipeline import Feature
 from bertkit.tokenization import FullTokenizer
-
-
-@dataclass
-class Feature:
-    input_ids: list
-    token_type_ids: list
-    meta: Any = None
 
 
 class FakePipeline:
@@ -42,20 +34,26 @@ class FakePipeline:
         self._lock = threading.Lock()
         self._fire = self.tokenizer.vocab["fire"]
         self.options = {"normalize": False}  # call options: to pre/postprocess, as the pipeline's
-        self.truncated = 0  # inputs cut to max_seq_length, counted by preprocess
 
-    def inputs(self, texts):
+    def info(self):
+        return {"task": self.task, "labels": self.labels, "max_seq_length": self.max_seq_length}
+
+    def parse(self, texts=None, **kwargs):
+        if kwargs:
+            raise ConfigError(f"the fake takes texts, not {', '.join(sorted(kwargs))}")
         items = texts if isinstance(texts, list) else [texts]
         if not all(isinstance(text, str) for text in items):
-            raise DataError("expected a text or a list of texts")
-        return items
+            raise ConfigError("expected a text or a list of texts")
+        return not isinstance(texts, list), items
+
+    def shape_output(self, single, answers):
+        return answers[0] if single else answers
 
     def preprocess(self, item, **options):
         ids = self.tokenizer.text_to_ids(item)
-        if len(ids) > self.max_seq_length - 2:
-            self.truncated += 1
+        truncated = len(ids) > self.max_seq_length - 2
         ids = [self.tokenizer.cls_token_id, *ids[:self.max_seq_length - 2], self.tokenizer.sep_token_id]
-        return [Feature(ids, [0] * len(ids))]
+        return [Feature(ids, [0] * len(ids), truncated=truncated)]
 
     def num_tokens(self, feature):
         return len(feature.input_ids)

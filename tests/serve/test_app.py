@@ -47,7 +47,7 @@ def test_predict_tokenize_info_and_two_models_by_name():
         assert [o["label"] for o in body["outputs"]] == ["short", "long"]
         # no model field: the first one; the pipeline's own parameters pass through
         body = httpx.post(f"{url}/predict", json={"inputs": "the cat", "parameters": {"normalize": True}}).json()
-        assert body["model"] == "emb" and np.isclose(np.linalg.norm(body["outputs"][0]), 1.0)
+        assert body["model"] == "emb" and np.isclose(np.linalg.norm(body["outputs"]), 1.0)  # single: shaped
         tokens = httpx.post(f"{url}/tokenize", json={"inputs": ["the cat"], "model": "clf"}).json()
         assert tokens["outputs"][0][0]["tokens"] == ["[CLS]", "the", "cat", "[SEP]"]
         info = httpx.get(f"{url}/info").json()

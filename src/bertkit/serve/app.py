@@ -1,8 +1,9 @@
 """The HTTP API: routes turn requests into pipeline items and features, the batcher runs them.
 
     POST /v1/embeddings   OpenAI's shape: {"input": str | [str], "model", "encoding_format": float|base64}
-    POST /predict         {"inputs": what bertkit.pipeline takes, "parameters": {...}, "model", "truncate"}
-    POST /tokenize        {"inputs", "model"}: the tokens each input becomes (windows for NER/QA)
+    POST /predict         {"inputs": the pipeline's first argument, "parameters": its other arguments and
+                          options, "model", "truncate"} -> {"outputs": what the pipeline returns, ...}
+    POST /tokenize        {"inputs", "parameters", "model"}: the features each input becomes (windows for NER/QA)
     GET  /health          200 once every model is loaded and warmed up, 503 before
     GET  /info            models, tasks, labels, lengths, batching limits
     GET  /metrics         Prometheus
@@ -42,6 +43,7 @@ WARMUP_INPUTS = {
     "token-classification": "Warm up the model.",
     "fill-mask": "Warm up the [MASK].",
     "question-answering": {"question": "What is warmed up?", "context": "The model is warmed up."},
+    "multiple-choice": {"question": "What is warmed up?", "choices": ["the model", "the server"]},
 }
 
 
@@ -89,7 +91,7 @@ class EmbeddingsRequest(BaseModel):
 
 class PredictRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    inputs: Any
+    inputs: Any = None  # the pipeline's first argument; the others (context, choices, ...) in parameters
     parameters: dict[str, Any] = Field(default_factory=dict)
     model: str | None = None
     truncate: bool = True
@@ -97,7 +99,7 @@ class PredictRequest(BaseModel):
 
 class TokenizeRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    inputs: Any
+    inputs: Any = None
     parameters: dict[str, Any] = Field(default_factory=dict)
     model: str | None = None
 
@@ -131,9 +133,8 @@ class ServerState:
                 p = slot.pipeline
                 slot.batcher = Batcher(slot.name, p.forward, p.num_tokens, self.settings.limits, self.metrics)
                 slot.batcher.start()
-                if p.task in WARMUP_INPUTS:
-                    call = _prepare(p, WARMUP_INPUTS[p.task], {}, truncate=True)
-                    await slot.batcher.run_direct([f for feats in call.features for f in feats])
+                call = _prepare(p, WARMUP_INPUTS[p.task], {}, truncate=True)
+                await slot.batcher.run_direct([f for feats in call.features for f in feats])
                 logger.info("model %s ready: %s, max_seq_length %d", slot.name, p.task, p.max_seq_length)
             self.ready = True
         except Exception as err:  # noqa: BLE001 - reported by /health and the log, not a crash
@@ -173,10 +174,15 @@ class ServerState:
 class _Call:
     """One request's work: its items, each item's features, and the pipeline options of the call."""
 
+    single: bool  # a single input (not a list): the answer is shaped as the pipeline shapes it
     items: list
     features: list[list]
     options: dict
-    truncated: list[int]  # items cut to the model's length
+
+    @property
+    def truncated(self) -> list[int]:
+        """The items cut to the model's length."""
+        return [i for i, feats in enumerate(self.features) if any(f.truncated for f in feats)]
 
 
 def _prepare(p, inputs: Any, parameters: dict, truncate: bool) -> _Call:
@@ -185,24 +191,19 @@ def _prepare(p, inputs: Any, parameters: dict, truncate: bool) -> _Call:
     if isinstance(inputs, list) and not inputs:
         raise ApiError(400, "inputs is empty: send one input or a non-empty list")
     # As the pipeline's own __call__: its options (top_k, normalize, ...) go to pre/postprocessing,
-    # the other keywords (text_pair, ...) to inputs.
+    # the other keywords (text_pair, context, choices, ...) to parse.
     options = {**p.options, **{k: v for k, v in parameters.items() if k in p.options}}
+    keywords = {k: v for k, v in parameters.items() if k not in p.options}
     try:
-        items = p.inputs(inputs, **{k: v for k, v in parameters.items() if k not in p.options})
-        features, truncated = [], []
-        for i, item in enumerate(items):
-            # preprocess counts the inputs it cuts; it runs on this (the event loop's) thread only.
-            before = p.truncated
-            features.append(p.preprocess(item, **options))
-            if p.truncated > before:
-                truncated.append(i)
+        single, items = p.parse(**keywords) if inputs is None else p.parse(inputs, **keywords)
+        call = _Call(single, items, [p.preprocess(item, **options) for item in items], options)
     except (BertkitError, ValueError, TypeError) as err:
         raise ApiError(400, f"invalid inputs for a {p.task} model: {err}") from err
-    if truncated and not truncate:
-        raise ApiError(413, f"input {truncated[0]} is longer than this model's limit of {p.max_seq_length} "
+    if call.truncated and not truncate:
+        raise ApiError(413, f"input {call.truncated[0]} is longer than this model's limit of {p.max_seq_length} "
                             f"tokens (max_seq_length); send truncate=true to cut it, or shorten it",
                        "input_too_long")
-    return _Call(items, features, options, truncated)
+    return call
 
 
 async def _run(state: ServerState, slot: ModelSlot, call: _Call) -> list:
@@ -214,6 +215,8 @@ async def _run(state: ServerState, slot: ModelSlot, call: _Call) -> list:
         chunk_features = call.features[start:start + chunk]
         try:
             outputs = await slot.batcher.submit([f for feats in chunk_features for f in feats])
+        except BertkitError as err:  # the pipeline refused these inputs
+            raise ApiError(400, f"invalid inputs for a {p.task} model: {err}") from err
         except Exception as err:  # noqa: BLE001 - the model raised on this request's inputs
             raise ApiError(500, f"the model failed on this request: {type(err).__name__}: {err}",
                            "model_error") from err
@@ -334,8 +337,8 @@ def create_app(loaders: dict[str, Callable[[], Any]], settings: ServeSettings | 
             slot = state.slot(body.model)
             p = slot.pipeline
             call = _prepare(p, body.inputs, body.parameters, body.truncate)
-            outputs = await _run(state, slot, call)
-            return JsonResponse({"model": slot.name, "task": p.task, "outputs": outputs,
+            answers = await _run(state, slot, call)
+            return JsonResponse({"model": slot.name, "task": p.task, "outputs": p.shape_output(call.single, answers),
                                  "usage": {"prompt_tokens": _tokens_used(p, call)}, "truncated": call.truncated})
         return await _serve_request(state, request, handle)
 
@@ -391,5 +394,5 @@ def _model_info(slot: ModelSlot) -> dict:
     p = slot.pipeline
     if p is None:
         return {"name": slot.name, "loaded": False}
-    return {"name": slot.name, "loaded": True, "task": p.task, "labels": p.labels,
-            "max_seq_length": p.max_seq_length, "hidden_size": p.config.hidden_size}
+    return {"name": slot.name, "loaded": True, **p.info(), "hidden_size": p.config.hidden_size,
+            "options": p.options}
