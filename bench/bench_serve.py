@@ -104,11 +104,18 @@ async def run_load(url: str, requests: list[list[str]], concurrency: int, timeou
         started = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         wall = time.perf_counter() - started
-    ok = [lat for lat, status in zip(latencies, statuses) if status == 200]
-    sentences = sum(len(batch) for batch in requests)
-    return {"wall": wall, "statuses": statuses, "vectors": vectors, "rps": len(requests) / wall,
-            "sps": sentences / wall, **{f"p{q}": float(np.percentile(ok, q)) * 1000 if ok else float("nan")
-                                         for q in (50, 95, 99)}}
+    return {"wall": wall, "statuses": statuses, "latencies": latencies, "vectors": vectors,
+            "sentences": sum(len(batch) for batch in requests)}
+
+
+def summarize(runs: list[dict]) -> dict:
+    """Pool the rounds of one server at one concurrency."""
+    wall = sum(run["wall"] for run in runs)
+    statuses = [s for run in runs for s in run["statuses"]]
+    ok = [lat for run in runs for lat, s in zip(run["latencies"], run["statuses"]) if s == 200]
+    return {"rps": len(statuses) / wall, "sps": sum(run["sentences"] for run in runs) / wall, "statuses": statuses,
+            "vectors": runs[0]["vectors"],
+            **{f"p{q}": float(np.percentile(ok, q)) * 1000 if ok else float("nan") for q in (50, 95, 99)}}
 
 
 def row(name: str, concurrency: int, result: dict) -> str:
@@ -121,6 +128,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=256, help="requests per concurrency level")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16, 64])
+    parser.add_argument("--rounds", type=int, default=2, help="turns each server takes per concurrency level")
     parser.add_argument("--data", type=Path, default=None, help="MRPC-format TSV (default: ../shared MRPC dev)")
     parser.add_argument("--serve_args", default="", help="extra flags for bertkit serve, e.g. '--max_wait_ms 5'")
     args = parser.parse_args()
@@ -138,11 +146,20 @@ def main() -> int:
         "reference": [sys.executable, str(ROOT / "bench" / "serve_reference.py"), str(model), "0"],
         "bertkit": [sys.executable, "-m", "bertkit", "serve", "--port", "0", *args.serve_args.split()],
     }
-    results: dict[str, dict[int, dict]] = {}
-    for name, command in commands.items():
-        with server(command, name) as (_, url, _):
+    # Both servers stay up and take turns, round by round, so that a CPU shared with other work
+    # slows both alike; an idle server costs nothing.
+    rounds = [requests[r::args.rounds] for r in range(args.rounds)]
+    runs: dict[str, dict[int, list]] = {name: {c: [] for c in args.concurrency} for name in commands}
+    with server(commands["reference"], "reference") as (_, ref_url, _), \
+            server(commands["bertkit"], "bertkit") as (_, our_url, _):
+        urls = {"reference": ref_url, "bertkit": our_url}
+        for url in urls.values():
             asyncio.run(run_load(url, warmup, 4))
-            results[name] = {c: asyncio.run(run_load(url, requests, c)) for c in args.concurrency}
+        for c in args.concurrency:
+            for r, chunk in enumerate(rounds):
+                for name in (list(urls) if r % 2 == 0 else list(urls)[::-1]):
+                    runs[name][c].append(asyncio.run(run_load(urls[name], chunk, c)))
+    results = {name: {c: summarize(runs[name][c]) for c in args.concurrency} for name in commands}
 
     print("\n| concurrency | server | requests/s | sentences/s | p50 ms | p95 ms | p99 ms | non-200 |")
     print("|---|---|---|---|---|---|---|---|")
@@ -165,7 +182,7 @@ def check_overload_and_drain(requests: list[list[str]], serve_args: list[str]) -
     """bertkit alone: 429s under overload, then a fresh server drained by SIGTERM under load."""
     command = [sys.executable, "-m", "bertkit", "serve", "--port", "0", *serve_args]
     with server([*command, "--max_concurrent_requests", "8"], "bertkit") as (_, url, _):
-        result = asyncio.run(run_load(url, requests, 128))
+        result = asyncio.run(run_load(url, requests, 128))  # all at once: most are over the limit
         statuses = {s: result["statuses"].count(s) for s in set(result["statuses"])}
         health = httpx.get(f"{url}/health").status_code
         overload_ok = set(statuses) <= {200, 429} and health == 200

@@ -28,14 +28,18 @@ def add_arguments(parser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="bind address (0.0.0.0 to accept other machines)")
     parser.add_argument("--port", type=int, default=8080)
     parser.add_argument("--device", default=None, help="torch device (default: the pipeline's)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads for the model (default: torch's, one per core); on a CPU shared with "
+                             "other busy processes, 1 avoids threads waiting on each other")
     parser.add_argument("--max_seq_length", type=int, default=None,
                         help="tokens per sequence; longer inputs are truncated or windowed (default: the model's)")
     batching = parser.add_argument_group("batching and backpressure")
     batching.add_argument("--max_batch_tokens", type=int, default=16384,
                           help="padded tokens per model batch (longest sequence x sequences)")
     batching.add_argument("--max_batch_requests", type=int, default=128, help="sequences per model batch")
-    batching.add_argument("--max_wait_ms", type=float, default=2.0,
-                          help="how long a sequence may wait for others to share its batch")
+    batching.add_argument("--max_wait_ms", type=float, default=0.0,
+                          help="how long a sequence may wait for others to share its batch when the model is idle "
+                               "(while it is busy, what arrives meanwhile forms the next batches)")
     batching.add_argument("--max_concurrent_requests", type=int, default=512,
                           help="model requests in flight; beyond it the server answers 429")
     batching.add_argument("--max_client_batch_size", type=int, default=32,
@@ -68,6 +72,8 @@ def parse_models(specs: list[str] | None) -> dict[str, Path]:
 
 
 def _check_limits(args) -> None:
+    if args.threads is not None and args.threads < 1:
+        raise ConfigError(f"--threads must be positive, got {args.threads}")
     for flag in ("port", "max_batch_tokens", "max_batch_requests", "max_concurrent_requests",
                  "max_client_batch_size", "drain_timeout"):
         if getattr(args, flag) < (0 if flag == "port" else 1):
@@ -79,6 +85,8 @@ def _check_limits(args) -> None:
 def run(args) -> int:
     _check_limits(args)
     models = parse_models(args.model)
+    import torch
+
     from bertkit.inference.pipeline import pipeline
     from bertkit.serve.app import ServeSettings, create_app
     from bertkit.serve.batcher import BatchLimits
@@ -86,6 +94,8 @@ def run(args) -> int:
 
     # Loaded here, before the port opens, so that a bad checkpoint is one error line; the app warms
     # them up in the background and /health says 503 until then.
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     pipelines = {}
     for name, path in models.items():
         pipelines[name] = pipeline(model=str(path), device=args.device, max_seq_length=args.max_seq_length)
