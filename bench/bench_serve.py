@@ -6,7 +6,9 @@ Both servers answer POST /v1/embeddings with all-MiniLM-L6-v2 vectors on 127.0.0
 is FastAPI calling sentence-transformers' `encode` once per request (bench/serve_reference.py);
 bertkit batches the sentences of concurrent requests together. A bounded async httpx client sends
 the same fixed list of requests (1-8 MRPC dev sentences each) at each concurrency and reports
-requests/s, sentences/s and p50/p95/p99 latency. Then three checks on bertkit alone:
+requests/s, sentences/s, p50/p95/p99 latency, and sentences per CPU-second of the server process
+(what a CPU shared with other work cannot distort: there wall-clock throughput also measures how
+many threads a server puts in the scheduler's queue). Then three checks on bertkit alone:
 overload (concurrency far above --max_concurrent_requests: 429s, no 5xx, /health fine after),
 correctness (the vectors match the reference's), and SIGTERM under load (every accepted request
 answered, exit status 0).
@@ -108,12 +110,27 @@ async def run_load(url: str, requests: list[list[str]], concurrency: int, timeou
             "sentences": sum(len(batch) for batch in requests)}
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time of a process, all its threads (user + system)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measured(process: subprocess.Popen, url: str, requests: list[list[str]], concurrency: int) -> dict:
+    """run_load, plus the CPU time the server spent on it."""
+    before = cpu_seconds(process.pid)
+    result = asyncio.run(run_load(url, requests, concurrency))
+    return {**result, "cpu": cpu_seconds(process.pid) - before}
+
+
 def summarize(runs: list[dict]) -> dict:
     """Pool the rounds of one server at one concurrency."""
     wall = sum(run["wall"] for run in runs)
     statuses = [s for run in runs for s in run["statuses"]]
     ok = [lat for run in runs for lat, s in zip(run["latencies"], run["statuses"]) if s == 200]
-    return {"rps": len(statuses) / wall, "sps": sum(run["sentences"] for run in runs) / wall, "statuses": statuses,
+    sentences = sum(run["sentences"] for run in runs)
+    return {"rps": len(statuses) / wall, "sps": sentences / wall, "statuses": statuses,
+            "cpu_sps": sentences / sum(run["cpu"] for run in runs),
             "vectors": runs[0]["vectors"],
             **{f"p{q}": float(np.percentile(ok, q)) * 1000 if ok else float("nan") for q in (50, 95, 99)}}
 
@@ -121,7 +138,7 @@ def summarize(runs: list[dict]) -> dict:
 def row(name: str, concurrency: int, result: dict) -> str:
     errors = len(result["statuses"]) - result["statuses"].count(200)
     return (f"| {concurrency:>3} | {name:<9} | {result['rps']:7.1f} | {result['sps']:8.1f} | {result['p50']:7.1f} | "
-            f"{result['p95']:7.1f} | {result['p99']:7.1f} | {errors} |")
+            f"{result['p95']:7.1f} | {result['p99']:7.1f} | {result['cpu_sps']:8.1f} | {errors} |")
 
 
 def main() -> int:
@@ -150,19 +167,20 @@ def main() -> int:
     # slows both alike; an idle server costs nothing.
     rounds = [requests[r::args.rounds] for r in range(args.rounds)]
     runs: dict[str, dict[int, list]] = {name: {c: [] for c in args.concurrency} for name in commands}
-    with server(commands["reference"], "reference") as (_, ref_url, _), \
-            server(commands["bertkit"], "bertkit") as (_, our_url, _):
-        urls = {"reference": ref_url, "bertkit": our_url}
-        for url in urls.values():
+    with server(commands["reference"], "reference") as (ref_process, ref_url, _), \
+            server(commands["bertkit"], "bertkit") as (our_process, our_url, _):
+        servers = {"reference": (ref_process, ref_url), "bertkit": (our_process, our_url)}
+        for _, url in servers.values():
             asyncio.run(run_load(url, warmup, 4))
         for c in args.concurrency:
             for r, chunk in enumerate(rounds):
-                for name in (list(urls) if r % 2 == 0 else list(urls)[::-1]):
-                    runs[name][c].append(asyncio.run(run_load(urls[name], chunk, c)))
+                for name in (list(servers) if r % 2 == 0 else list(servers)[::-1]):
+                    runs[name][c].append(measured(*servers[name], chunk, c))
+            print(f"concurrency {c}: done", flush=True)
     results = {name: {c: summarize(runs[name][c]) for c in args.concurrency} for name in commands}
 
-    print("\n| concurrency | server | requests/s | sentences/s | p50 ms | p95 ms | p99 ms | non-200 |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("\n| concurrency | server | requests/s | sentences/s | p50 ms | p95 ms | p99 ms | sentences per CPU-s | non-200 |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for c in args.concurrency:
         for name in commands:
             print(row(name, c, results[name][c]))
@@ -170,7 +188,8 @@ def main() -> int:
     for c in args.concurrency:
         ours, ref = results["bertkit"][c], results["reference"][c]
         print(f"concurrency {c:>3}: sentences/s {ours['sps'] / ref['sps']:.2f}x the reference, "
-              f"p50 {ours['p50'] / ref['p50']:.2f}x, p99 {ours['p99'] / ref['p99']:.2f}x (lower is better)")
+              f"p50 {ours['p50'] / ref['p50']:.2f}x, p99 {ours['p99'] / ref['p99']:.2f}x (lower is better), "
+              f"sentences per server CPU-second {ours['cpu_sps'] / ref['cpu_sps']:.2f}x")
     ours, ref = results["bertkit"][args.concurrency[-1]]["vectors"], results["reference"][args.concurrency[-1]]["vectors"]
     cosines = [float(np.sum(ours[i] * ref[i], axis=1).min()) for i in ours.keys() & ref.keys()]
     print(f"vectors against the reference's: lowest cosine {min(cosines):.6f} over {len(cosines)} requests")

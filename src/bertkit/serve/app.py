@@ -134,7 +134,7 @@ class ServerState:
                 slot.batcher = Batcher(slot.name, p.forward, p.num_tokens, self.settings.limits, self.metrics)
                 slot.batcher.start()
                 call = _prepare(p, WARMUP_INPUTS[p.task], {}, truncate=True)
-                await slot.batcher.run_direct([f for feats in call.features for f in feats])
+                await slot.batcher.submit([f for feats in call.features for f in feats])
                 logger.info("model %s ready: %s, max_seq_length %d", slot.name, p.task, p.max_seq_length)
             self.ready = True
         except Exception as err:  # noqa: BLE001 - reported by /health and the log, not a crash
