@@ -46,6 +46,10 @@ def add_arguments(parser) -> None:
                           help="a request with more inputs is split into chunks of this many")
     batching.add_argument("--drain_timeout", type=float, default=30.0,
                           help="seconds SIGTERM waits for the requests in flight")
+    scale = parser.add_argument_group("scale-out")
+    scale.add_argument("--ray", action="store_true",
+                       help='serve --replicas copies with Ray Serve on a local Ray instance (pip install "ray[serve]")')
+    scale.add_argument("--replicas", type=int, default=2, help="with --ray: how many replicas")
 
 
 def parse_models(specs: list[str] | None) -> dict[str, Path]:
@@ -74,7 +78,7 @@ def parse_models(specs: list[str] | None) -> dict[str, Path]:
 def _check_limits(args) -> None:
     if args.threads is not None and args.threads < 1:
         raise ConfigError(f"--threads must be positive, got {args.threads}")
-    for flag in ("port", "max_batch_tokens", "max_batch_requests", "max_concurrent_requests",
+    for flag in ("port", "replicas", "max_batch_tokens", "max_batch_requests", "max_concurrent_requests",
                  "max_client_batch_size", "drain_timeout"):
         if getattr(args, flag) < (0 if flag == "port" else 1):
             raise ConfigError(f"--{flag} must be positive, got {getattr(args, flag)}")
@@ -92,17 +96,24 @@ def run(args) -> int:
     from bertkit.serve.batcher import BatchLimits
     from bertkit.serve.server import serve
 
-    # Loaded here, before the port opens, so that a bad checkpoint is one error line; the app warms
-    # them up in the background and /health says 503 until then.
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
-    pipelines = {}
-    for name, path in models.items():
-        pipelines[name] = pipeline(model=str(path), device=args.device, max_seq_length=args.max_seq_length)
-        logger.info("loaded %s from %s: %s", name, path, pipelines[name].task)
     settings = ServeSettings(
         limits=BatchLimits(args.max_batch_tokens, args.max_batch_requests, args.max_wait_ms),
         max_concurrent_requests=args.max_concurrent_requests, max_client_batch_size=args.max_client_batch_size)
+    pipeline_options = {"device": args.device, "max_seq_length": args.max_seq_length}
+    if args.ray:
+        from bertkit.serve import ray_serve
+
+        ray_serve.run(models, settings, pipeline_options, args.threads, args.host, args.port, args.replicas,
+                      args.drain_timeout)
+        return 0
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    # Loaded here, before the port opens, so that a bad checkpoint is one error line; the app warms
+    # them up in the background and /health says 503 until then.
+    pipelines = {}
+    for name, path in models.items():
+        pipelines[name] = pipeline(model=str(path), **pipeline_options)
+        logger.info("loaded %s from %s: %s", name, path, pipelines[name].task)
     app = create_app({name: (lambda p=p: p) for name, p in pipelines.items()}, settings)
     serve(app, args.host, args.port, args.drain_timeout)
     return 0

@@ -20,6 +20,7 @@ import base64
 import contextlib
 import json
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Literal
@@ -363,6 +364,7 @@ def create_app(loaders: dict[str, Callable[[], Any]], settings: ServeSettings | 
         limits = state.settings.limits
         return JsonResponse({
             "ready": state.ready,
+            "pid": os.getpid(),  # which replica answered, behind a load balancer
             "default_model": state.default,
             "models": [_model_info(slot) for slot in state.slots.values()],
             "max_batch_tokens": limits.max_batch_tokens, "max_batch_requests": limits.max_batch_requests,
