@@ -105,3 +105,24 @@ def test_cancelled_callers_work_is_dropped_before_it_runs():
     outputs = asyncio.run(main())
     assert outputs == [[{"id": "first"}], [{"id": "kept"}]]
     assert "gone" not in [key for batch in model.batches for key in batch]
+
+
+def test_workers_run_batches_of_one_window_at_the_same_time():
+    inside = threading.Barrier(2, timeout=30)
+
+    class TwoAtOnce(RecordingModel):
+        def forward(self, features):
+            inside.wait()  # both workers must be inside forward together, or this raises
+            return super().forward(features)
+
+    model = TwoAtOnce()
+
+    async def main():
+        batcher = make_batcher(model, max_batch_requests=2, workers=2)
+        batcher.start()
+        outputs = await batcher.submit([{"id": i, "len": 3} for i in range(4)])  # one window, two batches
+        await batcher.close()
+        return outputs
+
+    assert [o["id"] for o in asyncio.run(main())] == [0, 1, 2, 3]
+    assert sorted(len(b) for b in model.batches) == [2, 2]

@@ -40,6 +40,9 @@ def add_arguments(parser) -> None:
     batching.add_argument("--max_wait_ms", type=float, default=0.0,
                           help="how long a sequence may wait for others to share its batch when the model is idle "
                                "(while it is busy, what arrives meanwhile forms the next batches)")
+    batching.add_argument("--workers", type=int, default=1,
+                          help="model threads per model, each running whole batches (with --threads 1 on a CPU, "
+                               "one per core avoids torch's intra-op synchronisation)")
     batching.add_argument("--max_concurrent_requests", type=int, default=512,
                           help="model requests in flight; beyond it the server answers 429")
     batching.add_argument("--max_client_batch_size", type=int, default=32,
@@ -78,7 +81,7 @@ def parse_models(specs: list[str] | None) -> dict[str, Path]:
 def _check_limits(args) -> None:
     if args.threads is not None and args.threads < 1:
         raise ConfigError(f"--threads must be positive, got {args.threads}")
-    for flag in ("port", "replicas", "max_batch_tokens", "max_batch_requests", "max_concurrent_requests",
+    for flag in ("port", "replicas", "workers", "max_batch_tokens", "max_batch_requests", "max_concurrent_requests",
                  "max_client_batch_size", "drain_timeout"):
         if getattr(args, flag) < (0 if flag == "port" else 1):
             raise ConfigError(f"--{flag} must be positive, got {getattr(args, flag)}")
@@ -97,7 +100,7 @@ def run(args) -> int:
     from bertkit.serve.server import serve
 
     settings = ServeSettings(
-        limits=BatchLimits(args.max_batch_tokens, args.max_batch_requests, args.max_wait_ms),
+        limits=BatchLimits(args.max_batch_tokens, args.max_batch_requests, args.max_wait_ms, args.workers),
         max_concurrent_requests=args.max_concurrent_requests, max_client_batch_size=args.max_client_batch_size)
     pipeline_options = {"device": args.device, "max_seq_length": args.max_seq_length}
     if args.ray:

@@ -1,10 +1,11 @@
 """Dynamic batching: features from many requests share one model batch.
 
-Handlers enqueue features and await their outputs. The model's own thread takes everything that is
-waiting when it is free (after at most `max_wait_ms` for company when it was idle), sorts that
-window by length so each batch pads little, cuts it into batches bounded by a token budget and a
-sequence count, runs them, and hands each output back to the event loop. The thread forms its next
-batch itself, so the model never waits for a busy event loop, and the event loop never runs the
+Handlers enqueue features and await their outputs. A model thread that is free takes everything
+waiting (after at most `max_wait_ms` for company when the model was idle), sorts that window by
+length so each batch pads little, and cuts it into batches bounded by a token budget and a
+sequence count; the model threads (`workers`, one by default) run the window's batches, then the
+next window's, and hand each output back to the event loop. The threads form their batches
+themselves, so the model never waits for a busy event loop, and the event loop never runs the
 model. A batch that raises is split in halves and rerun, so a bad input fails alone.
 """
 
@@ -29,6 +30,9 @@ class BatchLimits:
     # How long the oldest waiting sequence may wait for company while the model is idle. Under load
     # the batch the model is running is the window, so 0 costs no latency and loses little batching.
     max_wait_ms: float = 0.0
+    # Model threads, each running whole batches (torch releases the GIL inside its ops). On a CPU,
+    # two threads with one torch thread each avoid the intra-op synchronisation of one with two.
+    workers: int = 1
 
     def cost(self, longest: int, count: int) -> int:
         """What a batch costs the model: the pipeline pads each batch to its longest sequence."""
@@ -53,30 +57,35 @@ class Batcher:
         self._forward = forward
         self._num_tokens = num_tokens
         self._metrics = metrics
-        self._pending: list[_Work] = []
+        self._pending: list[_Work] = []  # not yet in a window
+        self._ready: list[list[_Work]] = []  # the current window's batches not yet taken
         self._changed = threading.Condition()
         self._closing = False
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread = threading.Thread(target=self._run, name=f"bertkit-serve-{name}", daemon=True)
+        self._threads = [threading.Thread(target=self._run, name=f"bertkit-serve-{name}-{i}", daemon=True)
+                         for i in range(limits.workers)]
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self._thread.start()
+        for thread in self._threads:
+            thread.start()
 
     async def close(self) -> None:
-        """Stop after the batch that is running; what still waits is cancelled."""
+        """Stop after the batches that are running; what still waits is cancelled."""
         with self._changed:
             self._closing = True
-            self._changed.notify()
-        await asyncio.to_thread(self._thread.join)
-        for work in self._pending:
+            self._changed.notify_all()
+        for thread in self._threads:
+            await asyncio.to_thread(thread.join)
+        for work in [*self._pending, *(work for batch in self._ready for work in batch)]:
             work.future.cancel()
         self._pending.clear()
+        self._ready.clear()
 
     async def submit(self, features: Sequence) -> list:
         """The outputs of `features`, in order. Cancelling the caller drops the features that have
         not reached a batch yet (a client that went away)."""
-        if not self._thread.is_alive() or self._closing:
+        if self._loop is None or self._closing:
             raise RuntimeError(f"the batcher of model {self.name!r} is not running")
         loop = asyncio.get_running_loop()
         works = [_Work(feature, self._num_tokens(feature), loop.create_future()) for feature in features]
@@ -96,26 +105,32 @@ class Batcher:
         return self.limits.cost(max((work.tokens for work in works), default=0), len(works)) >= \
             self.limits.max_batch_tokens
 
-    def _next_window(self) -> list[_Work] | None:
+    def _next_batch(self) -> list[_Work] | None:
+        """The next batch of the current window, or of a new window once it is done; None on close."""
         with self._changed:
-            while not self._pending and not self._closing:
-                self._changed.wait()
-            if self._closing:
-                return None
-            deadline = self._pending[0].enqueued + self.limits.max_wait_ms / 1000
-            while not self._window_is_full() and (remaining := deadline - time.perf_counter()) > 0:
-                self._changed.wait(remaining)
-            window, self._pending = self._pending, []
-        self._metrics.queue_depth.labels(self.name).dec(len(window))
-        return sorted((work for work in window if not work.future.done()), key=lambda work: work.tokens)
+            while not self._closing:
+                if self._ready:
+                    # A client may have gone away while the earlier batches of the window ran.
+                    batch = [work for work in self._ready.pop(0) if not work.future.done()]
+                    if batch:
+                        return batch
+                    continue
+                if not self._pending:
+                    self._changed.wait()
+                    continue
+                deadline = self._pending[0].enqueued + self.limits.max_wait_ms / 1000
+                while self._pending and not self._window_is_full() and \
+                        (remaining := deadline - time.perf_counter()) > 0:
+                    self._changed.wait(remaining)
+                window, self._pending = self._pending, []
+                self._metrics.queue_depth.labels(self.name).dec(len(window))
+                self._ready = self._cut(sorted((work for work in window if not work.future.done()),
+                                               key=lambda work: work.tokens))
+            return None
 
     def _run(self) -> None:
-        while (window := self._next_window()) is not None:
-            for batch in self._cut(window):
-                # A client may have gone away while the earlier batches of the window ran.
-                batch = [work for work in batch if not work.future.done()]
-                if batch:
-                    self._run_batch(batch)
+        while (batch := self._next_batch()) is not None:
+            self._run_batch(batch)
 
     def _cut(self, window: list[_Work]) -> list[list[_Work]]:
         """Consecutive batches of a length-sorted window within the limits (a sequence longer than
