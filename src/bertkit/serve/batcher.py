@@ -126,6 +126,8 @@ class Batcher:
                 self._metrics.queue_depth.labels(self.name).dec(len(window))
                 self._ready = self._cut(sorted((work for work in window if not work.future.done()),
                                                key=lambda work: work.tokens))
+                if len(self._ready) > 1:
+                    self._changed.notify_all()  # idle workers share this window
             return None
 
     def _run(self) -> None:
