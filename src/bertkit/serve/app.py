@@ -368,7 +368,7 @@ def create_app(loaders: dict[str, Callable[[], Any]], settings: ServeSettings | 
             "default_model": state.default,
             "models": [_model_info(slot) for slot in state.slots.values()],
             "max_batch_tokens": limits.max_batch_tokens, "max_batch_requests": limits.max_batch_requests,
-            "max_wait_ms": limits.max_wait_ms, "max_concurrent_requests": state.settings.max_concurrent_requests,
+            "max_wait_ms": limits.max_wait_ms, "workers": limits.workers, "max_concurrent_requests": state.settings.max_concurrent_requests,
             "max_client_batch_size": state.settings.max_client_batch_size})
 
     @app.get("/metrics")
