@@ -223,7 +223,10 @@ async def _run(state: ServerState, slot: ModelSlot, call: _Call) -> list:
                            "model_error") from err
         at = 0
         for item, feats in zip(call.items[start:start + chunk], chunk_features):
-            results.append(p.postprocess(item, feats, outputs[at:at + len(feats)], **call.options))
+            try:
+                results.append(p.postprocess(item, feats, outputs[at:at + len(feats)], **call.options))
+            except (BertkitError, ValueError, TypeError) as err:  # e.g. "top_k": "three"
+                raise ApiError(400, f"invalid parameters for a {p.task} model: {err}") from err
             at += len(feats)
     return results
 
