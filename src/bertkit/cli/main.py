@@ -35,6 +35,7 @@ COMMANDS = {
     "extract_features": ("extract_features", "per-token layer outputs (Google's format) or sentence vectors"),
     "predict": ("predict", "predict on raw text with a trained model (every head), as JSON or JSONL"),
     "similarity": ("similarity", "cosine similarity of sentence vectors, with the packaged model by default"),
+    "serve": ("serve", "HTTP server: OpenAI-compatible embeddings and every task, with dynamic batching"),
 }
 
 

@@ -1,0 +1,86 @@
+"""The server on real pipelines: MiniLM embeddings and a tiny classifier saved to disk, answers
+equal to the pipeline's own, under a short concurrent load; and the command's input checks."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import numpy as np
+import pytest
+import torch
+from helpers import TINY_VOCAB, tiny_config
+from serve.serving import running
+
+from bertkit.cli.main import main
+from bertkit.heads import BertForSequenceClassification
+from bertkit.inference import pipeline
+from bertkit.serve.app import ServeSettings, create_app
+from bertkit.tokenization import FullTokenizer
+
+SENTENCES = ["A man is eating food.", "A man is eating a piece of bread.", "The girl is carrying a baby.",
+             "A man is riding a horse.", "A woman is playing violin.", "Two men pushed carts through the woods.",
+             "A man is riding a white horse on an enclosed ground.", "A monkey is playing drums."]
+
+
+@pytest.fixture(scope="module")
+def classifier_dir(tmp_path_factory):
+    torch.manual_seed(0)
+    model = BertForSequenceClassification(tiny_config(id2label={0: "negative", 1: "positive"}))
+    directory = tmp_path_factory.mktemp("classifier")
+    model.save_pretrained(directory, tokenizer=FullTokenizer(TINY_VOCAB))
+    return directory
+
+
+@pytest.mark.slow
+def test_real_embeddings_and_classifier_under_concurrent_load(minilm_path, classifier_dir):
+    embedder, classifier = pipeline(minilm_path), pipeline(classifier_dir)
+    expected = {text: np.array(vector) for text, vector in zip(SENTENCES, embedder(SENTENCES))}
+    app = create_app({"minilm": lambda: embedder, "clf": lambda: classifier}, ServeSettings())
+    with running(app) as url:
+        async def load():
+            async with httpx.AsyncClient(base_url=url, timeout=120) as client:
+                semaphore = asyncio.Semaphore(16)
+
+                async def one(i):
+                    batch = [SENTENCES[(i * 3 + j) % len(SENTENCES)] for j in range(1 + i % 4)]
+                    async with semaphore:
+                        response = await client.post("/v1/embeddings", json={"input": batch, "model": "minilm"})
+                    return batch, response
+                return await asyncio.gather(*(one(i) for i in range(120)))
+
+        for batch, response in asyncio.run(load()):
+            assert response.status_code == 200, response.text
+            vectors = np.array([d["embedding"] for d in response.json()["data"]])
+            # other requests' sentences shared the batches: the padding differs, the vectors do not
+            np.testing.assert_allclose(vectors, np.stack([expected[t] for t in batch]), atol=2e-5)
+        assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)  # MiniLM's Normalize module
+
+        body = httpx.post(f"{url}/predict", json={"model": "clf", "inputs": ["the cat", "a red car"]}).json()
+        assert body["task"] == "text-classification"
+        want = classifier(["the cat", "a red car"])
+        assert [o["label"] for o in body["outputs"]] == [w["label"] for w in want]
+        np.testing.assert_allclose([o["score"] for o in body["outputs"]], [w["score"] for w in want], atol=1e-5)
+        pair = httpx.post(f"{url}/predict", json={"model": "clf", "inputs": "the cat",
+                                                  "parameters": {"text_pair": "a dog", "top_k": None}}).json()
+        assert pair["outputs"] == pytest.approx(classifier("the cat", "a dog", top_k=None), abs=1e-5)
+
+        response = httpx.post(f"{url}/predict", json={"model": "clf", "inputs": "a", "parameters": {"top_k": "two"}})
+        assert response.status_code == 400 and "invalid parameters" in response.json()["error"]["message"]
+
+        long_text = "the cat sat on the mat " * 60
+        response = httpx.post(f"{url}/v1/embeddings", json={"input": [long_text], "model": "minilm", "truncate": False})
+        assert response.status_code == 413 and "limit of 256 tokens" in response.json()["error"]["message"]
+        response = httpx.post(f"{url}/v1/embeddings", json={"input": [long_text], "model": "minilm"})
+        assert response.json()["truncated"] == [0] and response.json()["usage"]["prompt_tokens"] == 256
+        info = httpx.get(f"{url}/info").json()
+        assert {m["name"]: m["labels"] for m in info["models"]} == {"minilm": None, "clf": ["negative", "positive"]}
+
+
+def test_serve_command_checks_its_models_before_loading(tmp_path, capsys, classifier_dir):
+    assert main(["serve", "--model", str(tmp_path / "missing")]) == 2
+    assert "is not a checkpoint directory (no config.json)" in capsys.readouterr().err
+    assert main(["serve", "--model", f"a={classifier_dir}", "--model", f"a={classifier_dir}"]) == 2
+    assert "the name 'a' is given twice" in capsys.readouterr().err
+    assert main(["serve", "--max_batch_tokens", "0"]) == 2
+    assert "--max_batch_tokens must be positive" in capsys.readouterr().err
