@@ -170,6 +170,13 @@ def test_embeddings_equal_sentence_transformers(minilm_path):
     reference = st.SentenceTransformer(str(minilm_path), device="cpu").encode(texts)
     np.testing.assert_allclose(ours, reference, atol=1e-5)
     assert pipeline().options == {"pooling": "mean", "normalize": True}
+    # A call's own pooling, also where one batch mixes calls (as a server's does).
+    p = pipeline()
+    cls_vector = np.array(p(texts[0], pooling="cls", normalize=False))
+    features = p.preprocess((texts[0], None), pooling="cls") + p.preprocess((texts[1], None), pooling="mean")
+    mixed = p.forward(features)
+    np.testing.assert_allclose(mixed[0], cls_vector, atol=1e-5)
+    np.testing.assert_allclose(mixed[1] / np.linalg.norm(mixed[1]), ours[1], atol=1e-5)
 
 
 def test_long_inputs_are_truncated_with_a_count(mrpc, caplog):

@@ -43,7 +43,7 @@ from bertkit.data import ner as ner_data
 from bertkit.data import squad as squad_data
 from bertkit.data.multiple_choice import MultipleChoiceExample, convert_example
 from bertkit.errors import ConfigError
-from bertkit.extract_features import POOLINGS
+from bertkit.extract_features import POOLINGS, pool
 from bertkit.heads import BertModel
 from bertkit.paths import minilm_dir
 from bertkit.tokenization import FullTokenizer, pack, truncate_for_packing
@@ -667,17 +667,22 @@ class FeatureExtractionPipeline(Pipeline):
         single, items = _texts(texts)
         return single, [(t, text_pair if single else None) for t in items]
 
-    def preprocess(self, item, **options) -> list[Feature]:
-        return [self._encode(*item)]
-
-    def _outputs(self, batch, features) -> list:
-        from bertkit.extract_features import pool
-
-        pooling = self.options["pooling"]
+    def preprocess(self, item, pooling="mean", **options) -> list[Feature]:
         if pooling not in POOLINGS:
             raise ConfigError(f"pooling {pooling!r} is not one of {', '.join(POOLINGS)}")
+        feature = self._encode(*item)
+        feature.meta = pooling  # each feature carries its call's pooling: a server batch mixes calls
+        return [feature]
+
+    def _outputs(self, batch, features) -> list:
         hidden = self.model(**batch).sequence_output
-        return list(pool(hidden, batch["attention_mask"], pooling).float().cpu().numpy())
+        out = [None] * len(features)
+        for pooling in {f.meta for f in features}:
+            rows = [r for r, f in enumerate(features) if f.meta == pooling]
+            vectors = pool(hidden[rows], batch["attention_mask"][rows], pooling).float().cpu().numpy()
+            for r, vector in zip(rows, vectors):
+                out[r] = vector
+        return out
 
     def postprocess(self, item, features, outputs, normalize=False, **options):
         vector = outputs[0].astype(np.float32)
