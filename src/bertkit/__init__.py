@@ -25,5 +25,15 @@ __all__ = [
     "BasicTokenizer", "BertConfig", "BertForMultipleChoice", "BertForPreTraining", "BertForQuestionAnswering",
     "BertForSequenceClassification", "BertForTokenClassification", "BertModel", "BertkitError",
     "CheckpointError", "ConfigError", "DataError", "FullTokenizer", "LoadReport", "WordpieceTokenizer",
-    "reinit_parameters", "reinit_top_layers", "resize_position_embeddings",
+    "quantize", "reinit_parameters", "reinit_top_layers", "resize_position_embeddings",
 ]
+
+
+def __getattr__(name: str):
+    # bertkit.quantize lives in bertkit.compress, whose package imports the Trainer (a second of
+    # imports): load it on first use only.
+    if name == "quantize":
+        from bertkit.compress.quantize import quantize
+
+        return quantize
+    raise AttributeError(f"module 'bertkit' has no attribute {name!r}")

@@ -224,3 +224,9 @@ MODEL_CLASSES = {
     for cls in (BertModel, BertForSequenceClassification, BertForMultipleChoice, BertForTokenClassification,
                 BertForQuestionAnswering, BertForPreTraining)
 }
+
+
+def model_class_for(config: BertConfig) -> type:
+    """The class a saved config names in `architectures` (BertModel when it names none we have)."""
+    names = config.extra.get("architectures") or []
+    return next((MODEL_CLASSES[n] for n in names if n in MODEL_CLASSES), BertModel)

@@ -29,6 +29,8 @@ COMMANDS = {
     "convert": ("convert", "convert a Google TF or PyTorch .bin checkpoint to HF layout with safetensors"),
     "extract_features": ("extract_features", "per-token layer outputs (Google's format) or sentence vectors"),
     "similarity": ("similarity", "cosine similarity of sentence vectors, with the packaged model by default"),
+    "quantize": ("quantize", "int8 copy of a checkpoint (dynamic, per-channel weights); loads like any checkpoint"),
+    "export": ("export", "export a checkpoint (any head) to ONNX, fp32 or int8, with dynamic batch and length"),
 }
 
 
