@@ -1,16 +1,70 @@
 """The CLI is thin: these tests check wiring, output and the one-line errors."""
 
+import argparse
+import importlib.metadata
 import json
+import logging
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
 from safetensors.torch import load_file
 
-from bertkit.cli.main import main
+from bertkit.cli.common import training_arguments
+from bertkit.cli.main import COMMANDS, build_parser, main
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "tf"
+PYPROJECT_VERSION = tomllib.loads((FIXTURES.parents[2] / "pyproject.toml").read_text())["project"]["version"]
+
+
+@pytest.mark.parametrize("installed", [True, False], ids=["installed", "source-tree"])
+def test_version(capsys, monkeypatch, installed):
+    if not installed:
+        def not_installed(name):
+            raise importlib.metadata.PackageNotFoundError(name)
+        monkeypatch.setattr(importlib.metadata, "version", not_installed)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out == f"bertkit {PYPROJECT_VERSION}\n"
+
+
+def test_help_shows_defaults(capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")  # no wrapped help lines
+    with pytest.raises(SystemExit):
+        main(["run_classifier", "--help"])
+    lines, flag = {}, None
+    for line in capsys.readouterr().out.splitlines():
+        if line.startswith("  --"):
+            flag = line.split()[0]
+            lines[flag] = line
+        elif flag and line.startswith("      "):  # the help under a long flag
+            lines[flag] += " " + line.strip()
+    assert lines["--max_seq_length"].endswith("default: 128")
+    assert lines["--iterations_per_loop"].endswith("accepted for compatibility; unused (default: 1000)")
+    # A help that already explains its default is left alone; a flag without a default gets none.
+    assert lines["--group_by_length"].endswith("batch examples of similar length together (default true)")
+    assert "default" not in lines["--output_dir"]
+
+
+def test_logging_steps_reaches_the_trainer():
+    argv = ["run_classifier", "--task_name=MRPC", "--data_dir=d", "--output_dir=o"]
+    assert training_arguments(build_parser("run_classifier").parse_args(argv)).logging_steps is None
+    args = build_parser("run_classifier").parse_args([*argv, "--logging_steps=5"])
+    assert training_arguments(args).logging_steps == 5
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_flag_with_a_default_shows_it(command):
+    sub = next(a for a in build_parser(command)._actions if isinstance(a, argparse._SubParsersAction)).choices[command]
+    for group in sub._action_groups:
+        for action in group._group_actions:
+            if action.option_strings and action.default not in (None, argparse.SUPPRESS):
+                formatter = sub._get_formatter()
+                formatter.add_argument(action)
+                assert "default" in formatter.format_help(), action.option_strings
 
 
 def test_encode_prints_report_tokens_and_vectors(capsys, minilm_path):
@@ -41,6 +95,20 @@ def test_convert_bin_to_safetensors(tmp_path, shared_data):
     tensors = load_file(tmp_path / "model.safetensors")
     assert "encoder.layer.0.attention.self.query.weight" in tensors
     assert (tmp_path / "vocab.txt").read_bytes() == (source / "vocab.txt").read_bytes()
+
+
+@pytest.mark.parametrize("level", [logging.INFO, logging.WARNING], ids=["logged", "quiet"])
+@pytest.mark.parametrize("command", ["encode", "convert", "similarity"])
+def test_the_load_report_is_shown_once(tmp_path, capsys, caplog, command, level):
+    """from_pretrained logs the report; encode and convert print it only when that log is off (-q)."""
+    caplog.set_level(level)
+    checkpoint = str(FIXTURES / "bert_tiny_pretraining" / "bert_model.ckpt")
+    argv = {"encode": ["encode", "hi", "--model", checkpoint], "convert": ["convert", checkpoint, str(tmp_path)],
+            "similarity": ["similarity", "hi", "there", "--model", checkpoint]}[command]
+    assert main(argv) == 0
+    shown = capsys.readouterr().out + caplog.text
+    # similarity's output is the scores: its report is in the log only.
+    assert shown.count("  mismatched ") == (0 if command == "similarity" and level == logging.WARNING else 1)
 
 
 @pytest.mark.parametrize("argv, message", [

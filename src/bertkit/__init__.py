@@ -21,19 +21,25 @@ from bertkit.tokenization import BasicTokenizer, FullTokenizer, WordpieceTokeniz
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "BasicTokenizer", "BertConfig", "BertForMultipleChoice", "BertForPreTraining", "BertForQuestionAnswering",
-    "BertForSequenceClassification", "BertForTokenClassification", "BertModel", "BertkitError",
-    "CheckpointError", "ConfigError", "DataError", "FullTokenizer", "LoadReport", "WordpieceTokenizer",
-    "quantize", "reinit_parameters", "reinit_top_layers", "resize_position_embeddings",
-]
 
+def __getattr__(name):
+    # `bertkit.pipeline` imports every task's data code, and `bertkit.quantize` lives in
+    # bertkit.compress, whose package imports the Trainer: each only when it is asked for.
+    if name == "pipeline":
+        from bertkit.inference.pipeline import pipeline
 
-def __getattr__(name: str):
-    # bertkit.quantize lives in bertkit.compress, whose package imports the Trainer (a second of
-    # imports): load it on first use only.
+        return pipeline
     if name == "quantize":
         from bertkit.compress.quantize import quantize
 
         return quantize
     raise AttributeError(f"module 'bertkit' has no attribute {name!r}")
+
+
+__all__ = [
+    "BasicTokenizer", "BertConfig", "BertForMultipleChoice", "BertForPreTraining", "BertForQuestionAnswering",
+    "BertForSequenceClassification", "BertForTokenClassification", "BertModel", "BertkitError",
+    "CheckpointError", "ConfigError", "DataError", "FullTokenizer", "LoadReport", "WordpieceTokenizer",
+    "pipeline", "quantize", "reinit_parameters", "reinit_top_layers", "resize_position_embeddings",
+]
+

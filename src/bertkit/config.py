@@ -11,6 +11,8 @@ from typing import Any
 from bertkit.errors import ConfigError
 from bertkit.io_utils import atomic_write
 
+# Keys a source checkpoint's config.json carries that would be wrong in a model bertkit saves.
+STALE_KEYS = ("_name_or_path", "transformers_version")
 SUPPORTED_ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "relu", "silu", "swish", "tanh")
 
 
@@ -133,7 +135,7 @@ class BertConfig:
 
     def to_hf_dict(self, architecture: str | None = None) -> dict[str, Any]:
         """The dict written as config.json: transformers needs model_type and reads the rest by name."""
-        values = self.to_dict()
+        values = {k: v for k, v in self.to_dict().items() if k not in STALE_KEYS}
         values["model_type"] = "bert"
         if architecture:
             values["architectures"] = [architecture]

@@ -36,6 +36,8 @@ CONFIG_NAME = "tokenizer_config.json"
 # symbols like "$", "^" and "`" that Unicode does not put in a P* category.
 _ASCII_PUNCTUATION = r"!-/:-@\[-`{-~"
 _ASCII_PUNCTUATION_SPLIT_RE = re.compile(f"[{_ASCII_PUNCTUATION}]|[^{_ASCII_PUNCTUATION}]+")
+# The special tokens that `FullTokenizer(keep_special_tokens=True)` recognises in raw text.
+SPECIAL_TOKENS = ("[CLS]", "[SEP]", "[MASK]", "[PAD]", "[UNK]")
 # ASCII control characters that _clean_text deletes. They glue their neighbours together
 # ("a\x0bb" -> "ab"), whereas str.split() would split there, so ASCII text holding any of them
 # must take the full cleaning path.
@@ -82,6 +84,29 @@ def truncate_seq_pair(tokens_a, tokens_b, max_length):
             tokens_a.pop()
         else:
             tokens_b.pop()
+
+
+def truncate_for_packing(tokens_a, tokens_b, max_seq_length):
+    """Cut a sequence (or pair) in place so that it fits max_seq_length with its [CLS]/[SEP]s:
+    a single sequence keeps its first max_seq_length - 2 tokens, a pair is cut by Google's rule
+    (truncate_seq_pair) to max_seq_length - 3. Returns how many tokens were removed."""
+    before = len(tokens_a) + len(tokens_b or ())
+    if tokens_b is None:
+        del tokens_a[max(0, max_seq_length - 2):]
+    else:
+        truncate_seq_pair(tokens_a, tokens_b, max_seq_length - 3)
+    return before - len(tokens_a) - len(tokens_b or ())
+
+
+def pack(tokens_a, tokens_b, cls, sep):
+    """The one place that builds BERT's input: [CLS] a [SEP] (b [SEP]) and its segment ids
+    (0 up to and including the first [SEP], 1 after it). Works on tokens or on ids alike."""
+    tokens = [cls, *tokens_a, sep]
+    segment_ids = [0] * len(tokens)
+    if tokens_b is not None:
+        tokens += [*tokens_b, sep]
+        segment_ids += [1] * (len(tokens_b) + 1)
+    return tokens, segment_ids
 
 
 def _is_whitespace(char):
@@ -283,12 +308,19 @@ class FullTokenizer:
     Results are cached per word, so the vocabulary and the options are fixed after construction.
     """
 
-    def __init__(self, vocab_file, do_lower_case=True, tokenize_chinese_chars=True):
+    def __init__(self, vocab_file, do_lower_case=True, tokenize_chinese_chars=True, keep_special_tokens=False):
+        """`keep_special_tokens=True` reads "[MASK]" (and the other SPECIAL_TOKENS in the vocabulary)
+        written in raw text as that one token, as users of fill-mask expect. The default is Google's
+        behaviour, which splits "[MASK]" like any other word ("[", "mask", "]"): training data must
+        not be able to smuggle control tokens in."""
         self.vocab_file = str(vocab_file)
         self.vocab = load_vocab(vocab_file)
         self.inv_vocab = {v: k for k, v in self.vocab.items()}
         self.basic_tokenizer = BasicTokenizer(do_lower_case=do_lower_case, tokenize_chinese_chars=tokenize_chinese_chars)
         self.wordpiece_tokenizer = WordpieceTokenizer(vocab=self.vocab)
+        self.keep_special_tokens = keep_special_tokens
+        specials = [t for t in SPECIAL_TOKENS if t in self.vocab]
+        self._special_re = re.compile("(" + "|".join(map(re.escape, specials)) + ")") if specials else None
         self._init_caches()
 
     def _init_caches(self):
@@ -319,15 +351,105 @@ class FullTokenizer:
             pieces += self.wordpiece_tokenizer.tokenize_word(token)
         return pieces
 
+    def _check_text(self, text):
+        if not isinstance(text, str):
+            raise TypeError(f"FullTokenizer expects a str, got {type(text).__name__}")
+
+    def _segments(self, text):
+        """(is_special, piece of text): the text cut around the special tokens when they are kept."""
+        if not self.keep_special_tokens or self._special_re is None or "[" not in text:
+            return [(False, text)]
+        parts = self._special_re.split(text)
+        return [(i % 2 == 1, part) for i, part in enumerate(parts) if part]
+
     def tokenize(self, text):
         """Word pieces of `text`, e.g. "Unaffable!" -> ["una", "##ffa", "##ble", "!"]."""
-        words = self.basic_tokenizer.split_words(text)
-        return list(chain.from_iterable(map(self._word_tokens.__getitem__, words)))
+        self._check_text(text)
+        out = []
+        for special, part in self._segments(text):
+            if special:
+                out.append(part)
+            else:
+                out += chain.from_iterable(map(self._word_tokens.__getitem__, self.basic_tokenizer.split_words(part)))
+        return out
 
     def text_to_ids(self, text):
         """Vocabulary ids of the word pieces of `text`, without [CLS]/[SEP]."""
-        words = self.basic_tokenizer.split_words(text)
-        return list(chain.from_iterable(map(self._word_ids.__getitem__, words)))
+        self._check_text(text)
+        out = []
+        for special, part in self._segments(text):
+            if special:
+                out.append(self.vocab[part])
+            else:
+                out += chain.from_iterable(map(self._word_ids.__getitem__, self.basic_tokenizer.split_words(part)))
+        return out
+
+    def words_with_offsets(self, text):
+        """The basic tokens of `text` (words and punctuation marks, lower-cased and accent-stripped
+        as the model sees them) with their (start, end) character spans in the original `text`.
+
+        `[token for token, _, _ in words_with_offsets(t)]` equals `basic_tokenizer.tokenize(t)`
+        (with the kept special tokens as words of their own), and `text[start:end]` is the caller's
+        original spelling: upper case, accents and all. Spans are found by matching each token
+        against the original characters normalised one by one; where Unicode normalisation joins
+        characters so that this fails, the token gets the span of its whole whitespace-free chunk.
+        """
+        self._check_text(text)
+        out = []
+        offset = 0
+        for special, part in self._segments(text):
+            if special:
+                out.append((part, offset, offset + len(part)))
+            else:
+                out += [(token, offset + start, offset + end) for token, start, end in self._basic_offsets(part)]
+            offset += len(part)
+        return out
+
+    def _basic_offsets(self, text):
+        basic = self.basic_tokenizer
+        table = basic._clean_table
+        chunks, current = [], []  # chunks of (original index, cleaned character)
+        for i, char in enumerate(text):
+            mapped = table[ord(char)]
+            if mapped is None:
+                continue  # deleted by cleaning: glues its neighbours, as in split_words
+            mapped = chr(mapped) if isinstance(mapped, int) else mapped
+            if mapped.isspace() or len(mapped) > 1:  # whitespace, or " c " around a CJK ideograph
+                if current:
+                    chunks.append(current)
+                current = []
+                if not mapped.isspace():  # the ideograph: a chunk of its own
+                    chunks.append([(i, char)])
+                continue
+            current.append((i, mapped))
+        if current:
+            chunks.append(current)
+        out = []
+        for chunk in chunks:
+            word = "".join(c for _, c in chunk)
+            if not word.isascii():
+                word = unicodedata.normalize("NFC", word)
+            tokens = basic.tokenize_word(word)
+            # The original characters, each normalised alone, with the index each output char came from.
+            normalised, owner = [], []
+            for index, char in chunk:
+                if basic.do_lower_case:
+                    char = char.lower()
+                    if not char.isascii():
+                        char = basic._run_strip_accents(char)
+                normalised.append(char)
+                owner += [index] * len(char)
+            flat = "".join(normalised)
+            cursor = 0
+            chunk_span = (chunk[0][0], chunk[-1][0] + 1)
+            for token in tokens:
+                found = flat.find(token, cursor)
+                if found < 0 or not token:
+                    out.append((token, *chunk_span))
+                    continue
+                out.append((token, owner[found], owner[found + len(token) - 1] + 1))
+                cursor = found + len(token)
+        return out
 
     def convert_tokens_to_ids(self, tokens):
         """Ids of `tokens`; a token missing from the vocabulary is a KeyError, as in Google's."""
@@ -385,18 +507,36 @@ class FullTokenizer:
         )
         return {key: rows[0] for key, rows in batch.items()}
 
-    def encode_batch(self, texts_a, texts_b=None, max_seq_length=None, padding=False, truncation=True):
-        """`encode` for many examples; returns a dict of lists of lists.
+    def encode_batch(self, texts_a, texts_b=None, max_seq_length=None, padding=False, truncation=True,
+                     return_tensors=None):
+        """`encode` for many examples; returns a dict of lists of lists (or of tensors).
 
-        `padding`: False adds nothing, "longest" pads to the longest example of the batch,
-        "max_length" to max_seq_length; True means "max_length" when max_seq_length is given
-        and "longest" otherwise.
+        `texts_a` may hold `(a, b)` pairs instead of a separate `texts_b`, and may mix single texts
+        and pairs. `padding`: False adds nothing, "longest" pads to the longest example of the batch,
+        "max_length" to max_seq_length; True means "max_length" when max_seq_length is given and
+        "longest" otherwise. `return_tensors="pt"` returns torch tensors, padded to the longest
+        example unless `padding` says otherwise (a ragged batch cannot be one tensor).
         """
-        is_pair = texts_b is not None
-        if is_pair and len(texts_b) != len(texts_a):
-            raise ValueError(f"encode_batch got {len(texts_a)} first texts but {len(texts_b)} second texts")
+        texts_a = list(texts_a)
+        if texts_b is not None:
+            texts_b = list(texts_b)
+            if len(texts_b) != len(texts_a):
+                raise ValueError(f"encode_batch got {len(texts_a)} first texts but {len(texts_b)} second texts")
+        else:
+            texts_b = [None] * len(texts_a)
+            for i, text in enumerate(texts_a):
+                if isinstance(text, (tuple, list)):
+                    if len(text) != 2:
+                        raise ValueError(f"encode_batch: item {i} is a {type(text).__name__} of {len(text)} "
+                                         "texts; give a text or an (a, b) pair")
+                    texts_a[i], texts_b[i] = text
+        is_pair = any(b is not None for b in texts_b)
         if max_seq_length is not None and max_seq_length < (3 if is_pair else 2):
             raise ValueError(f"max_seq_length={max_seq_length} leaves no room for [CLS] and [SEP]")
+        if return_tensors not in (None, "pt"):
+            raise ValueError(f"return_tensors must be None or 'pt', not {return_tensors!r}")
+        if return_tensors and padding in (False, None, "do_not_pad"):
+            padding = "longest"
         if padding is True:
             padding = "max_length" if max_seq_length is not None else "longest"
         if padding not in (False, None, "do_not_pad", "longest", "max_length"):
@@ -408,19 +548,12 @@ class FullTokenizer:
         cls_id, sep_id = self.cls_token_id, self.sep_token_id
         text_to_ids = self.text_to_ids
         all_input_ids, all_token_type_ids = [], []
-        for i, text_a in enumerate(texts_a):
+        for text_a, text_b in zip(texts_a, texts_b):
             tokens_a = text_to_ids(text_a)
-            if is_pair:
-                tokens_b = text_to_ids(texts_b[i])
-                if max_tokens is not None:
-                    truncate_seq_pair(tokens_a, tokens_b, max_tokens - 3)
-                input_ids = [cls_id, *tokens_a, sep_id, *tokens_b, sep_id]
-                token_type_ids = [0] * (len(tokens_a) + 2) + [1] * (len(tokens_b) + 1)
-            else:
-                if max_tokens is not None:
-                    del tokens_a[max_tokens - 2 :]
-                input_ids = [cls_id, *tokens_a, sep_id]
-                token_type_ids = [0] * len(input_ids)
+            tokens_b = text_to_ids(text_b) if text_b is not None else None
+            if max_tokens is not None:
+                truncate_for_packing(tokens_a, tokens_b, max_tokens)
+            input_ids, token_type_ids = pack(tokens_a, tokens_b, cls_id, sep_id)
             all_input_ids.append(input_ids)
             all_token_type_ids.append(token_type_ids)
         all_attention_mask = [[1] * len(input_ids) for input_ids in all_input_ids]
@@ -434,12 +567,17 @@ class FullTokenizer:
                     input_ids += [pad_id] * n
                     token_type_ids += [0] * n
                     attention_mask += [0] * n
-        return {"input_ids": all_input_ids, "token_type_ids": all_token_type_ids, "attention_mask": all_attention_mask}
+        batch = {"input_ids": all_input_ids, "token_type_ids": all_token_type_ids, "attention_mask": all_attention_mask}
+        if return_tensors == "pt":
+            import torch  # only here: the tokenizer itself needs no torch
+
+            batch = {key: torch.tensor(rows, dtype=torch.long) for key, rows in batch.items()}
+        return batch
 
     # ------------------------------------------------------------------ files
 
     @classmethod
-    def from_pretrained(cls, path, do_lower_case=None, tokenize_chinese_chars=None):
+    def from_pretrained(cls, path, do_lower_case=None, tokenize_chinese_chars=None, keep_special_tokens=False):
         """Loads a tokenizer from a directory holding vocab.txt, or from a vocab file itself.
 
         A directory may also hold a transformers-style tokenizer_config.json, whose
@@ -471,7 +609,8 @@ class FullTokenizer:
                 f"{config_file} sets strip_accents={strip_accents} with do_lower_case={do_lower_case}; "
                 "BERT strips accents exactly when it lower-cases: remove strip_accents"
             )
-        return cls(vocab_file, do_lower_case=do_lower_case, tokenize_chinese_chars=tokenize_chinese_chars)
+        return cls(vocab_file, do_lower_case=do_lower_case, tokenize_chinese_chars=tokenize_chinese_chars,
+                   keep_special_tokens=keep_special_tokens)
 
     def save_pretrained(self, directory):
         """Writes vocab.txt and tokenizer_config.json into `directory`, each file atomically."""

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from bertkit.cli.main import build_parser
+from bertkit.config import BertConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = Path("/data")  # the scripts only build paths from it
@@ -84,6 +85,16 @@ def test_pretraining_results_commands_parse(monkeypatch):
     assert f"--vocab_file={learned}" in tool.FineTune("MRPC", "scratch", 3).argv(1, DATA)
     assert tool.BERT_TINY["vocab_size"] == int(next(a for s in steps if s.name == "vocab" for a in s.argv
                                                     if a.startswith("--vocab_size=")).split("=")[1])
+
+
+def test_the_shipped_pretraining_config_is_the_scripts(monkeypatch):
+    """The README's step-by-step phase 1a names examples/bert_tiny_pretraining_config.json: it must be
+    the config tools/pretraining_results.py pre-trains with (no dropout, initializer_range 0.05)."""
+    tool = load_tool("pretraining_results", monkeypatch)
+    shipped = ROOT / "examples" / "bert_tiny_pretraining_config.json"
+    assert f"--bert_config_file={shipped.relative_to(ROOT)}" in (ROOT / "README.md").read_text()
+    assert json.loads(shipped.read_text()) == tool.CONFIGS[shipped.name]
+    assert BertConfig.from_json_file(shipped) == BertConfig.from_dict(tool.PRETRAINING_CONFIG)
 
 
 @pytest.mark.parametrize("length, predictions", [(128, 20), (512, 80), (1024, 160)])

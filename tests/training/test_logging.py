@@ -7,7 +7,8 @@ import warnings
 
 import pytest
 
-from bertkit.training.logging import MetricsLogger, plot_training_curves, read_metrics, write_eval_results
+from bertkit.training.logging import (MAX_SERIES_PER_PANEL, MetricsLogger, curve_panels, plot_training_curves,
+                                     read_metrics, write_eval_results)
 
 
 def test_eval_results_in_googles_format(tmp_path):
@@ -73,19 +74,59 @@ def test_plot_without_eval_events(tmp_path):
     assert (tmp_path / "curves.png").stat().st_size > 0 and (tmp_path / "empty.png").stat().st_size > 0
 
 
-def test_plot_of_ner_metrics_keeps_its_layout(tmp_path):
-    """NER logs precision, recall, F1 and support per entity type, on dev and test: only the
-    scores that fit a legend are drawn (counts and per-type precision/recall are not)."""
-    def record(event, step):
-        scores = {"precision": 0.1, "recall": 0.2, "f1": 0.15, "accuracy": 0.2, "support": 3.0}
-        for name in ("LOC", "MISC", "ORG", "PER"):
-            scores.update({f"{name}_{m}": 0.1 for m in ("precision", "recall", "f1")}, **{f"{name}_support": 1.0})
-        return {"event": event, "step": step, "epoch": step / 2, f"{event}_loss": 1.9,
-                **{f"{event}_{k}": v for k, v in scores.items()}}
+def ner_record(event, step, types=("LOC", "MISC", "ORG", "PER")):
+    """What run_ner logs: precision, recall, F1 and support overall and per entity type."""
+    scores = {"precision": 0.1, "recall": 0.2, "f1": 0.15, "accuracy": 0.2, "support": 3.0}
+    for name in types:
+        scores.update({f"{name}_{m}": 0.1 for m in ("precision", "recall", "f1")}, **{f"{name}_support": 1.0})
+    return {"event": event, "step": step, "epoch": step / 2, f"{event}_loss": 1.9,
+            **{f"{event}_{k}": v for k, v in scores.items()}}
 
-    records = [record("eval", 2), {"event": "train", "step": 3, "loss": 1.9, "learning_rate": 1e-5},
-               record("eval", 3), record("test", 3)]
+
+def ner_records(types=("LOC", "MISC", "ORG", "PER")):
+    train = [{"event": "train", "step": s, "epoch": s / 4, "loss": 1.0 / s, "learning_rate": 1e-5, "grad_norm": 1.0}
+             for s in range(1, 5)]
+    return [*train[:2], ner_record("eval", 2, types), *train[2:], ner_record("eval", 4, types),
+            ner_record("test", 4, types)]
+
+
+def test_ner_curves_are_grouped_so_every_line_can_be_told_apart():
+    """Before, one panel held all 16 NER score curves, in repeating colours."""
+    panels = curve_panels(ner_records())
+    assert [title for title, _ in panels] == ["loss", "learning rate", "evaluation", "F1 per type",
+                                              "precision per type", "recall per type"]
+    assert all(len(series) <= MAX_SERIES_PER_PANEL for _, series in panels)
+    drawn = [key for _, series in panels for _, key in series]
+    assert len(drawn) == len(set(drawn))
+    scores = {k for r in ner_records() for k in r if k not in ("event", "step", "epoch", "grad_norm")
+              and not k.endswith("_support")}
+    assert set(drawn) == scores  # every score, once; counts and the gradient norm are not drawn
+    assert dict(panels)["F1 per type"] == [(e, f"{e}_{t}_f1") for t in ("LOC", "MISC", "ORG", "PER")
+                                           for e in ("eval", "test")]
+    assert dict(panels)["loss"] == [("train", "loss"), ("eval", "eval_loss"), ("test", "test_loss")]
+
+
+def test_many_entity_types_split_a_panel_without_splitting_a_type():
+    types = [f"TYPE{n:02d}" for n in range(18)]  # OntoNotes has 18
+    panels = [(title, series) for title, series in curve_panels(ner_records(types)) if title.startswith("F1")]
+    assert [title for title, _ in panels] == [f"F1 per type ({n}/5)" for n in range(1, 6)]
+    assert all(len(series) <= MAX_SERIES_PER_PANEL for _, series in panels)
+    for _, series in panels:  # a type's eval and test curves share a panel (and a colour)
+        assert {key.split("_")[1] for event, key in series if event == "eval"} == \
+               {key.split("_")[1] for event, key in series if event == "test"}
+    assert sum(len(series) for _, series in panels) == 36
+
+
+def test_classification_metrics_are_not_mistaken_for_classes():
+    records = [*events(), {"event": "eval", "step": 4, "eval_loss": 0.4, "eval_accuracy": 0.8, "eval_f1": 0.7,
+                           "eval_acc_and_f1": 0.75}]
+    assert [(title, len(series)) for title, series in curve_panels(records)] == [
+        ("loss", 2), ("learning rate", 1), ("evaluation", 3)]
+
+
+@pytest.mark.parametrize("types", [("LOC", "MISC", "ORG", "PER"), [f"T{n}" for n in range(18)]], ids=["4", "18"])
+def test_plot_of_ner_metrics(tmp_path, types):
     with warnings.catch_warnings():
-        warnings.simplefilter("error")  # matplotlib warns when tight_layout cannot fit the figure
-        plot_training_curves(records, tmp_path / "curves.png")
+        warnings.simplefilter("error")  # matplotlib warns when the layout cannot fit the figure
+        plot_training_curves(ner_records(types), tmp_path / "curves.png")
     assert (tmp_path / "curves.png").stat().st_size > 0

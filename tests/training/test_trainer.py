@@ -127,6 +127,13 @@ def test_training_writes_googles_results_logs_checkpoints_and_the_model(tmp_path
     torch.testing.assert_close(reloaded(**batch).logits, trainer.model(**batch).logits)
 
 
+def test_default_logging_draws_about_20_points(tmp_path):
+    """The quick start trains 75 steps: logging every 50 steps would leave 2 points on its loss curve."""
+    make_trainer(tmp_path, max_steps=75, logging_steps=None, tensorboard=False, plot=False).train()
+    train = [r for r in read_metrics(tmp_path / "metrics.jsonl") if r["event"] == "train"]
+    assert [r["step"] for r in train] == list(range(3, 76, 3))  # 75 // 20 = every 3 steps: 25 points
+
+
 def test_evaluate_and_predict(tmp_path):
     trainer = make_trainer(tmp_path)
     results = trainer.evaluate(prefix="dev")
@@ -246,6 +253,8 @@ def test_every_head_trains_and_predicts(tmp_path, head):
 def test_argument_and_input_errors(tmp_path):
     with pytest.raises(ConfigError, match="learning_rate must be positive"):
         make_args(tmp_path, learning_rate=0)
+    with pytest.raises(ConfigError, match="logging_steps must be None or at least 1"):
+        make_args(tmp_path, logging_steps=0)
     with pytest.raises(ConfigError, match="scheduler 'step'"):
         make_args(tmp_path, scheduler="step")
     with pytest.raises(ConfigError, match="pad_to_max_length needs max_seq_length"):

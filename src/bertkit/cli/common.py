@@ -137,6 +137,8 @@ def add_training_arguments(parser, learning_rate: float = 5e-5, epochs: float = 
     ours.add_argument("--group_by_length", type=str2bool, default=True, metavar="BOOL",
                       help="batch examples of similar length together (default true)")
     ours.add_argument("--eval_steps", type=int, default=None, help="evaluate every N steps (default: every epoch)")
+    ours.add_argument("--logging_steps", type=int, default=None,
+                      help="log the training loss every N steps (default: about 20 times per run)")
     ours.add_argument("--save_total_limit", type=int, default=None, help="keep only the newest N checkpoints")
     ours.add_argument("--seed", type=int, default=42)
     ours.add_argument("--bf16", **flag, help="bf16 autocast (fast on CPUs with AMX and on GPUs)")
@@ -157,6 +159,7 @@ def training_arguments(args) -> TrainingArguments:
         seed=args.seed, bf16=args.bf16, eval_steps=args.eval_steps, save_checkpoints_steps=args.save_checkpoints_steps,
         save_total_limit=args.save_total_limit, progress=not args.no_progress, group_by_length=args.group_by_length,
         pad_to_max_length=args.pad_to_max_length, max_seq_length=args.max_seq_length,
+        logging_steps=args.logging_steps,
     )
 
 

@@ -10,6 +10,7 @@ read off the checkpoint's variable names; optimizer slots are left out and liste
 from __future__ import annotations
 
 from bertkit.checkpoint.convert import convert_checkpoint
+from bertkit.cli.main import show_load_report
 
 
 def add_arguments(parser) -> None:
@@ -19,6 +20,6 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     model = convert_checkpoint(args.source, args.destination)
-    print(model.load_report.summary())
+    show_load_report(model)
     print(f"\nwrote {type(model).__name__} ({model.num_parameters():,} parameters) to {args.destination}")
     return 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 
 from bertkit.cli.common import add_model_arguments, load_model, load_tokenizer
+from bertkit.cli.main import show_load_report
 from bertkit.modeling import BertModel
 
 
@@ -23,8 +24,7 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     model = load_model(args, BertModel).eval()
-    if model.load_report is not None:
-        print(model.load_report.summary())
+    show_load_report(model)
     tokenizer = load_tokenizer(args, model.config)
     encoded = tokenizer.encode(args.text_a, args.text_b, max_seq_length=args.max_seq_length)
     tokens = tokenizer.convert_ids_to_tokens(encoded["input_ids"])

@@ -7,10 +7,15 @@ printed as one line; anything else is a bug and keeps its traceback.
 from __future__ import annotations
 
 import argparse
+import copy
 import importlib
+import importlib.metadata
 import logging
 import sys
+import tomllib
+from pathlib import Path
 
+from bertkit.checkpoint.load import logger as load_logger
 from bertkit.errors import BertkitError
 
 # command -> module under bertkit.cli; each module has add_arguments(parser) and run(args) -> int.
@@ -28,20 +33,44 @@ COMMANDS = {
     "inspect": ("inspect_cmd", "list a checkpoint's variables, what they map to, and parameter counts"),
     "convert": ("convert", "convert a Google TF or PyTorch .bin checkpoint to HF layout with safetensors"),
     "extract_features": ("extract_features", "per-token layer outputs (Google's format) or sentence vectors"),
+    "predict": ("predict", "predict on raw text with a trained model (every head), as JSON or JSONL"),
     "similarity": ("similarity", "cosine similarity of sentence vectors, with the packaged model by default"),
     "quantize": ("quantize", "int8 copy of a checkpoint (dynamic, per-channel weights); loads like any checkpoint"),
     "export": ("export", "export a checkpoint (any head) to ONNX, fp32 or int8, with dynamic batch and length"),
 }
 
 
+def package_version() -> str:
+    """The installed distribution's version, else (a source tree on PYTHONPATH) pyproject.toml's."""
+    try:
+        return importlib.metadata.version("bertkit")
+    except importlib.metadata.PackageNotFoundError:
+        pyproject = Path(__file__).resolve().parents[3] / "pyproject.toml"
+        return tomllib.loads(pyproject.read_text(encoding="utf-8"))["project"]["version"]
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """The commands' docstrings as written, and every flag's default after its help (argparse's
+    ArgumentDefaultsHelpFormatter skips flags without help), except where the help already
+    explains the default or there is none (None)."""
+
+    def _format_action(self, action):
+        if action.option_strings and action.default not in (None, argparse.SUPPRESS) \
+                and "default" not in (action.help or ""):
+            action = copy.copy(action)
+            action.help = f"{action.help} (default: %(default)s)" if action.help else "default: %(default)s"
+        return super()._format_action(action)
+
+
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The parser; only `command`'s module is imported, so `bertkit X` does not pay for every
     other command's imports (scikit-learn alone takes a second)."""
     parser = argparse.ArgumentParser(prog="bertkit", description="Google's BERT, re-implemented in PyTorch.")
+    parser.add_argument("--version", action="version", version=f"bertkit {package_version()}")
     parser.add_argument("-q", "--quiet", action="store_true", help="log warnings and errors only")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module_name, help_text) in COMMANDS.items():
-        sub = commands.add_parser(name, help=help_text, formatter_class=argparse.RawDescriptionHelpFormatter)
+        sub = commands.add_parser(name, help=help_text, formatter_class=HelpFormatter)
         if name == command:
             module = importlib.import_module(f"bertkit.cli.{module_name}")
             sub.description = module.__doc__
@@ -67,6 +96,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"bertkit {args.command}: interrupted", file=sys.stderr)
         return 130
+
+
+def show_load_report(model) -> None:
+    """For the commands whose output includes what was loaded (encode, convert): from_pretrained
+    logs the report, so it is printed only when that log is off (-q), and shown once either way."""
+    if model.load_report is not None and not load_logger.isEnabledFor(logging.INFO):
+        print(model.load_report.summary())
 
 
 def str2bool(value: str) -> bool:

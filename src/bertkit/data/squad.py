@@ -420,6 +420,7 @@ def convert_examples_to_features(
     is_training: bool,
     pad_to_max_length: bool = False,
     progress: bool = True,
+    log: bool = True,
 ) -> list[InputFeatures]:
     """Converts examples to doc-stride windows `[CLS] query [SEP] doc [SEP]`, in example order.
 
@@ -432,6 +433,7 @@ def convert_examples_to_features(
         answer); needs examples read with `is_training=True`.
       pad_to_max_length: zero-pad to `max_seq_length` as Google does; False returns unpadded
         lists for batches padded to their own longest row (dynamic padding).
+      log: log the first examples' windows, as Google does (the pipeline turns it off).
     """
     if doc_stride < 1:
         raise ValueError(f"doc_stride must be positive, got {doc_stride}")
@@ -514,7 +516,7 @@ def convert_examples_to_features(
                     start_position = tok_start_position - doc_start + doc_offset
                     end_position = tok_end_position - doc_start + doc_offset
 
-            if example_index < _NUM_EXAMPLES_TO_LOG:
+            if log and example_index < _NUM_EXAMPLES_TO_LOG:
                 _log_feature(unique_id, example_index, doc_span_index, tokens, start_position, end_position,
                              example.is_impossible and is_training)
 
@@ -608,13 +610,21 @@ def get_final_text(pred_text: str, orig_text: str, do_lower_case: bool,
     two agree character for character once spaces are dropped, map the found span back onto
     `orig_text`. When any step fails, the whole words (`orig_text`) are the answer.
     """
+    start, end = final_text_span(pred_text, orig_text, do_lower_case, basic_tokenizer)
+    return orig_text[start:end]
+
+
+def final_text_span(pred_text: str, orig_text: str, do_lower_case: bool,
+                    basic_tokenizer: BasicTokenizer | None = None) -> tuple[int, int]:
+    """get_final_text's answer as a (start, end) character span of `orig_text`."""
     tokenizer = basic_tokenizer or BasicTokenizer(do_lower_case=do_lower_case)
     tok_text = " ".join(tokenizer.tokenize(orig_text))
+    whole = (0, len(orig_text))
 
     start_position = tok_text.find(pred_text)
     if start_position == -1:
         logger.debug("Unable to find text: '%s' in '%s'", pred_text, orig_text)
-        return orig_text
+        return whole
     end_position = start_position + len(pred_text) - 1
 
     # orig_text's non-space characters, by position; the same count as tok_text's means the
@@ -622,14 +632,14 @@ def get_final_text(pred_text: str, orig_text: str, do_lower_case: bool,
     orig_ns_to_s_map = [i for i, c in enumerate(orig_text) if c != " "]
     if len(orig_ns_to_s_map) != len(tok_text) - tok_text.count(" "):
         logger.debug("Length not equal after stripping spaces: '%s' vs '%s'", orig_text, tok_text)
-        return orig_text
+        return whole
 
     ns_start_position = _space_free_index(tok_text, start_position)
     ns_end_position = _space_free_index(tok_text, end_position)
     if ns_start_position is None or ns_end_position is None:
         logger.debug("Couldn't map the start or end position of '%s' in '%s'", pred_text, orig_text)
-        return orig_text
-    return orig_text[orig_ns_to_s_map[ns_start_position] : orig_ns_to_s_map[ns_end_position] + 1]
+        return whole
+    return orig_ns_to_s_map[ns_start_position], orig_ns_to_s_map[ns_end_position] + 1
 
 
 class _PrelimPrediction(NamedTuple):
@@ -640,10 +650,16 @@ class _PrelimPrediction(NamedTuple):
     end_logit: float
 
 
-class _NbestPrediction(NamedTuple):
+class NbestPrediction(NamedTuple):
     text: str
     start_logit: float
     end_logit: float
+    # Where `text` is: doc_tokens[doc_start] .. doc_tokens[doc_end], and in the string
+    # " ".join(those tokens), characters [char_start, char_end). None for the null answer.
+    doc_start: int | None = None
+    doc_end: int | None = None
+    char_start: int | None = None
+    char_end: int | None = None
 
 
 def _write_json(obj, output_file: str | os.PathLike) -> None:
@@ -681,15 +697,46 @@ def write_predictions(
     start + end logit over the windows) beats the best span by more than
     `null_score_diff_threshold`.
     """
+    answers = decode_predictions(all_examples, all_features, all_results, n_best_size, max_answer_length,
+                                 do_lower_case, version_2_with_negative, null_score_diff_threshold)
+    all_predictions = collections.OrderedDict((a.qas_id, a.text) for a in answers)
+    if output_prediction_file is not None:
+        logger.info("Writing predictions to: %s", output_prediction_file)
+        _write_json(all_predictions, output_prediction_file)
+    if output_nbest_file is not None:
+        logger.info("Writing nbest to: %s", output_nbest_file)
+        _write_json(collections.OrderedDict(
+            (a.qas_id, [collections.OrderedDict(text=entry.text, probability=prob, start_logit=entry.start_logit,
+                                                end_logit=entry.end_logit)
+                        for entry, prob in zip(a.nbest, a.probabilities)]) for a in answers), output_nbest_file)
+    if version_2_with_negative and output_null_log_odds_file is not None:
+        _write_json(collections.OrderedDict((a.qas_id, a.score_diff) for a in answers), output_null_log_odds_file)
+    return all_predictions
+
+
+class SquadPrediction(NamedTuple):
+    """One question's decoded answer: `text`, and the n-best candidates with their probabilities."""
+
+    qas_id: str
+    text: str
+    nbest: list[NbestPrediction]
+    probabilities: list[float]
+    score_diff: float | None  # SQuAD 2.0: null score - best non-null score
+
+
+def decode_predictions(all_examples: Sequence[SquadExample], all_features: Sequence[InputFeatures],
+                       all_results: Iterable[RawResult], n_best_size: int = 20, max_answer_length: int = 30,
+                       do_lower_case: bool = True, version_2_with_negative: bool = False,
+                       null_score_diff_threshold: float = 0.0) -> list[SquadPrediction]:
+    """write_predictions' decoding without the files: one SquadPrediction per example, in order.
+    Evaluation files and the question-answering pipeline both answer through this."""
     example_index_to_features = collections.defaultdict(list)
     for feature in all_features:
         example_index_to_features[feature.example_index].append(feature)
     unique_id_to_result = {result.unique_id: result for result in all_results}
     basic_tokenizer = BasicTokenizer(do_lower_case=do_lower_case)
 
-    all_predictions = collections.OrderedDict()
-    all_nbest_json = collections.OrderedDict()
-    scores_diff_json = collections.OrderedDict()
+    answers = []
 
     for example_index, example in enumerate(all_examples):
         features = example_index_to_features[example_index]
@@ -746,31 +793,30 @@ def write_predictions(
                 tok_text = " ".join(tok_tokens).replace(" ##", "").replace("##", "")
                 tok_text = " ".join(tok_text.split())
                 orig_text = " ".join(orig_tokens)
-                final_text = get_final_text(tok_text, orig_text, do_lower_case, basic_tokenizer)
+                char_start, char_end = final_text_span(tok_text, orig_text, do_lower_case, basic_tokenizer)
+                final_text = orig_text[char_start:char_end]
                 if final_text in seen_predictions:
                     continue
+                entry = NbestPrediction(final_text, pred.start_logit, pred.end_logit, orig_doc_start, orig_doc_end,
+                                        char_start, char_end)
             else:
                 final_text = ""
+                entry = NbestPrediction("", pred.start_logit, pred.end_logit)
             seen_predictions.add(final_text)
-            nbest.append(_NbestPrediction(final_text, pred.start_logit, pred.end_logit))
+            nbest.append(entry)
 
         # With SQuAD 2.0 the empty answer is always a candidate.
         if version_2_with_negative and "" not in seen_predictions:
-            nbest.append(_NbestPrediction("", null_start_logit, null_end_logit))
+            nbest.append(NbestPrediction("", null_start_logit, null_end_logit))
         # In very rare edge cases there is no valid span (e.g. an empty context): a nonce answer
         # keeps the files complete.
         if not nbest:
-            nbest.append(_NbestPrediction("empty", 0.0, 0.0))
+            nbest.append(NbestPrediction("empty", 0.0, 0.0))
 
         probs = _compute_softmax([entry.start_logit + entry.end_logit for entry in nbest])
-        all_nbest_json[example.qas_id] = [
-            collections.OrderedDict(text=entry.text, probability=prob, start_logit=entry.start_logit,
-                                    end_logit=entry.end_logit)
-            for entry, prob in zip(nbest, probs)
-        ]
-
+        score_diff = None
         if not version_2_with_negative:
-            all_predictions[example.qas_id] = nbest[0].text
+            text = nbest[0].text
         else:
             best_non_null_entry = next((entry for entry in nbest if entry.text), None)
             if best_non_null_entry is None:
@@ -778,19 +824,10 @@ def write_predictions(
                 score_diff = math.inf
             else:
                 score_diff = score_null - best_non_null_entry.start_logit - best_non_null_entry.end_logit
-            scores_diff_json[example.qas_id] = score_diff
             # Predict "" iff the null score beats the best non-null score by more than the threshold.
-            all_predictions[example.qas_id] = "" if score_diff > null_score_diff_threshold else best_non_null_entry.text
-
-    if output_prediction_file is not None:
-        logger.info("Writing predictions to: %s", output_prediction_file)
-        _write_json(all_predictions, output_prediction_file)
-    if output_nbest_file is not None:
-        logger.info("Writing nbest to: %s", output_nbest_file)
-        _write_json(all_nbest_json, output_nbest_file)
-    if version_2_with_negative and output_null_log_odds_file is not None:
-        _write_json(scores_diff_json, output_null_log_odds_file)
-    return all_predictions
+            text = "" if score_diff > null_score_diff_threshold else best_non_null_entry.text
+        answers.append(SquadPrediction(example.qas_id, text, nbest, probs, score_diff))
+    return answers
 
 
 # ---------------------------------------------------------------------------------------------

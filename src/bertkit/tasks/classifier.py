@@ -20,6 +20,7 @@ from bertkit.data.features import load_or_build_features
 from bertkit.data.glue import DataProcessor, InputExample, convert_examples_to_features, get_processor
 from bertkit.heads import BertForSequenceClassification
 from bertkit.io_utils import atomic_write
+from bertkit.tasks.base import record_task
 from bertkit.tokenization import FullTokenizer
 from bertkit.training.metrics import glue_compute_metrics
 from bertkit.training.trainer import Trainer, TrainingArguments
@@ -113,6 +114,7 @@ def run_classifier(model: BertForSequenceClassification, tokenizer: FullTokenize
     distillation runner passes one that builds a DistillationTrainer around a teacher.
     """
     processor = get_processor(task.task_name)
+    record_task(model.config, task.task_name.lower(), task.max_seq_length, tokenizer)
 
     def dataset(split: str) -> FeatureDataset:
         return build_dataset(processor, task, split, tokenizer, vocab_file, args.pad_to_max_length, args.progress)[1]

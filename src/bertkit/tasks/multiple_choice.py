@@ -25,6 +25,7 @@ from bertkit.heads import BertForMultipleChoice
 from bertkit.io_utils import atomic_write
 from bertkit.tokenization import FullTokenizer
 from bertkit.training.metrics import accuracy
+from bertkit.tasks.base import record_task
 from bertkit.training.trainer import Trainer, TrainingArguments
 
 logger = logging.getLogger("bertkit")
@@ -93,6 +94,7 @@ def run_multiple_choice(model: BertForMultipleChoice, tokenizer: FullTokenizer, 
                         args: TrainingArguments, resume: bool = False) -> dict:
     """Train, evaluate and predict as asked; returns the last evaluation's metrics (if any)."""
     processor = get_processor(task.task_name)
+    record_task(model.config, task.task_name.lower(), task.max_seq_length, tokenizer)
 
     def dataset(split: str) -> tuple[list[MultipleChoiceExample], FeatureDataset]:
         return build_dataset(processor, task, split, tokenizer, args.pad_to_max_length, args.progress)

@@ -32,6 +32,7 @@ from bertkit.data.ner import (NON_MODEL_FIELDS, NerExample, NerFeature, align_pr
 from bertkit.errors import ConfigError
 from bertkit.heads import BertForTokenClassification
 from bertkit.io_utils import atomic_write
+from bertkit.tasks.base import record_task
 from bertkit.tokenization import FullTokenizer
 from bertkit.training.trainer import Trainer, TrainingArguments
 
@@ -218,6 +219,8 @@ def run_ner(model: BertForTokenClassification, tokenizer: FullTokenizer, task: N
         raise ConfigError("the model's config has no NER label list (id2label with an 'O' tag for every class); "
                           "build it with id2label/label2id from the training file (training_labels)")
     types = entity_types_of(label_list)
+    record_task(model.config, "ner", task.max_seq_length, tokenizer, label_scheme="IOB2",
+                **({"doc_stride": task.doc_stride} if task.doc_stride else {}))
     output_dir = Path(args.output_dir)
     train = build_split(task, "train", tokenizer, label_list) if task.do_train else None
     dev = build_split(task, "dev", tokenizer, label_list) if task.do_eval else None

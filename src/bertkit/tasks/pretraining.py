@@ -33,6 +33,7 @@ import torch
 from bertkit.data.pretraining import PretrainingDataset, expand_shard_dirs, load_index, vocab_fingerprint
 from bertkit.errors import ConfigError
 from bertkit.heads import BertForPreTraining, PreTrainingOutput
+from bertkit.tasks.base import record_task
 from bertkit.training.trainer import Trainer, TrainingArguments
 
 logger = logging.getLogger("bertkit")
@@ -164,6 +165,8 @@ def run_pretraining(model: BertForPreTraining, tokenizer, task: PretrainingTask,
                     resume: bool = False) -> dict:
     """Train and/or evaluate; returns the last evaluation's metrics (`eval_masked_lm_accuracy`, ...)."""
     task.validate()
+    if tokenizer is not None:
+        record_task(model.config, "pretraining", task.max_seq_length, tokenizer)
     model.next_sentence_weight = task.next_sentence_weight
     train_data = eval_data = None
     if task.do_train:

@@ -31,6 +31,7 @@ from bertkit.errors import ConfigError
 from bertkit.heads import BertForQuestionAnswering
 from bertkit.tokenization import FullTokenizer
 from bertkit.training.logging import write_eval_results
+from bertkit.tasks.base import record_task
 from bertkit.training.trainer import Trainer, TrainingArguments
 
 logger = logging.getLogger("bertkit")
@@ -134,6 +135,8 @@ def run_squad(model: BertForQuestionAnswering, tokenizer: FullTokenizer, task: S
     """Train and predict as asked; returns the training metrics and, when the prediction file has
     gold answers, `exact_match` and `f1` (in percent, on the main process)."""
     task.validate()
+    record_task(model.config, "squad_v2" if task.version_2_with_negative else "squad", task.max_seq_length, tokenizer,
+                doc_stride=task.doc_stride, max_query_length=task.max_query_length)
     data = load_data(task)
     output_dir = Path(args.output_dir)
     convert = dict(tokenizer=tokenizer, max_seq_length=task.max_seq_length, doc_stride=task.doc_stride,

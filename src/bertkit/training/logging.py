@@ -8,6 +8,7 @@ The plot is redrawn from it, so it shows a resumed run whole.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import math
@@ -94,46 +95,101 @@ class MetricsLogger:
             self.tb_writer.close()
 
 
-def _is_metric_curve(key: str) -> bool:
-    """Scores only: not counts (`*_support`), and of per-class scores only F1, so that NER's dozen
-    per-type precision/recall keys do not bury the headline curves under their legend."""
-    if key in _NOT_CURVES or key == "event" or key.endswith(("loss", "_support")):
-        return False
-    per_class = key.count("_") >= 2  # eval_LOC_precision, against eval_precision
-    return not (per_class and key.endswith(("_precision", "_recall")))
+# At most this many lines in a panel: each keeps its own colour and the legend stays short.
+MAX_SERIES_PER_PANEL = 8
+_PANEL_ORDER = ("loss", "learning rate", "evaluation", "F1 per type", "precision per type", "recall per type")
+_EVENT_STYLES = {"train": ("-", None), "eval": ("-", "o"), "test": ("--", "s")}  # line style, marker
+
+
+def _event_order(event: str) -> tuple:
+    return (list(_EVENT_STYLES).index(event) if event in _EVENT_STYLES else len(_EVENT_STYLES), event)
+
+
+def curve_panels(records: list[dict]) -> list[tuple[str, list[tuple[str, str]]]]:
+    """The panels of the plot, each (title, [(event, key), ...]) with at most MAX_SERIES_PER_PANEL
+    curves: losses, learning rate, the overall eval metrics, and per-class scores (NER's `<event>_
+    <TYPE>_<metric>`, known by their `_support` counts) in a panel per metric, split when there
+    are many classes. Counts are not drawn, nor the training speed."""
+    present, types = set(), set()
+    for record in records:
+        event = record.get("event")
+        for key, value in record.items():
+            if key in _NOT_CURVES or not isinstance(value, (int, float)) or isinstance(value, bool):
+                continue
+            present.add((event, key))
+            name = key.removeprefix(f"{event}_")
+            if event != "train" and name.endswith("_support"):
+                types.add(name.removesuffix("_support"))
+    panels: dict[str, list[tuple[str, str]]] = {}
+    for event, key in present:
+        name = key.removeprefix(f"{event}_")
+        kind, _, metric = name.rpartition("_")
+        if event == "train":
+            title = {"loss": "loss", "learning_rate": "learning rate"}.get(key)
+        elif name.endswith("loss"):
+            title = "loss"
+        elif metric == "support":  # also the overall `<event>_support`
+            title = None
+        elif kind in types:
+            title = f"{'F1' if metric == 'f1' else metric} per type"
+        else:
+            title = "evaluation"
+        if title is not None:
+            panels.setdefault(title, []).append((event, key))
+
+    def series_order(series: tuple[str, str]) -> tuple:
+        event, key = series
+        return (key.removeprefix(f"{event}_"), _event_order(event))
+
+    result = []
+    for title in sorted(panels, key=lambda t: (_PANEL_ORDER.index(t) if t in _PANEL_ORDER else len(_PANEL_ORDER), t)):
+        # A class's eval and test curves stay in one panel, in the same colour.
+        chunks: list[list[tuple[str, str]]] = [[]]
+        for _, group in itertools.groupby(sorted(panels[title], key=series_order), key=lambda s: series_order(s)[0]):
+            group = list(group)
+            if chunks[-1] and len(chunks[-1]) + len(group) > MAX_SERIES_PER_PANEL:
+                chunks.append([])
+            chunks[-1] += group
+        result += [(title if len(chunks) == 1 else f"{title} ({n}/{len(chunks)})", chunk)
+                   for n, chunk in enumerate(chunks, 1)]
+    return result
 
 
 def plot_training_curves(records: list[dict], path: str | Path) -> None:
-    """Three panels against the step: training (and eval) loss, learning rate, eval metrics."""
+    """The curves of curve_panels against the step, three panels a row. In a panel a colour is a
+    quantity (a loss, a metric, an entity type) and the line style the split (train, eval, test)."""
     import matplotlib
 
     matplotlib.use("Agg")  # no display needed: this runs on servers and in CI
     import matplotlib.pyplot as plt
 
-    train = [r for r in records if r.get("event") == "train"]
-    evals = [r for r in records if r.get("event") != "train"]
-    fig, (ax_loss, ax_lr, ax_eval) = plt.subplots(1, 3, figsize=(15, 4))
-
-    def curve(ax, rows, key, label):
-        points = [(r["step"], r[key]) for r in rows if isinstance(r.get(key), (int, float)) and math.isfinite(r[key])]
-        if points:
-            ax.plot(*zip(*points), marker="." if len(points) < 50 else None, label=label)
-
-    curve(ax_loss, train, "loss", "train loss")
-    for key in sorted({k for r in evals for k in r if k.endswith("_loss")}):
-        curve(ax_loss, evals, key, key)
-    curve(ax_lr, train, "learning_rate", "learning rate")
-    for key in sorted({k for r in evals for k in r if _is_metric_curve(k)}):
-        curve(ax_eval, evals, key, key)
-    for ax, title in ((ax_loss, "loss"), (ax_lr, "learning rate"), (ax_eval, "evaluation")):
+    panels = curve_panels(records) or [("loss", [])]
+    columns = min(3, len(panels))
+    rows = math.ceil(len(panels) / columns)
+    # One step axis for all panels, so that an evaluation lines up with the training it followed.
+    fig, axes = plt.subplots(rows, columns, figsize=(6.5 * columns, 3.8 * rows), squeeze=False, sharex=True,
+                             layout="constrained")
+    colours = plt.get_cmap("tab10").colors
+    for ax, (title, series) in zip(axes.flat, panels):
+        colour_of: dict[tuple, tuple] = {}
+        for event, key in series:
+            points = [(r["step"], r[key]) for r in records
+                      if r.get("event") == event and isinstance(r.get(key), (int, float)) and math.isfinite(r[key])]
+            if not points:
+                continue
+            style, marker = _EVENT_STYLES.get(event, (":", "^"))
+            # The training loss is not its eval twin: a colour of its own.
+            quantity = (event == "train", key.removeprefix(f"{event}_"))
+            colour = colour_of.setdefault(quantity, colours[len(colour_of) % len(colours)])
+            ax.plot(*zip(*points), style, color=colour, label=key, markersize=3,
+                    marker=marker or ("." if len(points) < 50 else None))
         ax.set_title(title)
         ax.set_xlabel("step")
+        ax.tick_params(labelbottom=True)  # sharex keeps them on the bottom row only
         ax.grid(alpha=0.3)
-        handles = ax.get_legend_handles_labels()[0]
-        if len(handles) > 6:  # beside the panel, not over the curves
-            ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0), ncol=math.ceil(len(handles) / 18))
-        elif handles:
-            ax.legend(fontsize="small")
-    fig.tight_layout()
+        if ax.get_legend_handles_labels()[0]:  # beside the panel, not over the curves
+            ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    for ax in axes.flat[len(panels):]:
+        ax.set_visible(False)
     atomic_save_with(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
     plt.close(fig)

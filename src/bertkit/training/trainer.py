@@ -87,7 +87,7 @@ class TrainingArguments:
     eval_steps: int | None = None  # None: evaluate at the end of every epoch
     save_checkpoints_steps: int | None = 1000  # None: no checkpoints, only the final model
     save_total_limit: int | None = None  # keep only the newest N checkpoints
-    logging_steps: int = 50
+    logging_steps: int | None = None  # None: about 20 log lines per run, so every run draws a curve
     progress: bool = True  # a tqdm bar
     tensorboard: bool = True  # when tensorboard is installed
     plot: bool = True  # training_curves.png
@@ -100,11 +100,12 @@ class TrainingArguments:
 
     def __post_init__(self):
         positive = ("learning_rate", "num_train_epochs", "train_batch_size", "eval_batch_size",
-                    "gradient_accumulation_steps", "logging_steps")
+                    "gradient_accumulation_steps")
         for name in positive:
             if not getattr(self, name) > 0:
                 raise ConfigError(f"TrainingArguments.{name} must be positive, got {getattr(self, name)!r}")
-        for name in ("max_steps", "eval_steps", "save_checkpoints_steps", "save_total_limit", "warmup_steps"):
+        for name in ("max_steps", "eval_steps", "save_checkpoints_steps", "save_total_limit", "warmup_steps",
+                     "logging_steps"):
             value = getattr(self, name)
             if value is not None and value < (0 if name == "warmup_steps" else 1):
                 raise ConfigError(f"TrainingArguments.{name} must be None or at least "
@@ -405,7 +406,8 @@ class Trainer:
         bar.update(1)
         bar.set_postfix({"loss": f"{loss:.4f}", "lr": f"{learning_rate:.2e}",
                          "examples/s": f"{clock.examples_per_second():.1f}"}, refresh=False)
-        if state.global_step % args.logging_steps == 0 or state.global_step == total_steps:
+        logging_steps = args.logging_steps or max(1, total_steps // 20)
+        if state.global_step % logging_steps == 0 or state.global_step == total_steps:
             record = {"event": "train", "step": state.global_step,
                       "epoch": round(state.epoch + state.batch / batches_per_epoch, 4),
                       "loss": state.log_loss_sum / state.log_steps, "learning_rate": learning_rate,
@@ -469,8 +471,13 @@ class Trainer:
         model.eval()
         indices, predictions, labels, losses = [], [], [], []
         pred_is_tuple = label_is_tuple = False
-        with torch.no_grad(), self._autocast():
+        # A bar for evaluations that take more than a few seconds (NER's eng.testa used to be
+        # silent for minutes); short ones would only add noise between the training log lines.
+        bar = tqdm(total=len(batches), desc=prefix, unit="batch", leave=False,
+                   disable=not (self.args.progress and self.is_main and len(batches) >= 20))
+        with torch.no_grad(), self._autocast(), bar:
             for batch_indices, batch in zip(batches, loader):
+                bar.update()
                 output = model(**self._to_device(batch))
                 prediction = self.prediction_fn(output) if self.prediction_fn else _default_prediction(output)
                 pred_is_tuple = isinstance(prediction, tuple)

@@ -1,0 +1,191 @@
+"""pipeline(): every head, trained for a few steps by its own runner on MiniLM, predicts through
+the pipeline exactly what the runner's --do_predict wrote, and matches transformers' pipeline."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bertkit.cli.main import main
+from bertkit.errors import ConfigError
+from bertkit.inference.pipeline import pipeline
+
+ROOT = Path(__file__).resolve().parents[2]
+SAMPLE = ROOT / "examples" / "data" / "mrpc_sample"
+FIXTURES = ROOT / "tests" / "fixtures"
+
+
+def _train(argv: list[str]) -> None:
+    assert main(["-q", *argv, "--no_progress", "--cache_dir=none"] if "run_classifier" in argv
+                else ["-q", *argv, "--no_progress"]) == 0
+
+
+@pytest.fixture(scope="module")
+def mrpc(tmp_path_factory, minilm_path):
+    out = tmp_path_factory.mktemp("mrpc")
+    _train(["run_classifier", "--task_name=MRPC", "--do_train", "--do_predict", f"--data_dir={SAMPLE}",
+            f"--init_checkpoint={minilm_path}", "--max_seq_length=48", "--max_steps=3", "--train_batch_size=16",
+            "--learning_rate=1e-4", f"--output_dir={out}"])
+    return out
+
+
+@pytest.fixture(scope="module")
+def ner(tmp_path_factory, minilm_path):
+    out = tmp_path_factory.mktemp("ner")
+    _train(["run_ner", f"--data_dir={FIXTURES / 'ner'}", "--do_train", "--do_predict", f"--init_checkpoint={minilm_path}",
+            "--max_seq_length=16", "--max_steps=3", "--train_batch_size=8", "--learning_rate=1e-3", f"--output_dir={out}"])
+    return out
+
+
+@pytest.fixture(scope="module")
+def squad(tmp_path_factory, minilm_path):
+    out = tmp_path_factory.mktemp("squad")
+    _train(["run_squad", f"--train_file={FIXTURES / 'squad' / 'tiny-v1.1.json'}", "--split_articles=1", "--do_train",
+            "--do_predict", "--max_seq_length=48", "--doc_stride=16", "--max_query_length=16",
+            f"--init_checkpoint={minilm_path}", "--max_steps=3", "--train_batch_size=4", f"--output_dir={out}"])
+    return out
+
+
+def test_classification_equals_the_runners_test_results(mrpc):
+    p = pipeline(mrpc)
+    assert p.task == "text-classification" and p.max_seq_length == 48 and p.labels == ["0", "1"]
+    with open(SAMPLE / "test.tsv", encoding="utf-8") as handle:
+        rows = list(csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE))[1:]
+    answers = p([(row[3], row[4]) for row in rows], top_k=None)
+    written = [list(map(float, line.split("\t"))) for line in (mrpc / "test_results.tsv").read_text().splitlines()]
+    got = [[next(a["score"] for a in answer if a["label"] == label) for label in ("0", "1")] for answer in answers]
+    np.testing.assert_allclose(got, written, atol=2e-6)
+    # One pair as two arguments, and the default top_k=1: transformers' shapes.
+    single = p(rows[0][3], rows[0][4])
+    assert isinstance(single, list) and len(single) == 1 and set(single[0]) == {"label", "score"}
+    assert p([{"text": rows[0][3], "text_pair": rows[0][4]}]) == single
+
+
+def test_saved_config_knows_its_task(mrpc):
+    config = json.loads((mrpc / "config.json").read_text())
+    assert config["architectures"] == ["BertForSequenceClassification"]
+    assert config["id2label"] == {"0": "0", "1": "1"} and config["label2id"] == {"0": 0, "1": 1}
+    assert config["finetuning_task"] == "mrpc" and config["max_seq_length"] == 48 and config["do_lower_case"] is True
+    assert "_name_or_path" not in config and "transformers_version" not in config
+
+
+def test_classification_equals_transformers_pipeline(mrpc, transformers_module):
+    theirs = transformers_module.pipeline("text-classification", model=str(mrpc), top_k=None, device="cpu")
+    texts = ["The cat sat on the mat.", "Stocks fell sharply on Monday after the report."]
+    ours = pipeline(mrpc)(texts, top_k=None)
+    for mine, reference in zip(ours, theirs(texts)):
+        assert [a["label"] for a in mine] == [a["label"] for a in reference]
+        np.testing.assert_allclose([a["score"] for a in mine], [a["score"] for a in reference], atol=1e-4)
+
+
+def test_ner_equals_the_runners_predictions_and_offsets_slice_the_text(ner):
+    p = pipeline(ner)
+    assert p.task == "token-classification"
+    blocks = [b for b in (ner / "predictions_test.txt").read_text().split("\n\n") if b.strip()]
+    compared = 0
+    for block in blocks:
+        rows = [line.split() for line in block.splitlines()]
+        words, predicted = [r[0] for r in rows], [r[-1] for r in rows]
+        text = " ".join(words)
+        if [w for w, _, _ in p.tokenizer.words_with_offsets(text)] != [w.lower() for w in words]:
+            continue  # words the basic tokenizer splits further (e.g. "U.S.") are not comparable one to one
+        tags = p(text, aggregate=False)
+        expected = [(word, tag) for word, tag in zip(words, predicted) if tag != "O"]
+        assert [(t["word"], t["entity"]) for t in tags] == expected
+        for entity in p(text):
+            assert text[entity["start"]:entity["end"]] == entity["word"] and 0 < entity["score"] <= 1
+        compared += 1
+    assert compared >= len(blocks) // 2
+
+
+def test_ner_offsets_keep_the_callers_spelling(ner):
+    text = "Grüße aus MÜNCHEN und 北京,  sagte Zoë."
+    p = pipeline(ner)
+    for tag in p(text, aggregate=False):
+        assert text[tag["start"]:tag["end"]] == tag["word"]
+    words = p.tokenizer.words_with_offsets(text)
+    assert [text[s:e] for _, s, e in words] == ["Grüße", "aus", "MÜNCHEN", "und", "北", "京", ",", "sagte", "Zoë", "."]
+
+
+def test_question_answering_equals_the_runners_predictions(squad):
+    p = pipeline(squad)
+    assert p.task == "question-answering" and p.options["doc_stride"] == 16
+    predictions = json.loads((squad / "predictions.json").read_text())
+    articles = json.loads((FIXTURES / "squad" / "tiny-v1.1.json").read_text())["data"][1:]
+    for article in articles:
+        for paragraph in article["paragraphs"]:
+            context = paragraph["context"]
+            for qa in paragraph["qas"]:
+                answer = p(question=qa["question"], context=context)
+                assert context[answer["start"]:answer["end"]] == answer["answer"]
+                assert " ".join(answer["answer"].split()) == predictions[qa["id"]]
+                assert 0 < answer["score"] <= 1
+
+
+def test_multiple_choice_equals_the_runners_predictions(tmp_path, minilm_path):
+    data = FIXTURES / "multiple_choice" / "commonsenseqa"
+    _train(["run_multiple_choice", "--task=commonsenseqa", f"--data_dir={data}", "--do_train", "--do_predict",
+            f"--init_checkpoint={minilm_path}", "--max_seq_length=32", "--train_batch_size=2", "--max_steps=2",
+            f"--output_dir={tmp_path}"])
+    p = pipeline(tmp_path)
+    written = [json.loads(line) for line in (tmp_path / "test_predictions.jsonl").read_text().splitlines()]
+    records = [json.loads(line) for line in next(data.glob("test*")).read_text().splitlines()]
+    for record, expected in zip(records, written):
+        answer = p(record["question"]["stem"], choices=[c["text"] for c in record["question"]["choices"]])
+        np.testing.assert_allclose(answer["scores"], expected["probabilities"], atol=2e-6)
+        assert answer["choice"] == int(np.argmax(expected["probabilities"]))
+
+
+def test_fill_mask_equals_transformers_pipeline(tmp_path, minilm_path, transformers_module):
+    corpus = tmp_path / "corpus.txt"
+    with open(SAMPLE / "train.tsv", encoding="utf-8") as handle:
+        rows = list(csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE))[1:41]
+    corpus.write_text("".join(f"{r[3]}\n{r[4]}\n\n" for r in rows), encoding="utf-8")
+    assert main(["-q", "create_pretraining_data", f"--input_file={corpus}", f"--output_dir={tmp_path / 'shards'}",
+                 f"--vocab_file={minilm_path / 'vocab.txt'}", "--max_seq_length=32", "--max_predictions_per_seq=5",
+                 "--dupe_factor=1"]) == 0
+    _train(["run_pretraining", f"--input_file={tmp_path / 'shards'}", f"--init_checkpoint={minilm_path}",
+            "--do_train", "--max_steps=2", "--train_batch_size=4", "--max_seq_length=32",
+            "--max_predictions_per_seq=5", f"--output_dir={tmp_path / 'out'}"])
+    p = pipeline(tmp_path / "out")
+    assert p.task == "fill-mask"
+    text = "Paris is the [MASK] of France."
+    ours = p(text, top_k=5)
+    theirs = transformers_module.pipeline("fill-mask", model=str(tmp_path / "out"), device="cpu")(text, top_k=5)
+    assert [a["token"] for a in ours] == [a["token"] for a in theirs]
+    np.testing.assert_allclose([a["score"] for a in ours], [a["score"] for a in theirs], atol=1e-4)
+    assert all("[MASK]" not in a["sequence"] for a in ours)
+    two = p("The [MASK] sat on the [MASK].", top_k=2)
+    assert len(two) == 2 and all(len(candidates) == 2 for candidates in two)
+
+
+def test_embeddings_equal_sentence_transformers(minilm_path):
+    st = pytest.importorskip("sentence_transformers")
+    texts = ["A man is eating food.", "A man is eating a piece of bread.", "The sky is blue today, isn't it?"]
+    ours = np.array(pipeline()(texts))
+    reference = st.SentenceTransformer(str(minilm_path), device="cpu").encode(texts)
+    np.testing.assert_allclose(ours, reference, atol=1e-5)
+    assert pipeline().options == {"pooling": "mean", "normalize": True}
+
+
+def test_long_inputs_are_truncated_with_a_count(mrpc, caplog):
+    p = pipeline(mrpc)
+    with caplog.at_level("INFO", logger="bertkit"):
+        answers = p(["word " * 500, "short"])
+    assert len(answers) == 2 and "1 of 2 inputs were longer than max_seq_length=48" in caplog.text
+
+
+def test_bad_calls_are_clear_errors(mrpc, minilm_path):
+    p = pipeline(mrpc)
+    with pytest.raises(ConfigError, match="takes texts"):
+        p("a", nonsense=1)
+    with pytest.raises(ConfigError, match="must be a string"):
+        p([1, 2])
+    with pytest.raises(ConfigError, match="no trained fill-mask head"):
+        pipeline(minilm_path, task="fill-mask")
+    with pytest.raises(ConfigError, match="unknown task"):
+        pipeline(mrpc, task="translation")
