@@ -154,15 +154,22 @@ class OnnxModel:
         self.output_names = tuple(json.loads(meta["bertkit_outputs"]))
         self.config = BertConfig.from_dict(json.loads(meta["bertkit_config"]))
         self.int8 = json.loads(meta.get("bertkit_int8", "false"))
+        self.path = path
         self.device = torch.device("cpu")
 
     def eval(self) -> "OnnxModel":
         return self
 
-    def __call__(self, input_ids, attention_mask=None, token_type_ids=None, **unsupported):
+    def to(self, device) -> "OnnxModel":
+        if torch.device(device).type != "cpu":
+            raise ConfigError(f"the ONNX backend runs on CPU here, not {device}")
+        return self
+
+    def __call__(self, input_ids, attention_mask=None, token_type_ids=None, masked_lm_positions=None,
+                 **unsupported):
         if unsupported:
-            raise TypeError(f"the ONNX backend takes input_ids, attention_mask and token_type_ids only, "
-                            f"not {sorted(unsupported)}")
+            raise TypeError(f"the ONNX backend takes input_ids, attention_mask, token_type_ids (and "
+                            f"masked_lm_positions for pre-training heads) only, not {sorted(unsupported)}")
         ids = torch.as_tensor(input_ids)
         feeds = {
             "input_ids": ids,
@@ -176,7 +183,23 @@ class OnnxModel:
         if self.model_class == "BertForQuestionAnswering":
             return QuestionAnsweringOutput(*outputs)
         if self.model_class == "BertForPreTraining":
+            if masked_lm_positions is not None:  # the graph scores every position; keep the asked ones
+                index = torch.as_tensor(masked_lm_positions).unsqueeze(-1).expand(-1, -1, outputs[0].size(-1))
+                outputs[0] = outputs[0].gather(1, index)
             return PreTrainingOutput(*outputs)
         return HeadOutput(logits=outputs[0])
 
     forward = __call__
+
+
+def onnx_backend(model: nn.Module, directory: Path | None = None) -> OnnxModel:
+    """`model` as an OnnxModel: the directory's model.onnx when it was exported from this head
+    (`bertkit export --model DIR --output DIR/model.onnx`), else exported now into a temporary file."""
+    name = type(model).__name__
+    saved = Path(directory) / "model.onnx" if directory is not None else None
+    if saved is not None and saved.is_file():
+        onnx_model = OnnxModel(saved)
+        if onnx_model.model_class == name:
+            return onnx_model
+    with tempfile.TemporaryDirectory() as tmp:
+        return OnnxModel(export_onnx(model, Path(tmp) / "model.onnx"))  # the session holds the graph in memory
