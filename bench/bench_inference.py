@@ -157,16 +157,22 @@ def build_systems(workdir: Path, threads: int, only: set[str] | None):
     return systems
 
 
-def run_steps(steps: dict, rounds: int) -> dict[str, list[float]]:
-    """Seconds per call of each step, interleaved round by round (after one warm-up round)."""
+def run_steps(steps: dict, rounds: int, warmup: bool = True) -> tuple[dict[str, list[float]], dict]:
+    """Seconds per call of each step, interleaved round by round, and what each step returned in
+    the first round. With `warmup`, that first round is not timed (W2 skips it: W1 warmed up
+    every system, and a pass over W2 takes minutes on a busy 2-core machine)."""
     times = {name: [] for name in steps}
-    for round_index in range(rounds + 1):
+    results = {}
+    for round_index in range(rounds + warmup):
         for name, step in steps.items():
             start = time.perf_counter()
-            step()
-            if round_index:
+            result = step()
+            if round_index or not warmup:
                 times[name].append(time.perf_counter() - start)
-    return times
+            if not round_index:
+                results[name] = result
+        print(f"  round {round_index + 1} of {rounds + warmup} done", file=sys.stderr, flush=True)
+    return times, results
 
 
 def passes(systems: dict, batches: list[dict]) -> dict:
@@ -174,11 +180,13 @@ def passes(systems: dict, batches: list[dict]) -> dict:
     return {name: (lambda system=system: [system(b) for b in batches]) for name, system in systems.items()}
 
 
-def fidelity(systems: dict, batches: list[dict]) -> dict[str, tuple[float, float]]:
+def fidelity(outputs: dict, batches: list[dict]) -> dict[str, tuple[float, float]]:
+    """(mean, min) cosine between each system's mean-pooled vectors and transformers fp32's."""
     vectors = {}
-    for name, system in systems.items():
-        vectors[name] = torch.nn.functional.normalize(
-            torch.cat([mean_pool(system(b).float(), b["attention_mask"]) for b in batches]), dim=-1)
+    for name, hidden in outputs.items():
+        if isinstance(hidden, list):  # a pass over the batches; sentence-transformers returns its own vectors
+            vectors[name] = torch.nn.functional.normalize(
+                torch.cat([mean_pool(h.float(), b["attention_mask"]) for h, b in zip(hidden, batches)]), dim=-1)
     ref = vectors["transformers fp32 (sdpa)"]
     return {name: (float((v * ref).sum(-1).mean()), float((v * ref).sum(-1).min())) for name, v in vectors.items()}
 
@@ -203,37 +211,32 @@ def main_table(args) -> int:
     tokenizer = FullTokenizer.from_pretrained(minilm_dir())
     texts = mrpc_sentences()
     workloads = {"W1": (w1_batch(), 32, args.rounds), "W2": (w2_batches(tokenizer, texts), len(texts), args.rounds_w2)}
+    workloads = {k: v for k, v in workloads.items() if k in args.workloads.split(",")}
     with tempfile.TemporaryDirectory() as tmp:
         systems = build_systems(Path(tmp), args.threads, set(args.only.split(",")) if args.only else None)
         st_encode = sentence_transformers_system(texts)
-        results = {}
+        print(f"torch {torch.__version__}, {args.threads} threads, MiniLM-L6-H384; medians of interleaved rounds "
+              f"(W1 {args.rounds}, W2 {args.rounds_w2}); ratio = sequences/s relative to transformers fp32; "
+              "noise = half the interquartile range of a system's rounds over its median", flush=True)
         for label, (batches, count, rounds) in workloads.items():
             steps = passes(systems, batches)
             if label == "W2" and st_encode is not None:
                 steps["sentence-transformers encode"] = st_encode
-            results[label] = (run_steps(steps, rounds), count)
-        cosines = fidelity(systems, workloads["W2"][0])
-    print(f"torch {torch.__version__}, {args.threads} threads, MiniLM-L6-H384; medians of interleaved rounds "
-          f"(W1 {args.rounds}, W2 {args.rounds_w2}); ratio = sequences/s relative to transformers fp32")
-    print(f"{'system':<34}{'W1 seq/s':>9}{'ratio':>7}{'noise':>7}{'W2 seq/s':>10}{'ratio':>7}{'noise':>7}"
-          f"{'cos mean':>10}{'cos min':>9}")
-    names = list(results["W2"][0])
-    for name in names:
-        row = f"{name:<34}"
-        for label in ("W1", "W2"):
-            times, count = results[label]
-            if name not in times:
-                row += f"{'-':>9}{'-':>7}{'-':>7}" + (" " if label == "W2" else "")
-                continue
-            ref = statistics.median(times["transformers fp32 (sdpa)"])
-            median = statistics.median(times[name])
-            width = 9 if label == "W1" else 10
-            row += f"{count / median:>{width}.1f}{ref / median:>7.2f}{spread(times[name]):>6.0%} "
-        cos = cosines.get(name)
-        row += f"{cos[0]:>9.4f}{cos[1]:>9.4f}" if cos else f"{'-':>9}{'-':>9}"
-        print(row.rstrip())
-    print("noise: half the interquartile range of a system's rounds, relative to its median")
+            times, outputs = run_steps(steps, rounds, warmup=label == "W1")
+            cosines = fidelity(outputs, batches) if label == "W2" else {}
+            print_table(label, times, count, cosines)
     return 0
+
+
+def print_table(label: str, times: dict, count: int, cosines: dict) -> None:
+    ref = statistics.median(times["transformers fp32 (sdpa)"])
+    print(f"\n{label}{'':<32}{'seq/s':>8}{'ratio':>7}{'noise':>7}" + (f"{'cos mean':>10}{'cos min':>9}" if cosines else ""))
+    for name, values in times.items():
+        median = statistics.median(values)
+        row = f"{name:<34}{count / median:>8.1f}{ref / median:>7.2f}{spread(values):>7.0%}"
+        if name in cosines:
+            row += f"{cosines[name][0]:>10.4f}{cosines[name][1]:>9.4f}"
+        print(row, flush=True)
 
 
 def threshold_table(args) -> int:
@@ -250,9 +253,9 @@ def threshold_table(args) -> int:
         batch = dict(input_ids=torch.randint(999, 30000, (32, 128), generator=g) * mask, attention_mask=mask)
         systems = {unpad: TorchSystem(lambda unpad=unpad, **b: model(**b, unpad=unpad), lambda out: out)
                    for unpad in (False, True)}
-        times = run_steps(passes(systems, [batch]), args.rounds)
+        times, _ = run_steps(passes(systems, [batch]), args.rounds)
         padded, free = statistics.median(times[False]), statistics.median(times[True])
-        print(f"{1 - mask.float().mean().item():>8.1%}{padded:>10.3f}{free:>16.3f}{padded / free:>10.2f}")
+        print(f"{1 - mask.float().mean().item():>8.1%}{padded:>10.3f}{free:>16.3f}{padded / free:>10.2f}", flush=True)
     print(f"UNPAD_THRESHOLD is {modeling.UNPAD_THRESHOLD:.0%}")
     return 0
 
@@ -261,7 +264,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=7, help="rounds of W1 (one batch each)")
-    parser.add_argument("--rounds-w2", type=int, default=3, help="rounds of W2 (816 sentences each)")
+    parser.add_argument("--rounds-w2", type=int, default=2, help="rounds of W2 (816 sentences each)")
+    parser.add_argument("--workloads", default="W1,W2")
     parser.add_argument("--only", default="", help="comma-separated substrings of system names to time "
                                                    "(transformers fp32 is always timed: it is the reference)")
     parser.add_argument("--threshold", action="store_true", help="padded vs padding-free by share of padding")

@@ -335,8 +335,9 @@ class BertPooler(nn.Module):
 
 
 # Share of padding in a batch above which BertModel takes the padding-free path unless told
-# otherwise (measured with bench/bench_inference.py --threshold on MiniLM, 2 threads: below it the
-# gather/scatter around attention costs about what the skipped padding saves).
+# otherwise. bench/bench_inference.py --threshold measures it (MiniLM, 32 x 128, 2 threads): the
+# gather/scatter around attention is a few percent of a forward pass, so below about a tenth of
+# padding the saving is lost in it (and in the noise of a shared 2-core machine).
 UNPAD_THRESHOLD = 0.1
 
 
