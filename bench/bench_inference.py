@@ -214,7 +214,7 @@ def main_table(args) -> int:
     workloads = {k: v for k, v in workloads.items() if k in args.workloads.split(",")}
     with tempfile.TemporaryDirectory() as tmp:
         systems = build_systems(Path(tmp), args.threads, set(args.only.split(",")) if args.only else None)
-        st_encode = sentence_transformers_system(texts)
+        st_encode = sentence_transformers_system(texts) if not args.only or "sentence" in args.only else None
         print(f"torch {torch.__version__}, {args.threads} threads, MiniLM-L6-H384; medians of interleaved rounds "
               f"(W1 {args.rounds}, W2 {args.rounds_w2}); ratio = sequences/s relative to transformers fp32; "
               "noise = half the interquartile range of a system's rounds over its median", flush=True)

@@ -89,7 +89,7 @@ def test_missing_inputs_default_as_in_the_torch_model(tmp_path):
     with torch.no_grad():
         expected = model(ids).sequence_output
     assert (onnx_model(ids).sequence_output - expected).abs().max() <= 1e-4
-    with pytest.raises(TypeError, match="input_ids, attention_mask and token_type_ids only"):
+    with pytest.raises(TypeError, match="the ONNX backend takes input_ids, attention_mask, token_type_ids"):
         onnx_model(ids, output_hidden_states=True)
 
 
