@@ -23,11 +23,16 @@ __version__ = "0.1.0"
 
 
 def __getattr__(name):
-    # `bertkit.pipeline` imports every task's data code: only when it is asked for.
+    # `bertkit.pipeline` imports every task's data code, and `bertkit.quantize` lives in
+    # bertkit.compress, whose package imports the Trainer: each only when it is asked for.
     if name == "pipeline":
         from bertkit.inference.pipeline import pipeline
 
         return pipeline
+    if name == "quantize":
+        from bertkit.compress.quantize import quantize
+
+        return quantize
     raise AttributeError(f"module 'bertkit' has no attribute {name!r}")
 
 
@@ -35,5 +40,6 @@ __all__ = [
     "BasicTokenizer", "BertConfig", "BertForMultipleChoice", "BertForPreTraining", "BertForQuestionAnswering",
     "BertForSequenceClassification", "BertForTokenClassification", "BertModel", "BertkitError",
     "CheckpointError", "ConfigError", "DataError", "FullTokenizer", "LoadReport", "WordpieceTokenizer",
-    "Surgery", "pipeline", "reinit_parameters", "reinit_top_layers", "resize_position_embeddings",
+    "Surgery", "pipeline", "quantize", "reinit_parameters", "reinit_top_layers", "resize_position_embeddings",
 ]
+

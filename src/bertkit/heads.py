@@ -53,7 +53,7 @@ class PreTrainingOutput:
 
 def _encoder_kwargs(kwargs: dict) -> dict:
     allowed = ("attention_mask", "token_type_ids", "position_ids", "head_mask", "output_hidden_states",
-               "output_attentions")
+               "output_attentions", "unpad")
     unknown = set(kwargs) - set(allowed)
     if unknown:
         raise TypeError(f"unexpected argument(s) {sorted(unknown)}; the encoder takes {allowed}")
@@ -133,6 +133,10 @@ class BertForQuestionAnswering(PretrainedMixin, BertPreTrainedModel):
         self.init_weights(self.qa_outputs)
 
     def forward(self, input_ids, start_positions=None, end_positions=None, **kwargs) -> QuestionAnsweringOutput:
+        if start_positions is not None and kwargs.get("unpad") is None:
+            # The loss's softmax runs over all T positions, padding included, as Google's and HF's
+            # do: the padding rows must be computed for the same loss, so training takes the padded path.
+            kwargs["unpad"] = False
         encoded = self.bert(input_ids, **_encoder_kwargs(kwargs))
         start_logits, end_logits = self.qa_outputs(encoded.sequence_output).unbind(dim=-1)  # 2 x (B, T)
         loss = None
@@ -229,3 +233,9 @@ MODEL_CLASSES = {
     for cls in (BertModel, BertForSequenceClassification, BertForMultipleChoice, BertForTokenClassification,
                 BertForQuestionAnswering, BertForPreTraining)
 }
+
+
+def model_class_for(config: BertConfig) -> type:
+    """The class a saved config names in `architectures` (BertModel when it names none we have)."""
+    names = config.extra.get("architectures") or []
+    return next((MODEL_CLASSES[n] for n in names if n in MODEL_CLASSES), BertModel)

@@ -93,6 +93,36 @@ class BertModelOutput:
         return (self.embedding_output, *self.all_encoder_layers)
 
 
+@dataclass
+class TokenIndex:
+    """Where the real tokens of a padded (B, T) batch are, for the padding-free path.
+
+    The padding-free path runs embeddings, every dense layer and every LayerNorm on the (N, ...)
+    rows of the N real tokens only, as FasterTransformer's "effective transformer" does; only
+    attention needs the (B, T) structure, and gets it by scattering its q/k/v back into a padded
+    block and gathering its output again. The two copies per layer cost far less than the dense
+    layers save once a batch holds a tenth of padding or more (see UNPAD_THRESHOLD).
+    """
+
+    indices: torch.Tensor  # (N,) flat positions b * T + t of the real tokens, in row-major order
+    batch_size: int
+    seq_len: int
+
+    @classmethod
+    def from_mask(cls, attention_mask: torch.Tensor) -> "TokenIndex":
+        B, T = attention_mask.shape
+        return cls(attention_mask.reshape(-1).nonzero().squeeze(1), B, T)
+
+    def unpad(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, T, ...) -> (N, ...)."""
+        return x.reshape(self.batch_size * self.seq_len, *x.shape[2:]).index_select(0, self.indices)
+
+    def pad(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, ...) -> (B, T, ...), zeros at padding."""
+        flat = x.new_zeros(self.batch_size * self.seq_len, *x.shape[1:]).index_copy(0, self.indices, x)
+        return flat.view(self.batch_size, self.seq_len, *x.shape[1:])
+
+
 class BertEmbeddings(nn.Module):
     def __init__(self, config: BertConfig):
         super().__init__()
@@ -102,7 +132,8 @@ class BertEmbeddings(nn.Module):
         self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.dropout = Dropout(config.hidden_dropout_prob)
 
-    def forward(self, input_ids, token_type_ids=None, position_ids=None):
+    def forward(self, input_ids, token_type_ids=None, position_ids=None, tokens: TokenIndex | None = None):
+        """(B, T) ids -> (B, T, H); with `tokens` (padding-free), (N, H) for the real tokens only."""
         B, T = input_ids.shape
         if T > self.position_embeddings.num_embeddings:
             raise ValueError(
@@ -111,12 +142,16 @@ class BertEmbeddings(nn.Module):
             )
         if position_ids is None:
             position_ids = torch.arange(T, device=input_ids.device)  # broadcast over the batch
+        if tokens is not None:
+            input_ids = tokens.unpad(input_ids)
+            position_ids = tokens.unpad(position_ids.expand(B, T))
+            token_type_ids = None if token_type_ids is None else tokens.unpad(token_type_ids)
         embeddings = self.word_embeddings(input_ids) + self.position_embeddings(position_ids)
         if token_type_ids is None:
             embeddings = embeddings + self.token_type_embeddings.weight[0]
         else:
             embeddings = embeddings + self.token_type_embeddings(token_type_ids)
-        return self.dropout(self.LayerNorm(embeddings))  # (B, T, H)
+        return self.dropout(self.LayerNorm(embeddings))  # (B, T, H) or (N, H)
 
 
 class BertSelfAttention(nn.Module):
@@ -130,13 +165,24 @@ class BertSelfAttention(nn.Module):
         self.value = nn.Linear(config.hidden_size, inner)
         self.dropout_p = config.attention_probs_dropout_prob
 
-    def forward(self, hidden_states, attention_mask=None, head_mask=None, output_attentions=False):
-        B, T, _ = hidden_states.shape
-        # One matmul for q, k and v: fewer, larger GEMMs are faster on CPU and GPU alike, while the
-        # parameters keep HF's three names. The concatenation is cheap next to the matmul.
+    def project_qkv(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        """(..., H) -> (..., 3 * nh * hs), q then k then v.
+
+        One matmul for q, k and v: fewer, larger GEMMs are faster on CPU and GPU alike, while the
+        parameters keep HF's three names. The concatenation is cheap next to the matmul.
+        bertkit.compress.quantize overrides this with one int8 matmul.
+        """
         qkv_weight = torch.cat((self.query.weight, self.key.weight, self.value.weight))
         qkv_bias = torch.cat((self.query.bias, self.key.bias, self.value.bias))
-        qkv = F.linear(hidden_states, qkv_weight, qkv_bias)  # (B, T, 3 * nh * hs)
+        return F.linear(hidden_states, qkv_weight, qkv_bias)
+
+    def forward(self, hidden_states, attention_mask=None, head_mask=None, output_attentions=False,
+                tokens: TokenIndex | None = None):
+        """(B, T, H) -> (B, T, nh * hs); padding-free, (N, H) -> (N, nh * hs) given `tokens`."""
+        qkv = self.project_qkv(hidden_states)
+        if tokens is not None:
+            qkv = tokens.pad(qkv)  # attention alone needs the (B, T) structure
+        B, T, _ = qkv.shape
         q, k, v = qkv.view(B, T, 3, self.num_heads, self.head_size).permute(2, 0, 3, 1, 4)  # 3 x (B, nh, T, hs)
         dropout_p = self.dropout_p if self.training else 0.0
         # SDPA's fused kernels cover inference and GPU training; CPU training with attention
@@ -159,6 +205,8 @@ class BertSelfAttention(nn.Module):
                 weighted = weighted * head_mask.view(1, -1, 1, 1)
             context = weighted @ v  # (B, nh, T, hs)
         context = context.transpose(1, 2).reshape(B, T, self.num_heads * self.head_size)
+        if tokens is not None:
+            context = tokens.unpad(context)
         return context, probs
 
 
@@ -179,8 +227,8 @@ class BertAttention(nn.Module):
         self.self = BertSelfAttention(config, num_heads)
         self.output = BertSelfOutput(config, input_size=self.self.num_heads * self.self.head_size)
 
-    def forward(self, hidden_states, attention_mask=None, head_mask=None, output_attentions=False):
-        context, probs = self.self(hidden_states, attention_mask, head_mask, output_attentions)
+    def forward(self, hidden_states, attention_mask=None, head_mask=None, output_attentions=False, tokens=None):
+        context, probs = self.self(hidden_states, attention_mask, head_mask, output_attentions, tokens)
         return self.output(context, hidden_states), probs
 
 
@@ -191,7 +239,7 @@ class BertIntermediate(nn.Module):
         self.intermediate_act_fn = ACTIVATIONS[config.hidden_act]
 
     def forward(self, hidden_states):
-        return self.intermediate_act_fn(self.dense(hidden_states))  # (B, T, I)
+        return self.intermediate_act_fn(self.dense(hidden_states))  # (B, T, I) or (N, I)
 
 
 class BertOutput(nn.Module):
@@ -212,8 +260,9 @@ class BertLayer(nn.Module):
         self.intermediate = BertIntermediate(config, intermediate_size)
         self.output = BertOutput(config, intermediate_size)
 
-    def forward(self, hidden_states, attention_mask=None, head_mask=None, output_attentions=False):
-        attention_output, probs = self.attention(hidden_states, attention_mask, head_mask, output_attentions)
+    def forward(self, hidden_states, attention_mask=None, head_mask=None, output_attentions=False, tokens=None):
+        attention_output, probs = self.attention(hidden_states, attention_mask, head_mask, output_attentions,
+                                                 tokens)
         layer_output = self.output(self.intermediate(attention_output), attention_output)
         return layer_output, probs
 
@@ -235,7 +284,7 @@ class BertEncoder(nn.Module):
         return self.config.layerdrop
 
     def forward(self, hidden_states, attention_mask=None, head_mask=None, output_hidden_states=False,
-                output_attentions=False):
+                output_attentions=False, tokens: TokenIndex | None = None):
         all_layers = [] if output_hidden_states else None
         all_attentions = [] if output_attentions else None
         drop = None
@@ -250,7 +299,7 @@ class BertEncoder(nn.Module):
                     all_attentions.append(None)
                 continue
             hidden_states, probs = layer(
-                hidden_states, attention_mask, None if head_mask is None else head_mask[i], output_attentions
+                hidden_states, attention_mask, None if head_mask is None else head_mask[i], output_attentions, tokens
             )
             if output_hidden_states:
                 all_layers.append(hidden_states)
@@ -267,6 +316,22 @@ class BertPooler(nn.Module):
 
     def forward(self, sequence_output):
         return self.activation(self.dense(sequence_output[:, 0]))  # (B, H) from [CLS]
+
+
+# Share of padding in a batch above which BertModel takes the padding-free path unless told
+# otherwise. bench/bench_inference.py --threshold measures it (MiniLM, 32 x 128, 2 threads): the
+# gather/scatter around attention is a few percent of a forward pass, so below about a tenth of
+# padding the saving is lost in it (and in the noise of a shared 2-core machine).
+UNPAD_THRESHOLD = 0.1
+
+
+def use_padding_free(attention_mask: torch.Tensor | None, unpad: bool | None) -> bool:
+    """unpad=True/False forces the choice; None picks the padding-free path above UNPAD_THRESHOLD."""
+    if attention_mask is None or unpad is False:
+        return False
+    if unpad:
+        return True
+    return 1.0 - attention_mask.float().mean().item() > UNPAD_THRESHOLD
 
 
 def extended_attention_mask(attention_mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
@@ -352,12 +417,24 @@ class BertModel(BertPreTrainedModel):
         head_mask: torch.Tensor | None = None,  # (L, nh) multiplies attention probabilities
         output_hidden_states: bool = False,
         output_attentions: bool = False,
+        unpad: bool | None = None,  # padding-free path: None = when padding > UNPAD_THRESHOLD
     ) -> BertModelOutput:
-        embedding_output = self.embeddings(input_ids, token_type_ids, position_ids)
+        """Outputs are (B, T, ...) either way. The padding-free path leaves zeros at padding
+        positions of sequence_output and the hidden states; the padded path leaves whatever the
+        layers computed there. Real tokens agree to float rounding, values and gradients alike."""
+        if unpad is None and output_attentions:
+            unpad = False  # an analysis output: keep the padded path's rows at padding queries as well
+        tokens = TokenIndex.from_mask(attention_mask) if use_padding_free(attention_mask, unpad) else None
+        embedding_output = self.embeddings(input_ids, token_type_ids, position_ids, tokens)
         mask = extended_attention_mask(attention_mask, embedding_output.dtype)
         sequence_output, all_layers, attentions = self.encoder(
-            embedding_output, mask, head_mask, output_hidden_states, output_attentions
+            embedding_output, mask, head_mask, output_hidden_states, output_attentions, tokens
         )
+        if tokens is not None:
+            sequence_output = tokens.pad(sequence_output)
+            if output_hidden_states:
+                embedding_output = tokens.pad(embedding_output)
+                all_layers = [tokens.pad(h) for h in all_layers]
         pooled_output = self.pooler(sequence_output) if self.pooler is not None else None
         return BertModelOutput(
             sequence_output=sequence_output,

@@ -36,6 +36,8 @@ COMMANDS = {
     "predict": ("predict", "predict on raw text with a trained model (every head), as JSON or JSONL"),
     "similarity": ("similarity", "cosine similarity of sentence vectors, with the packaged model by default"),
     "serve": ("serve", "HTTP server: OpenAI-compatible embeddings and every task, with dynamic batching"),
+    "quantize": ("quantize", "int8 copy of a checkpoint (dynamic, per-channel weights); loads like any checkpoint"),
+    "export": ("export", "export a checkpoint (any head) to ONNX, fp32 or int8, with dynamic batch and length"),
 }
 
 

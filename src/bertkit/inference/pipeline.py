@@ -85,15 +85,23 @@ class Feature:
         return len(self.input_ids)
 
 
+BACKENDS = ("torch", "onnx")
+
+
 def pipeline(model: str | Path | None = None, task: str | None = None, *, device: str | None = None,
              batch_size: int = 32, max_seq_length: int | None = None, progress: bool | None = None,
-             **task_options) -> "Pipeline":
+             backend: str = "torch", **task_options) -> "Pipeline":
     """Load `model` (a checkpoint directory; default: the packaged all-MiniLM-L6-v2) for `task`.
 
+    `backend="onnx"` runs the model with ONNX Runtime (the directory's model.onnx from `bertkit
+    export`, else an export made on the spot); int8 checkpoints (`bertkit quantize`) load as they are.
+    Both run on CPU.
     `task` defaults to what the checkpoint's config.json says (its `architectures`); the default
     `max_seq_length` is the one the model was fine-tuned with (saved in its config). `task_options`
     are the task's call defaults, e.g. `top_k=None`, `doc_stride=128`, `normalize=False`.
     """
+    if backend not in BACKENDS:
+        raise ConfigError(f"backend={backend!r}: use one of {', '.join(BACKENDS)}")
     if model is None:
         model = minilm_dir()
         if model is None:
@@ -120,6 +128,14 @@ def pipeline(model: str | Path | None = None, task: str | None = None, *, device
     if missing_head:
         raise ConfigError(f"{files.directory} has no trained {task} head ({', '.join(missing_head[:3])} are not in "
                           f"the checkpoint); fine-tune it first, or pass the task it was trained for")
+    if backend == "onnx" or config.extra.get("quantization_config"):
+        if device is not None and torch.device(device).type != "cpu":
+            raise ConfigError(f"device={device!r}: int8 models and the ONNX backend run on CPU")
+        device = "cpu"
+    if backend == "onnx":
+        from bertkit.export.onnx import onnx_backend
+
+        loaded = onnx_backend(loaded, files.directory)
     tokenizer = FullTokenizer.from_pretrained(files.directory, do_lower_case=config.extra.get("do_lower_case"),
                                               keep_special_tokens=cls.keep_special_tokens)
     if max_seq_length is None:

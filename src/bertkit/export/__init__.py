@@ -1,0 +1,1 @@
+"""Export: ONNX graphs (onnx.py) and the checkpoint-copying helpers the export commands share (files.py)."""
