@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from bertkit import heads, modeling
-from bertkit.modeling import BertModel, TokenIndex, use_padding_free
+from bertkit.heads import BertModel
+from bertkit.modeling import TokenIndex, use_padding_free
 from helpers import random_batch, tiny_config
 
 

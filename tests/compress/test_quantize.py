@@ -10,7 +10,7 @@ from bertkit.cli.main import main
 from bertkit.compress.quantize import WEIGHT_LEVELS, Int8Linear, Int8SelfAttention
 from bertkit.errors import ConfigError
 from bertkit.extract_features import FeatureExtractor
-from bertkit.modeling import BertModel
+from bertkit.heads import BertModel
 from bertkit.tokenization import FullTokenizer
 from helpers import random_batch, tiny_config
 

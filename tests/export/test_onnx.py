@@ -6,7 +6,7 @@ import torch
 from bertkit import heads
 from bertkit.cli.main import main
 from bertkit.errors import CheckpointError, ConfigError
-from bertkit.modeling import BertModel
+from bertkit.heads import BertModel
 from helpers import random_batch, tiny_config
 
 pytest.importorskip("onnx", reason="ONNX export needs: pip install 'bertkit[onnx]'")

@@ -9,7 +9,7 @@ start_logits/end_logits, last_hidden_state/pooler_output, ...). Needs `pip insta
 
 from __future__ import annotations
 
-from bertkit.cli.common import add_model_arguments, checkpoint_path
+from bertkit.cli.common import ModelSource, add_model_arguments
 from bertkit.cli.main import str2bool
 from bertkit.errors import ConfigError
 from bertkit.export.files import load_for_export
@@ -28,7 +28,7 @@ def run(args) -> int:
 
     if not args.output.endswith(".onnx"):
         raise ConfigError(f"--output={args.output!r}: give a file name ending in .onnx")
-    model = load_for_export(checkpoint_path(args))
+    model = load_for_export(ModelSource.from_args(args).checkpoint)
     path = export_onnx(model, args.output, int8=args.int8, unpad=bool(args.unpad))
     print(f"wrote {type(model).__name__} to {path} ({'int8' if args.int8 else 'fp32'})")
     return 0

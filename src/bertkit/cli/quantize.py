@@ -9,7 +9,7 @@ The output loads with from_pretrained / --model like any checkpoint (its config.
 
 from __future__ import annotations
 
-from bertkit.cli.common import add_model_arguments, checkpoint_path
+from bertkit.cli.common import ModelSource, add_model_arguments
 from bertkit.compress.quantize import PROJECTIONS, quantization_config, quantize
 from bertkit.export.files import load_for_export, save_with_companions
 
@@ -25,7 +25,7 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     keep = [name for name in args.keep_fp32.split(",") if name]
     quantization_config(not args.per_tensor, keep)  # a wrong name fails here, before any loading
-    source = checkpoint_path(args)
+    source = ModelSource.from_args(args).checkpoint
     model = load_for_export(source)
     quantize(model, per_channel=not args.per_tensor, keep_fp32=keep)
     save_with_companions(model, source, args.output_dir)

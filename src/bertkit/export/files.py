@@ -7,13 +7,15 @@ from pathlib import Path
 
 from bertkit.checkpoint.load import CONFIG_FILES, HF_WEIGHT_FILES, resolve_checkpoint
 from bertkit.config import BertConfig
-from bertkit.errors import CheckpointError
+from bertkit.errors import CheckpointError, ConfigError
 from bertkit.heads import model_class_for
 from bertkit.io_utils import atomic_directory
 
 
 def load_for_export(path):
     """The checkpoint at `path` as the class its config.json names (BertModel when none), in eval mode."""
+    if path is None:
+        raise ConfigError("give --model: the trained checkpoint to convert (a config file alone has no weights)")
     files = resolve_checkpoint(path)
     if files.config_file is None:
         raise CheckpointError(f"no config.json in {files.directory}: it says which head the checkpoint has")
