@@ -34,13 +34,16 @@ def make_batcher(model, **limits) -> Batcher:
 
 
 def test_cut_sorted_window_respects_the_token_budget_and_the_count():
-    batcher = make_batcher(RecordingModel(), max_batch_tokens=40, max_batch_requests=3)
+    batcher = make_batcher(RecordingModel(), max_batch_tokens=40, max_batch_requests=3, padding_free=False)
     window = [_Work({"len": n}, n, None) for n in (2, 3, 5, 8, 9, 10, 50)]
     batches = [[w.tokens for w in batch] for batch in batcher._cut(window)]
     # padded cost = longest x count: 2,3,5 -> 15; 8,9,10 -> 30; 50 alone is over budget but still runs
     assert batches == [[2, 3, 5], [8, 9, 10], [50]]
-    batcher = make_batcher(RecordingModel(), max_batch_tokens=20, max_batch_requests=100)
+    batcher = make_batcher(RecordingModel(), max_batch_tokens=20, max_batch_requests=100, padding_free=False)
     assert [[w.tokens for w in b] for b in batcher._cut(window)] == [[2, 3, 5], [8, 9], [10], [50]]
+    # The padding-free encoder's cost is the real tokens: 2+3+5+8 = 18; 9+10 = 19; 50 alone.
+    batcher = make_batcher(RecordingModel(), max_batch_tokens=20, max_batch_requests=100)
+    assert [[w.tokens for w in b] for b in batcher._cut(window)] == [[2, 3, 5, 8], [9, 10], [50]]
 
 
 def test_concurrent_callers_share_batches_sorted_by_length_and_get_their_own_outputs():

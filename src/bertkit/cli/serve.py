@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from bertkit.cli.main import str2bool
 from bertkit.errors import CheckpointError, ConfigError
 from bertkit.paths import minilm_dir
 
@@ -35,7 +36,10 @@ def add_arguments(parser) -> None:
                         help="tokens per sequence; longer inputs are truncated or windowed (default: the model's)")
     batching = parser.add_argument_group("batching and backpressure")
     batching.add_argument("--max_batch_tokens", type=int, default=16384,
-                          help="padded tokens per model batch (longest sequence x sequences)")
+                          help="tokens per model batch: real tokens, as the padding-free encoder runs them "
+                               "(with --padding_free=false: padded tokens, longest sequence x sequences)")
+    batching.add_argument("--padding_free", type=str2bool, default=True, metavar="BOOL",
+                          help="count a batch's real tokens against --max_batch_tokens (false: padded tokens)")
     batching.add_argument("--max_batch_requests", type=int, default=128, help="sequences per model batch")
     batching.add_argument("--max_wait_ms", type=float, default=0.0,
                           help="how long a sequence may wait for others to share its batch when the model is idle "
@@ -100,7 +104,8 @@ def run(args) -> int:
     from bertkit.serve.server import serve
 
     settings = ServeSettings(
-        limits=BatchLimits(args.max_batch_tokens, args.max_batch_requests, args.max_wait_ms, args.workers),
+        limits=BatchLimits(args.max_batch_tokens, args.max_batch_requests, args.max_wait_ms, args.workers,
+                          args.padding_free),
         max_concurrent_requests=args.max_concurrent_requests, max_client_batch_size=args.max_client_batch_size)
     pipeline_options = {"device": args.device, "max_seq_length": args.max_seq_length}
     if args.ray:

@@ -25,7 +25,10 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class BatchLimits:
-    max_batch_tokens: int = 16384  # padded tokens: the longest sequence x the sequences in the batch
+    # What max_batch_tokens counts: with the padding-free encoder (bertkit's default) a batch costs its
+    # real tokens (it runs padded only under 10% padding, where the two counts differ by less than
+    # that); padding_free=False counts padded tokens, the longest sequence x the sequences.
+    max_batch_tokens: int = 16384
     max_batch_requests: int = 128  # sequences per batch
     # How long the oldest waiting sequence may wait for company while the model is idle. Under load
     # the batch the model is running is the window, so 0 costs no latency and loses little batching.
@@ -33,10 +36,11 @@ class BatchLimits:
     # Model threads, each running whole batches (torch releases the GIL inside its ops). On a CPU,
     # two threads with one torch thread each avoid the intra-op synchronisation of one with two.
     workers: int = 1
+    padding_free: bool = True
 
-    def cost(self, longest: int, count: int) -> int:
-        """What a batch costs the model: the pipeline pads each batch to its longest sequence."""
-        return longest * count
+    def cost(self, total: int, longest: int, count: int) -> int:
+        """What a batch of `count` sequences, `total` real tokens, the longest `longest`, costs the model."""
+        return total if self.padding_free else longest * count
 
 
 @dataclass
@@ -102,8 +106,8 @@ class Batcher:
         works = [work for work in self._pending if not work.future.done()]
         if len(works) >= self.limits.max_batch_requests:
             return True
-        return self.limits.cost(max((work.tokens for work in works), default=0), len(works)) >= \
-            self.limits.max_batch_tokens
+        tokens = [work.tokens for work in works]
+        return self.limits.cost(sum(tokens), max(tokens, default=0), len(tokens)) >= self.limits.max_batch_tokens
 
     def _next_batch(self) -> list[_Work] | None:
         """The next batch of the current window, or of a new window once it is done; None on close."""
@@ -139,12 +143,14 @@ class Batcher:
         the token budget still runs, alone)."""
         batches: list[list[_Work]] = []
         current: list[_Work] = []
+        total = 0
         for work in window:  # ascending length: `work` is the longest of `current + [work]`
-            if current and (len(current) + 1 > self.limits.max_batch_requests
-                            or self.limits.cost(work.tokens, len(current) + 1) > self.limits.max_batch_tokens):
+            if current and (len(current) + 1 > self.limits.max_batch_requests or self.limits.cost(
+                    total + work.tokens, work.tokens, len(current) + 1) > self.limits.max_batch_tokens):
                 batches.append(current)
-                current = []
+                current, total = [], 0
             current.append(work)
+            total += work.tokens
         if current:
             batches.append(current)
         return batches
