@@ -51,6 +51,7 @@ def test_input_files_give_jsonl_in_input_order(model, tmp_path, suffix):
     ('{"text": "a"}\nnot json\n', "inputs.jsonl:2: not valid JSON"),
     ('{"question": "a"}\n', "unknown field(s) question"),
     ("", "has no inputs"),
+    ('{"text": "a"}\n\n{"text": 5}\n', "inputs.jsonl:3: 'text' must be a string, got int"),
 ])
 def test_bad_input_files_are_one_line(model, tmp_path, capsys, content, message):
     path = tmp_path / "inputs.jsonl"
@@ -59,6 +60,11 @@ def test_bad_input_files_are_one_line(model, tmp_path, capsys, content, message)
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
     assert not (tmp_path / "out.jsonl").exists()
+
+
+def test_output_file_that_is_a_directory_fails_before_any_work(model, tmp_path, capsys):
+    assert main(["predict", f"--model={model}", "a", f"--output_file={tmp_path}"]) == 2
+    assert "is a directory" in capsys.readouterr().err
 
 
 def test_flags_checked_against_the_task(model, capsys):

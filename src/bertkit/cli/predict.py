@@ -78,6 +78,12 @@ def read_inputs(path: Path, fields: tuple[str, ...]) -> list[dict]:
                 raise DataError(f"{where}: not valid JSON ({err.msg})") from None
             if not isinstance(record, dict):
                 raise DataError(f"{where}: expected a JSON object with keys {', '.join(fields)}")
+            for key, value in record.items():
+                ok = (isinstance(value, list) and all(isinstance(v, str) for v in value) if key == "choices"
+                      else isinstance(value, str) or (key == "text_pair" and value is None))
+                if not ok:
+                    raise DataError(f"{where}: {key!r} must be {'a list of strings' if key == 'choices' else 'a string'},"
+                                    f" got {type(value).__name__}")
         else:
             parts = line.split(" ||| " if suffix == ".txt" else "\t")
             record = fields_from_texts(parts, fields, where)
@@ -116,6 +122,8 @@ def run(args) -> int:
 
     if bool(args.texts) == bool(args.input_file):
         raise ConfigError("give the input's texts as arguments, or --input_file (not both)")
+    if args.output_file and Path(args.output_file).is_dir():
+        raise ConfigError(f"--output_file={args.output_file} is a directory; give a file name such as predictions.jsonl")
     if args.top_k is not None and args.top_k < 0:
         raise ConfigError(f"--top_k must be 0 (all) or more, got {args.top_k}")
     options = {}
@@ -123,7 +131,7 @@ def run(args) -> int:
         options["top_k"] = args.top_k or None
     p = pipeline(args.model, args.task, device=args.device, batch_size=args.batch_size,
                  max_seq_length=args.max_seq_length, progress=None if args.output_file else False)
-    if "top_k" in options and "top_k" not in p.default_options():
+    if "top_k" in options and "top_k" not in p.options:
         raise ConfigError(f"--top_k does not apply to {p.task}")
     fields = FIELDS[p.task]
     if args.input_file:

@@ -188,9 +188,11 @@ class Pipeline:
         return {}
 
     def _check_options(self, options: dict) -> dict:
-        unknown = set(options) - set(self.default_options())
+        # self.options holds every option's default (set once in __init__: a feature-extraction
+        # pipeline reads them from files), so its keys are the options there are.
+        unknown = set(options) - set(self.options)
         if unknown:
-            allowed = ", ".join(sorted(self.default_options())) or "none"
+            allowed = ", ".join(sorted(self.options)) or "none"
             raise ConfigError(f"{self.task} does not take {', '.join(sorted(unknown))} (its options: {allowed})")
         return options
 
@@ -202,8 +204,7 @@ class Pipeline:
     # -- the user's call ------------------------------------------------------------------
 
     def __call__(self, *args, **kwargs):
-        options = {**self.options, **self._check_options({k: kwargs.pop(k) for k in list(kwargs)
-                                                          if k in self.default_options()})}
+        options = {**self.options, **{k: kwargs.pop(k) for k in list(kwargs) if k in self.options}}
         single, items = self.parse(*args, **kwargs)
         features = [self.preprocess(item, **options) for item in items]
         flat = [(i, j) for i, feats in enumerate(features) for j in range(len(feats))]
