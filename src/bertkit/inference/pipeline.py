@@ -34,6 +34,7 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
+from scipy.special import softmax
 from tqdm.auto import tqdm
 
 from bertkit import heads
@@ -284,10 +285,8 @@ class Pipeline:
         return Feature(ids, types, truncated=removed > 0)
 
 
-def _softmax(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float64)
-    e = np.exp(x - x.max(axis=-1, keepdims=True))
-    return e / e.sum(axis=-1, keepdims=True)
+def _softmax(x) -> np.ndarray:
+    return softmax(np.asarray(x, dtype=np.float64), axis=-1)  # float64, as run_classifier's test_results.tsv
 
 
 def _text(value, what: str) -> str:
