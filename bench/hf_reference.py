@@ -129,7 +129,7 @@ def run_hf_squad(train_file: str | Path, model_dir: str | Path, *, split_article
     and the official EM/F1 out, so that the model and its training are what is compared."""
     import transformers
 
-    from bertkit.data.squad import collect_raw_results, convert_examples_to_features, model_inputs
+    from bertkit.data.squad import collect_raw_results, convert_examples_to_features
     from bertkit.tasks.squad import SquadTask, load_data, write_outputs
     from bertkit.tokenization import FullTokenizer
 
@@ -142,14 +142,15 @@ def run_hf_squad(train_file: str | Path, model_dir: str | Path, *, split_article
     tokenizer = FullTokenizer.from_pretrained(Path(model_dir) / "vocab.txt")
     convert = dict(tokenizer=tokenizer, max_seq_length=max_seq_length, doc_stride=doc_stride,
                    max_query_length=max_query_length)
-    train_rows = model_inputs(convert_examples_to_features(data.train_examples, is_training=True, **convert))
+    train_features = convert_examples_to_features(data.train_examples, is_training=True, **convert)
+    train_rows = [f.model_inputs() for f in train_features]
     eval_features = convert_examples_to_features(data.eval_examples, is_training=False, **convert)
     model = transformers.BertForQuestionAnswering.from_pretrained(str(model_dir))
     with tempfile.TemporaryDirectory() as scratch:
         trainer, train_seconds = _train_hf(model, train_rows, seed=seed, learning_rate=learning_rate,
                                            num_train_epochs=num_train_epochs, batch_size=batch_size,
                                            warmup_proportion=warmup_proportion, output_dir=scratch)
-        start_logits, end_logits = trainer.predict(model_inputs(eval_features)).predictions
+        start_logits, end_logits = trainer.predict([f.model_inputs() for f in eval_features]).predictions
         scores = write_outputs(Path(scratch), task, data, eval_features,
                                collect_raw_results(eval_features, start_logits, end_logits),
                                tokenizer.do_lower_case, trainer.state.global_step)

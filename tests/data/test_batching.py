@@ -8,10 +8,10 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bertkit.data.batching import (GOOGLE_FEATURE_NAMES, FeatureDataset, LengthGroupedBatchSampler,
+from bertkit.data.batching import (FeatureDataset, LengthGroupedBatchSampler,
                                    PaddingCollator, dataset_lengths, example_length)
 from bertkit.data.features import PackedFeatures
-from bertkit.data.glue import InputFeatures
+from bertkit.data.glue import ClassifierFeatures
 from bertkit.errors import ConfigError, DataError
 
 
@@ -73,16 +73,17 @@ def test_collate_errors_name_the_key():
         PaddingCollator()([row(2), {k: v for k, v in row(2).items() if k != "labels"}])
 
 
-def test_feature_dataset_over_google_features():
-    features = [InputFeatures([101, 5, 102, 0], [1, 1, 1, 0], [0, 0, 0, 0], 1),
-                InputFeatures([101, 102, 0, 0], [1, 1, 0, 0], [0, 0, 0, 0], 0, is_real_example=False)]
-    dataset = FeatureDataset(features, rename=GOOGLE_FEATURE_NAMES, drop=["is_real_example"])
+def test_feature_dataset_batches_model_inputs_not_bookkeeping():
+    features = [ClassifierFeatures([101, 5, 102, 0], [1, 1, 1, 0], [0, 0, 0, 0], 1),
+                ClassifierFeatures([101, 102, 0, 0], [1, 1, 0, 0], [0, 0, 0, 0], 0, is_real_example=False)]
+    dataset = FeatureDataset(features)
     assert dataset[0] == {"input_ids": [101, 5, 102, 0], "attention_mask": [1, 1, 1, 0],
-                          "token_type_ids": [0, 0, 0, 0], "labels": 1}
+                          "token_type_ids": [0, 0, 0, 0], "labels": 1}  # is_real_example is bookkeeping
     assert dataset.lengths == [3, 2]  # real tokens, not the padded width
     packed = PackedFeatures.from_features(features, pad_to=4)
-    packed_dataset = FeatureDataset(packed, rename=GOOGLE_FEATURE_NAMES, drop=["is_real_example"])
+    packed_dataset = FeatureDataset(packed)
     assert packed_dataset[1] == dataset[1] and dataset_lengths(packed_dataset) == [3, 2]
+    assert "labels" not in FeatureDataset(features, drop=["labels"])[0]
 
 
 def test_feature_dataset_accepts_numpy_values():

@@ -10,7 +10,7 @@ import pytest
 
 from bertkit import tokenization
 from bertkit.data.features import FEATURE_FORMAT_VERSION, PackedFeatures, load_or_build_features
-from bertkit.data.glue import InputFeatures, MrpcProcessor, convert_examples_to_features
+from bertkit.data.glue import ClassifierFeatures, MrpcProcessor, convert_examples_to_features
 
 WORDS = ["the", "cat", "sat", "on", "mat", "a", "dog", "ran", "away", "home", "."]
 MRPC_ROWS = [
@@ -57,22 +57,22 @@ def forbid_tokenizing(monkeypatch):
 
 
 def test_packing_round_trips_padded_unpadded_regression_and_padding_rows():
-    padded = [InputFeatures([101, 7, 102, 0], [1, 1, 1, 0], [0, 0, 1, 0], 1),
-              InputFeatures([0, 0, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0], 0, is_real_example=False)]
+    padded = [ClassifierFeatures([101, 7, 102, 0], [1, 1, 1, 0], [0, 0, 1, 0], 1),
+              ClassifierFeatures([0, 0, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0], 0, is_real_example=False)]
     packed = PackedFeatures.from_features(padded, pad_to=4)
     assert list(packed) == padded and packed.lengths.tolist() == [3, 0]
     assert packed.input_ids.dtype == np.int32 and packed.input_ids.tolist() == [101, 7, 102]
-    unpadded = [InputFeatures([101, 5, 6, 102], [1] * 4, [0, 0, 0, 0], 2.5), InputFeatures([101, 102], [1, 1], [0, 0], 0.0)]
+    unpadded = [ClassifierFeatures([101, 5, 6, 102], [1] * 4, [0, 0, 0, 0], 2.5), ClassifierFeatures([101, 102], [1, 1], [0, 0], 0.0)]
     packed = PackedFeatures.from_features(unpadded, pad_to=None)
     assert packed[-1] == unpadded[-1] and packed[0:2] == unpadded
-    assert isinstance(packed[1].label_id, float)
+    assert isinstance(packed[1].labels, float)
 
 
 def test_packing_refuses_rows_that_are_not_bert_inputs():
     with pytest.raises(ValueError, match="feature 0"):
-        PackedFeatures.from_features([InputFeatures([101, 102, 5], [1, 1, 0], [0, 0, 0], 0)], pad_to=3)
+        PackedFeatures.from_features([ClassifierFeatures([101, 102, 5], [1, 1, 0], [0, 0, 0], 0)], pad_to=3)
     with pytest.raises(ValueError, match="feature 0"):
-        PackedFeatures.from_features([InputFeatures([101, 102], [1, 1], [0, 0], 0)], pad_to=3)
+        PackedFeatures.from_features([ClassifierFeatures([101, 102], [1, 1], [0, 0], 0)], pad_to=3)
 
 
 def test_second_run_loads_without_tokenizing(task_files, tmp_path, monkeypatch):

@@ -12,8 +12,8 @@ import pytest
 from bertkit.data.glue import (
     PROCESSORS,
     ColaProcessor,
+    ClassifierFeatures,
     InputExample,
-    InputFeatures,
     MnliProcessor,
     MrpcProcessor,
     PaddingInputExample,
@@ -276,8 +276,9 @@ def google_convert_single_example(example, label_list, max_seq_length, tokenizer
         segment_ids.append(0)
 
     label_id = label_map[example.label]
-    return InputFeatures(input_ids=input_ids, input_mask=input_mask, segment_ids=segment_ids, label_id=label_id,
-                         is_real_example=True)
+    # Google's InputFeatures(input_ids, input_mask, segment_ids, label_id), under the model's argument names.
+    return ClassifierFeatures(input_ids=input_ids, attention_mask=input_mask, token_type_ids=segment_ids,
+                              labels=label_id, is_real_example=True)
 
 
 class MemoTokenizer:
@@ -315,8 +316,9 @@ def test_features_match_google_on_every_mrpc_row(shared_data, uncased_tokenizer,
                                             pad_to_max_length=False, progress=False)
     for padded, short in zip(ours, unpadded):
         n = len(short.input_ids)
-        assert short.input_mask == [1] * n and padded.input_ids[:n] == short.input_ids
-        assert padded.segment_ids[:n] == short.segment_ids and padded.input_mask[n:] == [0] * (max_seq_length - n)
+        assert short.attention_mask == [1] * n and padded.input_ids[:n] == short.input_ids
+        assert padded.token_type_ids[:n] == short.token_type_ids
+        assert padded.attention_mask[n:] == [0] * (max_seq_length - n)
 
 
 class CharTokenizer:
@@ -332,25 +334,25 @@ class CharTokenizer:
 def test_single_sequence_truncation_and_empty_second_text():
     tokenizer = CharTokenizer()
     feature = convert_single_example(0, InputExample("x", "abcdefgh", None, "0"), ["0"], 6, tokenizer, log=False)
-    assert feature.input_ids == [101, 97, 98, 99, 100, 102] and feature.label_id == 0
+    assert feature.input_ids == [101, 97, 98, 99, 100, 102] and feature.labels == 0
     # Google treats an empty (or all-whitespace) text_b as a single-sequence example.
     for text_b in ("", "   "):
         feature = convert_single_example(0, InputExample("x", "ab", text_b, "0"), ["0"], 6, tokenizer, log=False)
-        assert feature.input_ids == [101, 97, 98, 102, 0, 0] and feature.segment_ids == [0] * 6
+        assert feature.input_ids == [101, 97, 98, 102, 0, 0] and feature.token_type_ids == [0] * 6
 
 
 def test_pair_truncation_trims_the_longer_side_first():
     feature = convert_single_example(0, InputExample("x", "abcdef", "xy", "1"), ["0", "1"], 8, CharTokenizer(),
                                      pad_to_max_length=False, log=False)
     assert feature.input_ids == [101, 97, 98, 99, 102, 120, 121, 102]
-    assert feature.segment_ids == [0, 0, 0, 0, 0, 1, 1, 1] and feature.label_id == 1
+    assert feature.token_type_ids == [0, 0, 0, 0, 0, 1, 1, 1] and feature.labels == 1
 
 
 def test_regression_label_and_padding_example():
     feature = convert_single_example(0, InputExample("x", "ab", "cd", 3.8), [], 8, CharTokenizer(), log=False)
-    assert feature.label_id == 3.8 and isinstance(feature.label_id, float)
+    assert feature.labels == 3.8 and isinstance(feature.labels, float)
     padding = convert_single_example(0, PaddingInputExample(), ["0", "1"], 4, CharTokenizer())
-    assert padding == InputFeatures([0] * 4, [0] * 4, [0] * 4, label_id=0, is_real_example=False)
+    assert padding == ClassifierFeatures([0] * 4, [0] * 4, [0] * 4, labels=0, is_real_example=False)
 
 
 def test_unknown_label_is_a_data_error():

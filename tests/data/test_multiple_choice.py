@@ -7,12 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from bertkit.data.batching import PaddingCollator
+from bertkit.data.batching import FeatureDataset, PaddingCollator
 from bertkit.data.multiple_choice import (
     MultipleChoiceExample,
     convert_example,
     convert_examples_to_features,
-    feature_dataset,
     get_processor,
     read_commonsenseqa_examples,
     read_swag_examples,
@@ -158,13 +157,13 @@ def test_features_are_choices_by_seq_with_pair_layout(tokenizer):
     example = MultipleChoiceExample("e1", contexts=["the cat sat"] * 3, endings=["on a mat", "ran", "far away"],
                                     label=2, question="the dog")
     feature = convert_example(example, 16, tokenizer)
-    assert len(feature.input_ids) == 3 and feature.label_id == 2
+    assert len(feature.input_ids) == 3 and feature.labels == 2
     tokens = tokenizer.convert_ids_to_tokens(feature.input_ids[0])
     assert tokens == ["[CLS]", "the", "cat", "sat", "[SEP]", "the", "dog", "on", "a", "mat", "[SEP]"]
-    assert feature.segment_ids[0] == [0] * 5 + [1] * 6 and feature.input_mask[0] == [1] * 11
+    assert feature.token_type_ids[0] == [0] * 5 + [1] * 6 and feature.attention_mask[0] == [1] * 11
     padded = convert_example(example, 16, tokenizer, pad_to_max_length=True)
-    assert {len(row) for rows in (padded.input_ids, padded.input_mask, padded.segment_ids) for row in rows} == {16}
-    assert padded.input_mask[1] == [1] * 9 + [0] * 7
+    assert {len(row) for rows in (padded.input_ids, padded.attention_mask, padded.token_type_ids) for row in rows} == {16}
+    assert padded.attention_mask[1] == [1] * 9 + [0] * 7
 
 
 def test_pair_truncation_is_longest_first_to_max_seq_length(tokenizer):
@@ -180,13 +179,13 @@ def test_pair_truncation_is_longest_first_to_max_seq_length(tokenizer):
 
 def test_dataset_and_collator_give_batch_choices_seq(tokenizer):
     examples = read_commonsenseqa_examples(FIXTURES / "commonsenseqa" / "train_rand_split.jsonl")
-    dataset = feature_dataset(convert_examples_to_features(examples, 32, tokenizer))
+    dataset = FeatureDataset(convert_examples_to_features(examples, 32, tokenizer))
     batch = PaddingCollator()([dataset[i] for i in range(3)])
     assert set(batch) == {"input_ids", "attention_mask", "token_type_ids", "labels"}
     assert batch["input_ids"].shape[:2] == (3, 5) and batch["input_ids"].shape == batch["attention_mask"].shape
     assert batch["labels"].tolist() == [0, 1, 2]
     unlabeled = read_commonsenseqa_examples(FIXTURES / "commonsenseqa" / "test_rand_split_no_answers.jsonl")
-    assert "labels" not in feature_dataset(convert_examples_to_features(unlabeled, 32, tokenizer))[0]
+    assert "labels" not in FeatureDataset(convert_examples_to_features(unlabeled, 32, tokenizer))[0]
 
 
 def test_examples_with_different_choice_counts_are_rejected(tokenizer):

@@ -22,7 +22,6 @@ from bertkit.data.squad import (
     f1_score,
     get_final_text,
     load_squad_dataset,
-    model_inputs,
     normalize_answer,
     read_squad_examples,
     split_articles,
@@ -68,9 +67,9 @@ def oracle_results(features) -> list[RawResult]:
     for feature in features:
         start_logits = [0.0] * len(feature.tokens)
         end_logits = [0.0] * len(feature.tokens)
-        if feature.start_position or feature.is_impossible:  # None (evaluation) and 0 ([CLS]) stay flat
-            start_logits[feature.start_position] = 10.0
-            end_logits[feature.end_position] = 10.0
+        if feature.start_positions or feature.is_impossible:  # None (evaluation) and 0 ([CLS]) stay flat
+            start_logits[feature.start_positions] = 10.0
+            end_logits[feature.end_positions] = 10.0
         results.append(RawResult(feature.unique_id, start_logits, end_logits))
     return results
 
@@ -150,7 +149,7 @@ def test_squad_v2_impossible_questions(tokenizer):
     assert impossible.is_impossible and (impossible.start_position, impossible.end_position) == (-1, -1)
     assert impossible.orig_answer_text == "" and impossible.answers == []
     features = convert_examples_to_features(examples, tokenizer, is_training=True)
-    assert [(f.start_position, f.end_position) for f in features if f.is_impossible] == [(0, 0)]
+    assert [(f.start_positions, f.end_positions) for f in features if f.is_impossible] == [(0, 0)]
     # Read as SQuAD 1.1, the answerless question cannot be trained on.
     with pytest.raises(DataError, match="moon-2: a training question needs an answer; .*version_2_with_negative"):
         read_squad_examples(TINY_V2, is_training=True)
@@ -238,26 +237,27 @@ def test_feature_layout_cls_query_sep_doc_sep(tokenizer):
            "of", "green", "plants", "."]
     assert feature.tokens == ["[CLS]", *query, "[SEP]", *doc, "[SEP]"]
     assert feature.input_ids == tokenizer.convert_tokens_to_ids(feature.tokens)
-    assert feature.segment_ids == [0] * 9 + [1] * 16 and feature.input_mask == [1] * 25
+    assert feature.token_type_ids == [0] * 9 + [1] * 16 and feature.attention_mask == [1] * 25
     # Pieces map to the word they came from: "photo ##syn ##thesis" are all word 0.
     assert feature.token_to_orig_map == {9: 0, 10: 0, 11: 0, 12: 1, 13: 2, 14: 2, 15: 3, 16: 4, 17: 5, 18: 6,
                                          19: 7, 20: 8, 21: 9, 22: 10, 23: 10}
     assert all(feature.token_is_max_context.values()) and set(feature.token_is_max_context) == set(range(9, 24))
     # The answer spans all three pieces of its word.
-    assert (feature.start_position, feature.end_position) == (9, 11)
+    assert (feature.start_positions, feature.end_positions) == (9, 11)
     assert (feature.unique_id, feature.example_index, feature.doc_span_index) == (1000000000, 0, 0)
-    assert feature.model_inputs() == {"input_ids": feature.input_ids, "attention_mask": feature.input_mask,
-                                      "token_type_ids": feature.segment_ids, "start_positions": 9, "end_positions": 11}
+    assert feature.model_inputs() == {"input_ids": feature.input_ids, "attention_mask": feature.attention_mask,
+                                      "token_type_ids": feature.token_type_ids, "start_positions": 9,
+                                      "end_positions": 11}
 
 
 def test_answer_narrows_to_the_pieces_that_match(tokenizer):
     # "(1903-1911)." is one word but six pieces; the answer "1903" is exactly one of them.
     examples = read_squad_examples(TINY_V1, is_training=True)
     feature = convert_examples_to_features(examples, tokenizer, is_training=True)[3]
-    assert feature.tokens[feature.start_position - 1 : feature.end_position + 2] == ["(", "1903", "-"]
+    assert feature.tokens[feature.start_positions - 1 : feature.end_positions + 2] == ["(", "1903", "-"]
     # A lower-cased, accent-stripped answer still matches: "café." -> "cafe ." -> "cafe".
     feature = convert_examples_to_features(examples, tokenizer, is_training=True)[5]
-    assert feature.tokens[feature.start_position : feature.end_position + 1] == ["cafe"]
+    assert feature.tokens[feature.start_positions : feature.end_positions + 1] == ["cafe"]
 
 
 def test_padding_is_google_zero_padding(tokenizer):
@@ -266,10 +266,10 @@ def test_padding_is_google_zero_padding(tokenizer):
     padded = convert_examples_to_features(examples, tokenizer, is_training=False, pad_to_max_length=True)
     for s, p in zip(short, padded):
         n = len(s.tokens)
-        assert len(s.input_ids) == n and len(p.input_ids) == len(p.input_mask) == len(p.segment_ids) == 384
+        assert len(s.input_ids) == n and len(p.input_ids) == len(p.attention_mask) == len(p.token_type_ids) == 384
         assert p.input_ids[:n] == s.input_ids and p.input_ids[n:] == [0] * (384 - n)
-        assert p.input_mask == [1] * n + [0] * (384 - n) and p.segment_ids[n:] == [0] * (384 - n)
-        assert s.start_position is None and "start_positions" not in s.model_inputs()
+        assert p.attention_mask == [1] * n + [0] * (384 - n) and p.token_type_ids[n:] == [0] * (384 - n)
+        assert s.start_positions is None and "start_positions" not in s.model_inputs()
 
 
 def test_long_context_gets_doc_stride_windows(tokenizer):
@@ -285,7 +285,7 @@ def test_long_context_gets_doc_stride_windows(tokenizer):
     windows = []
     for f in rivers:
         first = min(f.token_to_orig_map)
-        assert f.tokens[first - 1] == f.tokens[-1] == "[SEP]" and set(f.segment_ids[first:]) == {1}
+        assert f.tokens[first - 1] == f.tokens[-1] == "[SEP]" and set(f.token_type_ids[first:]) == {1}
         windows.append(f.tokens[first:-1])
     # Window k holds pieces [8k, 8k + 21); the last one (from 56) ends at the end of the document.
     for k, pieces in enumerate(windows[:-1]):
@@ -302,8 +302,8 @@ def test_long_context_gets_doc_stride_windows(tokenizer):
                 owners[piece] = f.doc_span_index
     assert sorted(owners) == list(range(71))
     # "Nile" is only in the first window; the other windows point at [CLS].
-    assert rivers[0].tokens[rivers[0].start_position] == "nile"
-    assert [(f.start_position, f.end_position) for f in rivers[1:]] == [(0, 0)] * 7
+    assert rivers[0].tokens[rivers[0].start_positions] == "nile"
+    assert [(f.start_positions, f.end_positions) for f in rivers[1:]] == [(0, 0)] * 7
 
 
 def test_query_is_cut_to_max_query_length(tokenizer):
@@ -392,7 +392,7 @@ def google_convert_examples_to_features(examples, tokenizer, max_seq_length, doc
 
 def as_google_tuple(f):
     return (f.example_index, f.doc_span_index, f.tokens, f.token_to_orig_map, f.token_is_max_context, f.input_ids,
-            f.input_mask, f.segment_ids, f.start_position, f.end_position)
+            f.attention_mask, f.token_type_ids, f.start_positions, f.end_positions)
 
 
 @pytest.mark.parametrize("windows", [GOOGLE_WINDOWS, SMALL_WINDOWS,
@@ -448,16 +448,16 @@ def test_nbest_file_and_atomic_writes(tmp_path, tokenizer):
 def test_answers_are_ranked_across_windows_and_only_from_max_context_positions(tokenizer):
     examples = read_squad_examples(TINY_V1, is_training=True)[8:]  # riv-3: "in the green hills"
     features = convert_examples_to_features(examples, tokenizer, **SMALL_WINDOWS, is_training=True)
-    holding = [f for f in features if f.start_position > 0]
+    holding = [f for f in features if f.start_positions > 0]
     assert [f.doc_span_index for f in holding] == [5, 6]
     results = {r.unique_id: r for r in oracle_results(features)}
     assert write_predictions(examples, features, results.values()) == {"riv-3": "in the green hills"}
     # "in" has more context in window 5 (12 left, 8 right) than in window 6 (4 left, 16 right), so
     # window 6 may not start an answer there, however high its logits.
-    assert [f.token_is_max_context[f.start_position] for f in holding] == [True, False]
+    assert [f.token_is_max_context[f.start_positions] for f in holding] == [True, False]
     window_6 = results[holding[1].unique_id]
-    window_6.start_logits[holding[1].start_position] = 50.0
-    window_6.end_logits[holding[1].start_position + 2] = 50.0  # "in the green"
+    window_6.start_logits[holding[1].start_positions] = 50.0
+    window_6.end_logits[holding[1].start_positions + 2] = 50.0  # "in the green"
     assert write_predictions(examples, features, results.values()) == {"riv-3": "in the green hills"}
     # A better-scoring span in another window wins: windows compete on start + end logit.
     first_window = features[0]
@@ -548,7 +548,7 @@ def test_tiny_model_end_to_end(tokenizer):
     examples = read_squad_examples(TINY_V1, is_training=True)
     features = convert_examples_to_features(examples, tokenizer, **SMALL_WINDOWS, is_training=True)
     model = BertForQuestionAnswering(tiny_config(vocab_size=len(tokenizer.vocab), max_position_embeddings=32)).eval()
-    dataset = FeatureDataset(model_inputs(features))
+    dataset = FeatureDataset(features)
     collate = PaddingCollator()
     start_rows, end_rows = [], []
     with torch.no_grad():
@@ -586,7 +586,7 @@ def test_oracle_round_trip_on_random_contexts(tmp_path, tokenizer, words, data, 
                                             max_query_length=6, is_training=True)
     # Google's limitation (see the next test): the answer must start where a window holding all of
     # it also gives its first piece the most context.
-    assume(any(f.start_position and f.token_is_max_context[f.start_position] for f in features))
+    assume(any(f.start_positions and f.token_is_max_context[f.start_positions] for f in features))
     assert write_predictions(examples, features, oracle_results(features)) == {"q": answer}
 
 
@@ -600,8 +600,8 @@ def test_answer_whose_start_has_more_context_in_a_window_without_its_end_is_lost
     examples = read_squad_examples(path, is_training=True)
     features = convert_examples_to_features(examples, tokenizer, max_seq_length=14, doc_stride=1, max_query_length=6,
                                             is_training=True)
-    holding = [f for f in features if f.start_position]
-    assert [f.doc_span_index for f in holding] == [3] and not holding[0].token_is_max_context[holding[0].start_position]
+    holding = [f for f in features if f.start_positions]
+    assert [f.doc_span_index for f in holding] == [3] and not holding[0].token_is_max_context[holding[0].start_positions]
     assert write_predictions(examples, features, oracle_results(features)) == {"q": "the photosynthesis"}
 
 

@@ -9,7 +9,7 @@ from seqeval.metrics import accuracy_score, classification_report, f1_score, pre
 
 from bertkit.cli.main import main
 from bertkit.data.ner import NerExample, read_conll
-from bertkit.tasks.ner import NerTask, ner_metrics, write_predictions
+from bertkit.tasks.ner import NerTask, ner_metrics, write_conll_predictions
 from bertkit.tokenization import FullTokenizer
 from helpers import TINY_VOCAB as VOCAB, google_tiny_config, read_eval_results
 
@@ -69,10 +69,10 @@ def test_evaluation_scores_word_tags_from_windowed_token_predictions(tmp_path):
     metrics = task.metrics("test", predictions)
     assert task.tags("test", predictions) == [e.labels for e in split.examples]
     assert metrics["f1"] == 1.0 and metrics["support"] == 5 and metrics["MISC_support"] == 0
-    write_predictions(tmp_path / "p.txt", split.examples, task.tags("test", predictions))
+    write_conll_predictions(tmp_path / "p.txt", split.examples, task.tags("test", predictions))
     assert read_conll(tmp_path / "p.txt", label_column=1)[0].words == split.examples[0].words
     assert (tmp_path / "p.txt").read_text().startswith("John B-PER B-PER\nand O O\nMary B-PER B-PER\n")
-    write_predictions(tmp_path / "u.txt", [NerExample("u", ["a", "b"])], [["O", "B-PER"]])
+    write_conll_predictions(tmp_path / "u.txt", [NerExample("u", ["a", "b"])], [["O", "B-PER"]])
     assert (tmp_path / "u.txt").read_text() == "a O\nb B-PER\n\n"
 
 

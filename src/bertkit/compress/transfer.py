@@ -30,7 +30,7 @@ from typing import Sequence
 
 from torch.utils.data import ConcatDataset
 
-from bertkit.data.batching import GOOGLE_FEATURE_NAMES, FeatureDataset
+from bertkit.data.batching import FeatureDataset
 from bertkit.data.glue import DataProcessor, InputExample, convert_examples_to_features, get_processor
 from bertkit.errors import ConfigError
 
@@ -90,15 +90,15 @@ def mask_words(input_ids: Sequence[int], continuation: set[int], special: set[in
 
 def unlabeled_features(examples: list[InputExample], processor: DataProcessor, max_seq_length: int,
                        tokenizer) -> FeatureDataset:
-    """Features of examples whose label the teacher gives: label_id -100."""
+    """Features of examples whose label the teacher gives: labels -100."""
     labels = processor.get_labels()
     placeholder = labels[0] if labels else 0.0
     examples = [InputExample(e.guid, e.text_a, e.text_b, placeholder) for e in examples]
     features = convert_examples_to_features(examples, labels, max_seq_length, tokenizer, pad_to_max_length=False,
                                             progress=False)
     for feature in features:
-        feature.label_id = UNLABELED
-    return FeatureDataset(features, rename=GOOGLE_FEATURE_NAMES, drop=["is_real_example"])
+        feature.labels = UNLABELED
+    return FeatureDataset(features)
 
 
 class TransferDataset(ConcatDataset):

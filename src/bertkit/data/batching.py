@@ -4,25 +4,24 @@ Google pads every example to max_seq_length when it writes its TFRecords. Paddin
 to its longest row does the same computation on fewer tokens, and grouping examples of similar
 length into the same batch (LengthGroupedBatchSampler) removes most of the rest.
 
-Features are dicts of lists of ints (or floats), whatever the task: `input_ids` (T), or
-(choices x T) for multiple choice, with any other keys (`attention_mask`, `token_type_ids`,
-`labels`, `start_positions`, `masked_lm_positions`, ...). Each key becomes one tensor.
+Every task's features are named as the model's keyword arguments from the moment they are
+built: `input_ids` (T), or (choices x T) for multiple choice, `attention_mask`, `token_type_ids`
+and whatever the head takes (`labels`, `start_positions`, `masked_lm_positions`, ...). Each key
+becomes one tensor. A task's feature class (an `InputFeatures` subclass) may carry bookkeeping
+beside them, the fields that map predictions back onto its examples; those are never batched.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import itertools
-from typing import Any, Mapping, Sequence
+from typing import Any, ClassVar, Mapping, Sequence
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
 from bertkit.errors import ConfigError, DataError
-
-# Google's feature names -> the keyword arguments the heads take.
-GOOGLE_FEATURE_NAMES = {"input_mask": "attention_mask", "segment_ids": "token_type_ids", "label_id": "labels"}
 
 # Padding of label sequences must be ignored by the loss, not read as class 0.
 DEFAULT_PAD_VALUES = {"labels": -100}
@@ -39,17 +38,37 @@ def _plain(value: Any) -> Any:
     return value
 
 
-class FeatureDataset(Dataset):
-    """Per-example features (dicts or dataclasses such as Google's `InputFeatures`) as a Dataset.
+@dataclasses.dataclass
+class InputFeatures:
+    """The model's inputs for one example (or one window of it), under the model's argument names.
 
-    rename: {feature name: model argument name}, e.g. GOOGLE_FEATURE_NAMES.
-    drop: feature names the model does not take (e.g. "is_real_example"); they are not batched.
+    Google's features hold the same three lists as `input_ids`, `input_mask` and `segment_ids`;
+    here they are `attention_mask` and `token_type_ids` from the start, so that a feature is the
+    keyword arguments of the model as it is. Tasks subclass it to add their labels (named as the
+    head's argument: `labels`, `start_positions`, ...) and the bookkeeping that maps predictions
+    back onto their examples, listed in `bookkeeping` so that it is never batched.
     """
 
-    def __init__(self, features: Sequence[Any], rename: Mapping[str, str] | None = None,
-                 drop: Sequence[str] = ()):
+    input_ids: list[int]
+    attention_mask: list[int]
+    token_type_ids: list[int]
+
+    bookkeeping: ClassVar[tuple[str, ...]] = ()
+
+    def model_inputs(self) -> dict[str, Any]:
+        """The fields the model takes; a label that is None (an unlabeled file) is left out."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                if f.name not in self.bookkeeping and getattr(self, f.name) is not None}
+
+
+class FeatureDataset(Dataset):
+    """Per-example features (`InputFeatures` or plain dicts of model inputs) as a Dataset.
+
+    drop: model inputs to leave out of every row, e.g. the placeholder labels of a GLUE test file.
+    """
+
+    def __init__(self, features: Sequence[InputFeatures | Mapping[str, Any]], drop: Sequence[str] = ()):
         self.features = features
-        self.rename = dict(rename or {})
         self.drop = set(drop)
         self._lengths: list[int] | None = None
 
@@ -58,9 +77,9 @@ class FeatureDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         feature = self.features[index]
-        if dataclasses.is_dataclass(feature):
-            feature = {f.name: getattr(feature, f.name) for f in dataclasses.fields(feature)}
-        return {self.rename.get(k, k): _plain(v) for k, v in feature.items() if k not in self.drop}
+        if isinstance(feature, InputFeatures):
+            feature = feature.model_inputs()
+        return {k: _plain(v) for k, v in feature.items() if k not in self.drop}
 
     @property
     def lengths(self) -> list[int]:

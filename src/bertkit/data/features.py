@@ -5,13 +5,14 @@ features of one data file are stored as one `.npz` of flat numpy arrays plus a s
 sidecar, under a name that hashes everything the features depend on (see `feature_cache_key`),
 so a changed input simply misses the cache instead of silently reusing stale features.
 
-Storage format (FEATURE_FORMAT_VERSION 1), `<task>-<file stem>-<key[:16]>.npz`:
+Storage format (FEATURE_FORMAT_VERSION 2), `<task>-<file stem>-<key[:16]>.npz`:
 
-* `input_ids` int32 and `segment_ids` int8: every row's real tokens (no padding), concatenated;
+* `input_ids` int32 and `token_type_ids` int8: every row's real tokens (no padding), concatenated;
 * `offsets` int64, length N+1: row i is `input_ids[offsets[i]:offsets[i + 1]]`;
-* `label_ids` int64, or float64 for regression; `is_real_example` bool, length N.
+* `labels` int64, or float64 for regression; `is_real_example` bool, length N.
 
-The input mask is not stored: it is 1 over a row's real tokens and 0 over the padding, which
+(Version 1 stored the same arrays under Google's names `segment_ids` and `label_ids`.) The
+attention mask is not stored: it is 1 over a row's real tokens and 0 over the padding, which
 `PackedFeatures` adds back on reading when the features were built padded. The `.json` beside
 it holds the key, its parts in clear and the row count; it is written last, so a cache whose
 JSON is missing was interrupted and is rebuilt. Both files are written atomically.
@@ -30,62 +31,62 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from bertkit.data.glue import InputFeatures
+from bertkit.data.glue import ClassifierFeatures
 from bertkit.io_utils import atomic_write
 
 logger = logging.getLogger(__name__)
 
 # Bump when convert_single_example's output or the storage layout changes: old caches then miss.
-FEATURE_FORMAT_VERSION = 1
+FEATURE_FORMAT_VERSION = 2
 
 _ARRAY_DTYPES = {
     "input_ids": (np.int32,),
-    "segment_ids": (np.int8,),
+    "token_type_ids": (np.int8,),
     "offsets": (np.int64,),
-    "label_ids": (np.int64, np.float64),
+    "labels": (np.int64, np.float64),
     "is_real_example": (np.bool_,),
 }
 
 
 @dataclass(eq=False)  # numpy arrays have no single truth value, so no field-wise ==
-class PackedFeatures(Sequence[InputFeatures]):
-    """Features of a whole data set as flat arrays; indexing gives Google's `InputFeatures`.
+class PackedFeatures(Sequence[ClassifierFeatures]):
+    """Features of a whole data set as flat arrays; indexing gives `ClassifierFeatures` (Google's `InputFeatures`).
 
     Rows are unpadded in memory; `pad_to` (the max_seq_length, or None for dynamic padding)
     restores Google's zero padding when a row is read.
     """
 
     input_ids: np.ndarray
-    segment_ids: np.ndarray
+    token_type_ids: np.ndarray
     offsets: np.ndarray
-    label_ids: np.ndarray
+    labels: np.ndarray
     is_real_example: np.ndarray
     pad_to: int | None = None
 
     @classmethod
-    def from_features(cls, features: Sequence[InputFeatures], pad_to: int | None) -> PackedFeatures:
+    def from_features(cls, features: Sequence[ClassifierFeatures], pad_to: int | None) -> PackedFeatures:
         """Packs features from `convert_examples_to_features`, dropping their padding."""
-        lengths = [sum(f.input_mask) for f in features]
+        lengths = [sum(f.attention_mask) for f in features]
         for index, (feature, length) in enumerate(zip(features, lengths)):
             expected_width = pad_to if pad_to is not None else length
             # The mask must be 1s then 0s, with zeros under it; else dropping the padding loses data.
             if (
-                {len(feature.input_ids), len(feature.input_mask), len(feature.segment_ids)} != {expected_width}
-                or feature.input_mask[:length] != [1] * length
+                {len(feature.input_ids), len(feature.attention_mask), len(feature.token_type_ids)} != {expected_width}
+                or feature.attention_mask[:length] != [1] * length
                 or any(feature.input_ids[length:])
-                or any(feature.segment_ids[length:])
+                or any(feature.token_type_ids[length:])
             ):
                 raise ValueError(f"feature {index} is not a {'padded' if pad_to else 'unpadded'} BERT input row")
-        is_regression = any(isinstance(f.label_id, float) for f in features)
+        is_regression = any(isinstance(f.labels, float) for f in features)
         return cls(
             input_ids=np.fromiter(
                 (i for f, n in zip(features, lengths) for i in f.input_ids[:n]), dtype=np.int32, count=sum(lengths)
             ),
-            segment_ids=np.fromiter(
-                (s for f, n in zip(features, lengths) for s in f.segment_ids[:n]), dtype=np.int8, count=sum(lengths)
+            token_type_ids=np.fromiter(
+                (s for f, n in zip(features, lengths) for s in f.token_type_ids[:n]), dtype=np.int8, count=sum(lengths)
             ),
             offsets=np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)]).astype(np.int64),
-            label_ids=np.array([f.label_id for f in features], dtype=np.float64 if is_regression else np.int64),
+            labels=np.array([f.labels for f in features], dtype=np.float64 if is_regression else np.int64),
             is_real_example=np.array([f.is_real_example for f in features], dtype=np.bool_),
             pad_to=pad_to,
         )
@@ -96,7 +97,7 @@ class PackedFeatures(Sequence[InputFeatures]):
         return np.diff(self.offsets)
 
     def __len__(self) -> int:
-        return len(self.label_ids)
+        return len(self.labels)
 
     def __getitem__(self, index):
         if isinstance(index, slice):
@@ -105,12 +106,12 @@ class PackedFeatures(Sequence[InputFeatures]):
         start, end = int(self.offsets[index]), int(self.offsets[index + 1])
         length = end - start
         padding = [0] * ((self.pad_to or length) - length)
-        label = self.label_ids[index]
-        return InputFeatures(
+        label = self.labels[index]
+        return ClassifierFeatures(
             input_ids=self.input_ids[start:end].tolist() + padding,
-            input_mask=[1] * length + padding,
-            segment_ids=self.segment_ids[start:end].tolist() + padding,
-            label_id=float(label) if self.label_ids.dtype == np.float64 else int(label),
+            attention_mask=[1] * length + padding,
+            token_type_ids=self.token_type_ids[start:end].tolist() + padding,
+            labels=float(label) if self.labels.dtype == np.float64 else int(label),
             is_real_example=bool(self.is_real_example[index]),
         )
 
@@ -162,7 +163,7 @@ def feature_cache_key(parts: dict) -> str:
 
 
 def load_or_build_features(
-    build_fn: Callable[[], Sequence[InputFeatures]],
+    build_fn: Callable[[], Sequence[ClassifierFeatures]],
     cache_dir: str | os.PathLike | None,
     *,
     task_name: str,
@@ -227,7 +228,7 @@ def _load(npz_path: Path, meta_path: Path, key: str, pad_to: int | None) -> Pack
         if arrays[name].dtype not in dtypes or arrays[name].ndim != 1:
             raise ValueError(f"array {name} has dtype {arrays[name].dtype} and {arrays[name].ndim} dims")
     n, offsets = meta["num_examples"], arrays["offsets"]
-    if len(offsets) != n + 1 or len(arrays["label_ids"]) != n or len(arrays["is_real_example"]) != n:
+    if len(offsets) != n + 1 or len(arrays["labels"]) != n or len(arrays["is_real_example"]) != n:
         raise ValueError(f"array lengths do not match the {n} rows in {meta_path.name}")
     lengths = np.diff(offsets)
     if (
@@ -235,7 +236,7 @@ def _load(npz_path: Path, meta_path: Path, key: str, pad_to: int | None) -> Pack
         or (lengths < 0).any()
         or (pad_to is not None and (lengths > pad_to).any())
         or offsets[-1] != len(arrays["input_ids"])
-        or len(arrays["segment_ids"]) != len(arrays["input_ids"])
+        or len(arrays["token_type_ids"]) != len(arrays["input_ids"])
     ):
         raise ValueError("row offsets are inconsistent with the token arrays")
     return PackedFeatures(**arrays, pad_to=pad_to)

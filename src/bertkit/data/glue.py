@@ -30,6 +30,7 @@ from typing import Sequence
 
 from tqdm.auto import tqdm
 
+from bertkit.data.batching import InputFeatures
 from bertkit.errors import DataError
 from bertkit.tokenization import input_lists, pack, truncate_seq_pair
 
@@ -69,14 +70,18 @@ class PaddingInputExample:
 
 
 @dataclass
-class InputFeatures:
-    """A single set of features of data, as Google writes them to `train.tf_record`."""
+class ClassifierFeatures(InputFeatures):
+    """A single set of features of data: Google's `InputFeatures`, as it writes them to `train.tf_record`.
 
-    input_ids: list[int]
-    input_mask: list[int]
-    segment_ids: list[int]
-    label_id: int | float
+    The fields are Google's under the model's argument names: `input_mask` is `attention_mask`,
+    `segment_ids` is `token_type_ids` and `label_id` is `labels` (a class id, or a float score
+    for regression).
+    """
+
+    labels: int | float = 0
     is_real_example: bool = True
+
+    bookkeeping = ("is_real_example",)
 
 
 @dataclass(frozen=True)
@@ -349,8 +354,8 @@ def convert_single_example(
     tokenizer,
     log: bool = True,
     pad_to_max_length: bool = True,
-) -> InputFeatures:
-    """Converts a single `InputExample` into a single `InputFeatures`, exactly as Google does.
+) -> ClassifierFeatures:
+    """Converts a single `InputExample` into a single `ClassifierFeatures`, exactly as Google does.
 
     Args:
       ex_index: the example's position; the first five are logged when `log` is set.
@@ -364,7 +369,7 @@ def convert_single_example(
         raise ValueError(f"max_seq_length must leave room for [CLS] and [SEP], got {max_seq_length}")
     if isinstance(example, PaddingInputExample):
         length = max_seq_length if pad_to_max_length else 0
-        return InputFeatures([0] * length, [0] * length, [0] * length, label_id=0, is_real_example=False)
+        return ClassifierFeatures([0] * length, [0] * length, [0] * length, labels=0, is_real_example=False)
 
     tokens_a = tokenizer.tokenize(example.text_a)
     tokens_b = None
@@ -395,7 +400,7 @@ def convert_single_example(
         logger.info("segment_ids: %s", " ".join(str(x) for x in segment_ids))
         logger.info("label: %s (id = %s)", example.label, label_id)
 
-    return InputFeatures(input_ids, input_mask, segment_ids, label_id=label_id, is_real_example=True)
+    return ClassifierFeatures(input_ids, input_mask, segment_ids, labels=label_id, is_real_example=True)
 
 
 def _label_id(example: InputExample, label_list: Sequence[str] | None) -> int | float:
@@ -417,8 +422,8 @@ def convert_examples_to_features(
     tokenizer,
     pad_to_max_length: bool = True,
     progress: bool = True,
-) -> list[InputFeatures]:
-    """Converts a list of `InputExample`s to a list of `InputFeatures` (logs the first five)."""
+) -> list[ClassifierFeatures]:
+    """Converts a list of `InputExample`s to a list of `ClassifierFeatures` (logs the first five)."""
     show_bar = progress and len(examples) >= _PROGRESS_BAR_MIN_EXAMPLES
     return [
         convert_single_example(i, example, label_list, max_seq_length, tokenizer, pad_to_max_length=pad_to_max_length)

@@ -36,7 +36,7 @@ from typing import Any, Sequence
 
 from tqdm.auto import tqdm
 
-from bertkit.data.batching import GOOGLE_FEATURE_NAMES, FeatureDataset
+from bertkit.data.batching import InputFeatures
 from bertkit.data.json_records import json_field
 from bertkit.errors import ConfigError, DataError
 from bertkit.tokenization import input_lists, pack, truncate_seq_pair
@@ -90,14 +90,14 @@ class MultipleChoiceExample:
 
 
 @dataclass
-class MultipleChoiceFeatures:
-    """The features of one example: one row per choice, in Google's names (see GOOGLE_FEATURE_NAMES)."""
+class MultipleChoiceFeatures(InputFeatures):
+    """The features of one example: input_ids, attention_mask and token_type_ids hold one row per
+    choice, (choices, seq); `labels` is the right choice's index (None in a test file)."""
 
-    example_id: str
-    input_ids: list[list[int]]  # (choices, seq)
-    input_mask: list[list[int]]
-    segment_ids: list[list[int]]
-    label_id: int | None = None
+    labels: int | None = None
+    example_id: str = ""
+
+    bookkeeping = ("example_id",)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -288,7 +288,7 @@ def convert_example(example: MultipleChoiceExample, max_seq_length: int, tokeniz
         input_ids.append(ids)
         input_mask.append(mask)
         segment_ids.append(segments)
-    return MultipleChoiceFeatures(example.example_id, input_ids, input_mask, segment_ids, example.label)
+    return MultipleChoiceFeatures(input_ids, input_mask, segment_ids, labels=example.label, example_id=example.example_id)
 
 
 def convert_examples_to_features(examples: Sequence[MultipleChoiceExample], max_seq_length: int, tokenizer,
@@ -306,14 +306,8 @@ def convert_examples_to_features(examples: Sequence[MultipleChoiceExample], max_
         feature = convert_example(example, max_seq_length, tokenizer, pad_to_max_length)
         if index < _NUM_EXAMPLES_TO_LOG:
             logger.info("*** Example %s *** label: %s", example.example_id, example.label)
-            for choice, (ids, mask) in enumerate(zip(feature.input_ids, feature.input_mask)):
+            for choice, (ids, mask) in enumerate(zip(feature.input_ids, feature.attention_mask)):
                 logger.info("choice %d: %s", choice, " ".join(tokenizer.convert_ids_to_tokens(ids[: sum(mask)])))
         features.append(feature)
     return features
 
-
-def feature_dataset(features: Sequence[MultipleChoiceFeatures]) -> FeatureDataset:
-    """The features as model inputs (input_ids, attention_mask, token_type_ids (C, T) and labels);
-    `labels` is left out when any feature has none (test files)."""
-    unlabeled = any(f.label_id is None for f in features)
-    return FeatureDataset(features, rename=GOOGLE_FEATURE_NAMES, drop=["example_id"] + (["label_id"] if unlabeled else []))

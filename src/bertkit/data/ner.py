@@ -37,12 +37,13 @@ import logging
 import os
 import re
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
+from bertkit.data.batching import InputFeatures
 from bertkit.errors import DataError
 from bertkit.tokenization import pack
 
@@ -65,20 +66,16 @@ class NerExample:
 
 
 @dataclass
-class NerFeature:
+class NerFeature(InputFeatures):
     """One window of one sentence: the model's inputs plus the map back to the sentence's words."""
 
-    input_ids: list[int]
-    attention_mask: list[int]
-    token_type_ids: list[int]
-    labels: list[int] | None
-    example_index: int
-    word_ids: list[int]  # word index of every token; -1 for [CLS] and [SEP]
-    predict_words: list[int]  # word predicted at this token (first piece, owning window); else -1
+    labels: list[int] | None = None  # a class id per token, -100 where no word is predicted; None: unlabelled
+    example_index: int = 0
+    word_ids: list[int] = field(default_factory=list)  # word index of every token; -1 for [CLS] and [SEP]
+    # The word predicted at each token (its first piece, in the window that owns it); else -1.
+    predict_words: list[int] = field(default_factory=list)
 
-
-# Feature fields that are bookkeeping, not model inputs (FeatureDataset's `drop`).
-NON_MODEL_FIELDS = ("example_index", "word_ids", "predict_words")
+    bookkeeping = ("example_index", "word_ids", "predict_words")
 
 
 # -- tags ------------------------------------------------------------------------------------

@@ -46,6 +46,7 @@ from typing import Any, NamedTuple
 
 from tqdm.auto import tqdm
 
+from bertkit.data.batching import InputFeatures
 from bertkit.data.json_records import json_field
 from bertkit.errors import DataError
 from bertkit.io_utils import atomic_write
@@ -89,14 +90,17 @@ class SquadExample:
 
 
 @dataclass
-class InputFeatures:
-    """A single set of features of data: one doc-stride window of one example.
+class SquadFeatures(InputFeatures):
+    """One doc-stride window of one example: Google's run_squad `InputFeatures`.
 
-    `input_ids`, `input_mask`, `segment_ids` and, in training, `start_position` and
-    `end_position` go to the model (see `model_inputs`); the rest is what decoding needs to map
-    logits back onto the example's text.
+    `input_ids`, `attention_mask`, `token_type_ids` (Google's `input_mask` and `segment_ids`) and,
+    in training, `start_positions` and `end_positions` go to the model; the rest is bookkeeping
+    that decoding needs to map logits back onto the example's text.
 
     Attributes:
+      start_positions / end_positions: the answer's positions in `tokens` in training (Google's
+        `start_position` / `end_position`); 0 ([CLS]) when the answer is not wholly in this window
+        or the question is impossible; None in evaluation.
       unique_id: the id that ties this window to its `RawResult`.
       example_index: index of the window's `SquadExample` in the list that was converted.
       doc_span_index: which window of the example this is (0, 1, ...).
@@ -105,43 +109,20 @@ class InputFeatures:
         the document pieces only.
       token_is_max_context: position in `tokens` -> whether this window gives the piece the most
         context of all windows (only such positions may start an answer).
-      start_position / end_position: the answer's positions in `tokens` in training; 0 ([CLS])
-        when the answer is not wholly in this window or the question is impossible; None in
-        evaluation.
     """
 
-    unique_id: int
-    example_index: int
-    doc_span_index: int
-    tokens: list[str]
-    token_to_orig_map: dict[int, int]
-    token_is_max_context: dict[int, bool]
-    input_ids: list[int]
-    input_mask: list[int]
-    segment_ids: list[int]
-    start_position: int | None = None
-    end_position: int | None = None
+    start_positions: int | None = None
+    end_positions: int | None = None
+    unique_id: int = 0
+    example_index: int = 0
+    doc_span_index: int = 0
+    tokens: list[str] = field(default_factory=list)
+    token_to_orig_map: dict[int, int] = field(default_factory=dict)
+    token_is_max_context: dict[int, bool] = field(default_factory=dict)
     is_impossible: bool = False
 
-    def model_inputs(self) -> dict[str, list[int] | int]:
-        """The keyword arguments of `BertForQuestionAnswering` for this window, as plain lists.
-
-        `start_positions`/`end_positions` are present only for training features.
-        """
-        inputs: dict[str, list[int] | int] = {
-            "input_ids": self.input_ids,
-            "attention_mask": self.input_mask,
-            "token_type_ids": self.segment_ids,
-        }
-        if self.start_position is not None:
-            inputs["start_positions"] = self.start_position
-            inputs["end_positions"] = self.end_position
-        return inputs
-
-
-def model_inputs(features: Sequence[InputFeatures]) -> list[dict[str, list[int] | int]]:
-    """The model's inputs of every feature, in order: rows for `batching.FeatureDataset`."""
-    return [feature.model_inputs() for feature in features]
+    bookkeeping = ("unique_id", "example_index", "doc_span_index", "tokens", "token_to_orig_map",
+                   "token_is_max_context", "is_impossible")
 
 
 class RawResult(NamedTuple):
@@ -421,7 +402,7 @@ def convert_examples_to_features(
     pad_to_max_length: bool = False,
     progress: bool = True,
     log: bool = True,
-) -> list[InputFeatures]:
+) -> list[SquadFeatures]:
     """Converts examples to doc-stride windows `[CLS] query [SEP] doc [SEP]`, in example order.
 
     Args:
@@ -429,7 +410,7 @@ def convert_examples_to_features(
       max_seq_length: the most pieces per window, the special tokens included.
       doc_stride: how far apart (in pieces) the windows over a long context start.
       max_query_length: questions are cut to this many pieces.
-      is_training: fill `start_position`/`end_position` (0 = [CLS] where the window misses the
+      is_training: fill `start_positions`/`end_positions` (0 = [CLS] where the window misses the
         answer); needs examples read with `is_training=True`.
       pad_to_max_length: zero-pad to `max_seq_length` as Google does; False returns unpadded
         lists for batches padded to their own longest row (dynamic padding).
@@ -509,7 +490,7 @@ def convert_examples_to_features(
                              example.is_impossible and is_training)
 
             features.append(
-                InputFeatures(
+                SquadFeatures(
                     unique_id=unique_id,
                     example_index=example_index,
                     doc_span_index=doc_span_index,
@@ -517,10 +498,10 @@ def convert_examples_to_features(
                     token_to_orig_map=token_to_orig_map,
                     token_is_max_context=token_is_max_context,
                     input_ids=input_ids,
-                    input_mask=input_mask,
-                    segment_ids=segment_ids,
-                    start_position=start_position,
-                    end_position=end_position,
+                    attention_mask=input_mask,
+                    token_type_ids=segment_ids,
+                    start_positions=start_position,
+                    end_positions=end_position,
                     is_impossible=example.is_impossible,
                 )
             )
@@ -550,7 +531,7 @@ def _as_float_list(values) -> list[float]:
     return [float(v) for v in values]
 
 
-def collect_raw_results(features: Sequence[InputFeatures], start_logits, end_logits) -> list[RawResult]:
+def collect_raw_results(features: Sequence[SquadFeatures], start_logits, end_logits) -> list[RawResult]:
     """RawResults from logits in feature order, e.g. `Trainer.predict`'s (N, T) arrays.
 
     Each row may be longer than its feature (padding); only the feature's real tokens are kept.
@@ -657,7 +638,7 @@ def _write_json(obj, output_file: str | os.PathLike) -> None:
 
 def write_predictions(
     all_examples: Sequence[SquadExample],
-    all_features: Sequence[InputFeatures],
+    all_features: Sequence[SquadFeatures],
     all_results: Iterable[RawResult],
     n_best_size: int = 20,
     max_answer_length: int = 30,
@@ -712,7 +693,7 @@ class SquadPrediction(NamedTuple):
     score_diff: float | None  # SQuAD 2.0: null score - best non-null score
 
 
-def decode_predictions(all_examples: Sequence[SquadExample], all_features: Sequence[InputFeatures],
+def decode_predictions(all_examples: Sequence[SquadExample], all_features: Sequence[SquadFeatures],
                        all_results: Iterable[RawResult], n_best_size: int = 20, max_answer_length: int = 30,
                        do_lower_case: bool = True, version_2_with_negative: bool = False,
                        null_score_diff_threshold: float = 0.0) -> list[SquadPrediction]:

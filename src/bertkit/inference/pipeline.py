@@ -484,7 +484,7 @@ class QuestionAnsweringPipeline(Pipeline):
         windows = squad_data.convert_examples_to_features(
             [example], self.tokenizer, self.max_seq_length, doc_stride, max_query_length, is_training=False,
             progress=False, log=False)
-        return [Feature(w.input_ids, w.segment_ids, meta=(example, w)) for w in windows]
+        return [Feature(w.input_ids, w.token_type_ids, meta=(example, w)) for w in windows]
 
     def _outputs(self, batch, features) -> list:
         output = self.model(**batch)
@@ -557,7 +557,7 @@ class MultipleChoicePipeline(Pipeline):
         example = MultipleChoiceExample("predict", [question] * len(choices), choices)
         features = convert_example(example, self.max_seq_length, self.tokenizer)
         lengths = [len(self.tokenizer.tokenize(question)) + len(self.tokenizer.tokenize(c)) + 3 for c in choices]
-        return [Feature(features.input_ids, features.segment_ids, truncated=max(lengths) > self.max_seq_length)]
+        return [Feature(features.input_ids, features.token_type_ids, truncated=max(lengths) > self.max_seq_length)]
 
     def _batch(self, features):
         # Items may have different numbers of choices: all choices go in as one (1, rows, T)

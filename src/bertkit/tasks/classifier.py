@@ -16,7 +16,7 @@ from scipy.special import softmax
 
 from bertkit.compress.distill import DistillationArguments, DistillationTrainer
 from bertkit.compress.transfer import with_transfer_set
-from bertkit.data.batching import GOOGLE_FEATURE_NAMES, FeatureDataset
+from bertkit.data.batching import FeatureDataset
 from bertkit.data.features import load_or_build_features
 from bertkit.data.glue import DataProcessor, InputExample, convert_examples_to_features, get_processor
 from bertkit.heads import BertForSequenceClassification
@@ -69,7 +69,7 @@ class ClassifierTask(Task):
 
     def write_predictions(self, output_dir: Path, split: str, predictions: np.ndarray, results: dict) -> dict:
         if split == "test":
-            write_predictions(output_dir, self.task_name, self.processor, predictions)
+            write_glue_predictions(output_dir, self.task_name, self.processor, predictions)
         return {}
 
 
@@ -98,8 +98,8 @@ def build_dataset(processor: DataProcessor, task: ClassifierTask, split: str, to
         data_file=processor.data_file(task.data_dir, split), vocab_file=vocab_file,
         max_seq_length=task.max_seq_length, do_lower_case=tokenizer.do_lower_case,
         pad_to_max_length=pad_to_max_length)
-    drop = ["is_real_example"] + (["label_id"] if split == "test" else [])
-    return examples, FeatureDataset(features, rename=GOOGLE_FEATURE_NAMES, drop=drop)
+    # A test file's features carry Google's placeholder label (the first one), which no metric may see.
+    return examples, FeatureDataset(features, drop=["labels"] if split == "test" else [])
 
 
 def glue_metrics_fn(task_name: str, is_regression: bool):
@@ -110,7 +110,8 @@ def glue_metrics_fn(task_name: str, is_regression: bool):
     return compute
 
 
-def write_predictions(output_dir: Path, task_name: str, processor: DataProcessor, logits: np.ndarray) -> None:
+def write_glue_predictions(output_dir: Path, task_name: str, processor: DataProcessor,
+                           logits: np.ndarray) -> None:
     """Google's test_results.tsv (class probabilities) and the GLUE submission file (index, label)."""
     if processor.is_regression:
         scores = logits.squeeze(-1)

@@ -19,7 +19,7 @@ from scipy.special import softmax
 
 from bertkit.data.batching import FeatureDataset
 from bertkit.data.multiple_choice import (MultipleChoiceExample, MultipleChoiceProcessor,
-                                          convert_examples_to_features, feature_dataset, get_processor)
+                                          convert_examples_to_features, get_processor)
 from bertkit.errors import DataError
 from bertkit.heads import BertForMultipleChoice
 from bertkit.io_utils import atomic_write
@@ -70,7 +70,7 @@ class MultipleChoiceTask(Task):
 
     def write_predictions(self, output_dir: Path, split: str, logits: np.ndarray, results: dict) -> dict:
         name = EVAL_PREDICTIONS_FILE if split == "dev" else TEST_PREDICTIONS_FILE
-        write_predictions(output_dir / name, self._examples[split], logits)
+        write_choice_predictions(output_dir / name, self._examples[split], logits)
         return {}
 
 
@@ -84,10 +84,11 @@ def build_dataset(processor: MultipleChoiceProcessor, task: MultipleChoiceTask, 
         examples = examples[:limit]
     features = convert_examples_to_features(examples, task.max_seq_length, tokenizer,
                                             pad_to_max_length=pad_to_max_length, progress=progress)
-    return examples, feature_dataset(features)
+    return examples, FeatureDataset(features)  # a test file's features have no labels
 
 
-def write_predictions(path: str | Path, examples: list[MultipleChoiceExample], logits: np.ndarray) -> None:
+def write_choice_predictions(path: str | Path, examples: list[MultipleChoiceExample],
+                             logits: np.ndarray) -> None:
     """One JSON object per example: id, the predicted choice label ("A".."E", "0".."3"), the choice
     probabilities and, when the file has answers, the gold label."""
     if len(logits) != len(examples):

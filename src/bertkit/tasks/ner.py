@@ -27,7 +27,7 @@ from typing import Sequence
 import numpy as np
 
 from bertkit.data.batching import FeatureDataset
-from bertkit.data.ner import (NON_MODEL_FIELDS, NerExample, NerFeature, align_predictions, check_labels,
+from bertkit.data.ner import (NerExample, NerFeature, align_predictions, check_labels,
                               convert_examples_to_features, entity_type, get_labels, read_conll)
 from bertkit.errors import ConfigError
 from bertkit.heads import BertForTokenClassification
@@ -103,7 +103,7 @@ class NerTask(Task):
 
     def write_predictions(self, output_dir: Path, split: str, predictions: np.ndarray, results: dict) -> dict:
         data = self._splits[split]
-        write_predictions(output_dir / f"predictions_{split}.txt", data.examples, self.tags(split, predictions))
+        write_conll_predictions(output_dir / f"predictions_{split}.txt", data.examples, self.tags(split, predictions))
         if data.has_labels:
             write_report(output_dir, "eval" if split == "dev" else split, results, entity_types_of(self.label_list),
                          data.path)
@@ -153,8 +153,7 @@ def build_split(task: NerTask, split: str, tokenizer: FullTokenizer, label_list:
     features = convert_examples_to_features(examples, label_list, task.max_seq_length, tokenizer, task.doc_stride)
     logger.info("%s: %d sentences, %d words, %d windows", path, len(examples),
                 sum(len(e.words) for e in examples), len(features))
-    drop = list(NON_MODEL_FIELDS) + (["labels"] if not examples or examples[0].labels is None else [])
-    return NerSplit(path, examples, features, FeatureDataset(features, drop=drop))
+    return NerSplit(path, examples, features, FeatureDataset(features))
 
 
 # -- metrics ---------------------------------------------------------------------------------
@@ -189,7 +188,8 @@ def entity_types_of(label_list: Sequence[str]) -> list[str]:
 # -- output ----------------------------------------------------------------------------------
 
 
-def write_predictions(path: str | Path, examples: Sequence[NerExample], predicted: Sequence[Sequence[str]]) -> None:
+def write_conll_predictions(path: str | Path, examples: Sequence[NerExample],
+                            predicted: Sequence[Sequence[str]]) -> None:
     """CoNLL columns: `word gold pred` per line (`word pred` without gold), a blank line between sentences."""
     with atomic_write(path) as handle:
         for example, tags in zip(examples, predicted):

@@ -25,7 +25,7 @@ from typing import Mapping
 
 from bertkit.data.batching import FeatureDataset
 from bertkit.data.squad import (SquadExample, collect_raw_results, convert_examples_to_features, load_squad_dataset,
-                                model_inputs, read_squad_examples, split_articles, squad_evaluate,
+                                read_squad_examples, split_articles, squad_evaluate,
                                 write_predictions, write_squad_dataset)
 from bertkit.errors import ConfigError
 from bertkit.heads import BertForQuestionAnswering
@@ -94,7 +94,7 @@ class SquadTask(Task):
         else:
             features = self._features = convert_examples_to_features(data.eval_examples, is_training=False, **convert)
             self._do_lower_case = tokenizer.do_lower_case
-        return FeatureDataset(model_inputs(features))
+        return FeatureDataset(features)
 
     def eval_step(self, output, batch):
         return output.start_logits, output.end_logits
