@@ -48,8 +48,46 @@ def test_tiled_positions_repeat_the_trained_rows():
     assert torch.equal(table[:16], trained) and torch.equal(table[16:32], trained)
     assert torch.equal(table[32:], trained[:8])
     assert "tiled" in model.load_report.resized[0][3]
-    with pytest.raises(ConfigError, match="'random' or 'tile'"):
+    with pytest.raises(ConfigError, match="random, tile, hierarchical, interpolate"):
         resize_position_embeddings(model, 50, init="zeros")
+
+
+def test_hierarchical_positions_follow_su_jianlins_formula():
+    torch.manual_seed(0)
+    model = BertModel(tiny_config(max_position_embeddings=16))
+    p = model.embeddings.position_embeddings.weight.detach().clone()
+    resize_position_embeddings(model, 40, init="hierarchical", alpha=0.4)
+    q = model.embeddings.position_embeddings.weight.detach()
+    assert torch.equal(q[:16], p)  # the trained rows, exactly
+    u = (p - 0.4 * p[0]) / 0.6
+    for k in (16, 17, 31, 32, 39):  # q[i * n + j] = alpha u_i + (1 - alpha) u_j
+        i, j = divmod(k, 16)
+        torch.testing.assert_close(q[k], 0.4 * u[i] + 0.6 * u[j], rtol=1e-5, atol=1e-6)
+    assert len({tuple(row.tolist()) for row in q}) == 40  # every position distinct
+    assert "hierarchical decomposition (alpha=0.4)" in model.load_report.resized[0][3]
+    with pytest.raises(ConfigError, match="16 \\* 16 = 256"):
+        resize_position_embeddings(BertModel(tiny_config(max_position_embeddings=16)), 257, init="hierarchical")
+
+
+def test_interpolated_positions_stretch_the_trained_table():
+    torch.manual_seed(0)
+    model = BertModel(tiny_config(max_position_embeddings=16))
+    p = model.embeddings.position_embeddings.weight.detach().clone()
+    resize_position_embeddings(model, 31, init="interpolate")  # 31 rows: every other one is a midpoint
+    q = model.embeddings.position_embeddings.weight.detach()
+    torch.testing.assert_close(q[0::2], p, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(q[1::2], (p[:-1] + p[1:]) / 2, rtol=1e-5, atol=1e-6)
+    assert "interpolated linearly" in model.load_report.resized[0][3]
+
+
+def test_position_init_flag_reaches_the_surgery():
+    from bertkit.cli.common import surgery_options
+    from bertkit.cli.main import build_parser
+
+    args = build_parser("run_classifier").parse_args(
+        ["run_classifier", "--task_name=MRPC", "--data_dir=d", "--output_dir=o", "--do_train=true",
+         "--max_position_embeddings=1024", "--position_init=hierarchical"])
+    assert surgery_options(args) == Surgery(max_position_embeddings=1024, position_init="hierarchical")
 
 
 def test_reinit_top_layers_redraws_only_those_layers(tmp_path):

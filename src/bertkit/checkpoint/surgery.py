@@ -94,17 +94,53 @@ def reinit_top_layers(model: nn.Module, num_layers: int, include_pooler: bool = 
     return matched
 
 
+POSITION_INITS = ("random", "tile", "hierarchical", "interpolate")
+HIERARCHICAL_ALPHA = 0.4  # Su Jianlin's choice (bert4torch's default); any alpha in (0, 0.5) keeps u_i away from u_1
+
+
+def hierarchical_positions(trained: torch.Tensor, rows: int, alpha: float = HIERARCHICAL_ALPHA) -> torch.Tensor:
+    """Su Jianlin's hierarchical decomposition: n trained rows p -> up to n * n rows q.
+
+    Position k = i * n + j (0-based) gets q_k = alpha * u_i + (1 - alpha) * u_j with
+    u = (p - alpha * p_0) / (1 - alpha); for i = 0 that is exactly p_j, so the first n rows
+    are the trained ones, and every later block repeats the trained table shifted by u_i.
+    """
+    n = trained.shape[0]
+    if rows > n * n:
+        raise ConfigError(f"hierarchical position init reaches {n} * {n} = {n * n} positions from {n} trained rows, "
+                          f"not {rows}; use position_init='interpolate' or 'random'")
+    if not 0 < alpha < 1:
+        raise ConfigError(f"the hierarchical alpha must be in (0, 1), got {alpha}")
+    u = (trained.double() - alpha * trained[0].double()) / (1 - alpha)
+    k = torch.arange(rows, device=trained.device)
+    return (alpha * u[k // n] + (1 - alpha) * u[k % n]).to(trained.dtype)
+
+
+def interpolated_positions(trained: torch.Tensor, rows: int) -> torch.Tensor:
+    """The trained table stretched to `rows` rows by linear interpolation (Chen et al. 2023's
+    position interpolation): row r sits at trained position r * (n - 1) / (rows - 1), so the
+    first and last rows are the trained ones and the ones between are blends of neighbours."""
+    table = trained.double().t().unsqueeze(0)  # (1, hidden, n)
+    stretched = torch.nn.functional.interpolate(table, size=rows, mode="linear", align_corners=True)
+    return stretched.squeeze(0).t().to(trained.dtype)
+
+
 @torch.no_grad()
 def resize_position_embeddings(model: nn.Module, max_position_embeddings: int, init: str = "random",
-                               report: LoadReport | None = None) -> None:
+                               report: LoadReport | None = None, alpha: float = HIERARCHICAL_ALPHA) -> None:
     """Grow (or cut) the position table to `max_position_embeddings` rows.
 
-    The trained rows are copied unchanged. New rows are drawn like any embedding (`init="random"`)
-    or repeat the trained rows (`init="tile"`: row i = row i mod old, which keeps the model's
-    outputs sensible past the old limit before any training).
+    How the rows past the trained ones are made (`init`):
+      random: drawn like any embedding; the trained rows are copied unchanged.
+      tile: row i = trained row i mod n, which keeps the outputs sensible past the old limit
+        before any training; the trained rows are copied unchanged.
+      hierarchical: Su Jianlin's decomposition (`hierarchical_positions`, `alpha`); the trained
+        rows are copied unchanged and the new ones are distinct from them and from each other.
+      interpolate: the whole table is the trained one stretched to the new length
+        (`interpolated_positions`): no row keeps its trained position except the first.
     """
-    if init not in ("random", "tile"):
-        raise ConfigError(f"position init {init!r} is not supported; use 'random' or 'tile'")
+    if init not in POSITION_INITS:
+        raise ConfigError(f"position init {init!r} is not supported; use one of {', '.join(POSITION_INITS)}")
     bert = base_model(model)
     old = bert.embeddings.position_embeddings
     old_rows, hidden = old.weight.shape
@@ -121,7 +157,15 @@ def resize_position_embeddings(model: nn.Module, max_position_embeddings: int, i
         if init == "tile":
             index = torch.arange(old_rows, max_position_embeddings, device=new.weight.device) % old_rows
             new.weight[old_rows:] = old.weight[index]
-        how += f", rows [{old_rows}:] {'tiled from the trained rows' if init == 'tile' else 'initialised randomly'}"
+        elif init == "hierarchical":
+            new.weight[old_rows:] = hierarchical_positions(old.weight, max_position_embeddings, alpha)[old_rows:]
+        elif init == "interpolate":
+            new.weight[:] = interpolated_positions(old.weight, max_position_embeddings)
+            how = f"the {old_rows} trained rows interpolated linearly to {max_position_embeddings}"
+        how += {"random": f", rows [{old_rows}:] initialised randomly",
+                "tile": f", rows [{old_rows}:] tiled from the trained rows",
+                "hierarchical": f", rows [{old_rows}:] by hierarchical decomposition (alpha={alpha})",
+                "interpolate": ""}[init]
     new.weight.requires_grad_(old.weight.requires_grad)
     bert.embeddings.position_embeddings = new
     model.config.max_position_embeddings = max_position_embeddings  # shared with model.bert
@@ -129,9 +173,6 @@ def resize_position_embeddings(model: nn.Module, max_position_embeddings: int, i
     _report(model, report).resized.append(
         (f"{prefix}embeddings.position_embeddings.weight", (old_rows, hidden), (max_position_embeddings, hidden), how)
     )
-
-
-POSITION_INITS = ("random", "tile")
 
 
 @dataclass(frozen=True)
@@ -146,7 +187,8 @@ class Surgery:
     """
 
     max_position_embeddings: int | None = None
-    position_init: str = "random"  # "random" or "tile" for the rows past the checkpoint's
+    position_init: str = "random"  # POSITION_INITS: how the rows past the checkpoint's are made
+    position_alpha: float = HIERARCHICAL_ALPHA  # for position_init="hierarchical"
     reinit: tuple[str, ...] = ()  # parameter names or glob patterns to re-initialise
     reinit_top_layers: int = 0
     reinit_pooler: bool = True
@@ -154,7 +196,8 @@ class Surgery:
     def __post_init__(self):
         object.__setattr__(self, "reinit", tuple(self.reinit))
         if self.position_init not in POSITION_INITS:
-            raise ConfigError(f"position_init {self.position_init!r} is not supported; use 'random' or 'tile'")
+            raise ConfigError(f"position_init {self.position_init!r} is not supported; "
+                              f"use one of {', '.join(POSITION_INITS)}")
         if self.max_position_embeddings is not None and self.max_position_embeddings < 1:
             raise ConfigError(f"max_position_embeddings must be positive, got {self.max_position_embeddings}")
         if self.reinit_top_layers < 0:
@@ -162,7 +205,8 @@ class Surgery:
 
     def apply(self, model: nn.Module, report: LoadReport | None = None) -> None:
         if self.max_position_embeddings is not None:
-            resize_position_embeddings(model, self.max_position_embeddings, self.position_init, report)
+            resize_position_embeddings(model, self.max_position_embeddings, self.position_init, report,
+                                       alpha=self.position_alpha)
         if self.reinit:
             reinit_parameters(model, list(self.reinit), report)
         if self.reinit_top_layers:

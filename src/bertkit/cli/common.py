@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bertkit.checkpoint.load import resolve_checkpoint
-from bertkit.checkpoint.surgery import Surgery
+from bertkit.checkpoint.surgery import POSITION_INITS, Surgery
 from bertkit.compress.layerdrop import set_layerdrop
 from bertkit.cli.main import str2bool
 from bertkit.config import BertConfig
@@ -142,6 +142,9 @@ def add_training_arguments(parser, learning_rate: float = 5e-5, epochs: float = 
     ours.add_argument("--reinit", default=None, help="comma-separated parameter names or glob patterns to re-initialise")
     ours.add_argument("--max_position_embeddings", type=int, default=None,
                       help="extend the position table past the checkpoint's (trained rows are kept)")
+    ours.add_argument("--position_init", choices=POSITION_INITS, default="random",
+                      help="how --max_position_embeddings makes the new rows: random, tile (repeat the trained "
+                           "rows), hierarchical (Su's decomposition, alpha 0.4) or interpolate (stretch the table)")
     ours.add_argument("--layerdrop", type=float, default=0.0,
                       help="LayerDrop: skip each encoder layer with this probability while training, so that "
                            "`bertkit prune --layers` can cut the model afterwards (Fan et al. 2019; default 0)")
@@ -188,8 +191,8 @@ def surgery_options(args) -> Surgery | None:
     reinit = tuple(p for p in args.reinit.split(",") if p) if args.reinit else ()
     if not (reinit or args.reinit_top_layers or args.max_position_embeddings):
         return None
-    return Surgery(max_position_embeddings=args.max_position_embeddings, reinit=reinit,
-                   reinit_top_layers=args.reinit_top_layers)
+    return Surgery(max_position_embeddings=args.max_position_embeddings, position_init=args.position_init,
+                   reinit=reinit, reinit_top_layers=args.reinit_top_layers)
 
 
 def load_training_model(args, source: ModelSource, model_class, **overrides):
