@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from bertkit.heads import BertModel
-from helpers import hf_config, random_batch, tiny_config
+from helpers import random_batch, tiny_config
 
 
 def _pair(transformers, tmp_path, **config_overrides):

@@ -3,7 +3,6 @@ import json
 from pathlib import Path
 
 from bertkit.checkpoint.inspect import format_inspection, inspect_checkpoint, parameter_counts
-from bertkit.checkpoint.tf_bundle import Variable
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "tf"
 

@@ -11,7 +11,7 @@ from bertkit.cli.main import main
 from bertkit.data.ner import NerExample, read_conll
 from bertkit.tasks.ner import NerTask, ner_metrics, write_conll_predictions
 from bertkit.tokenization import FullTokenizer
-from helpers import TINY_VOCAB as VOCAB, google_tiny_config, read_eval_results
+from helpers import TINY_VOCAB as VOCAB, google_tiny_config
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "tests" / "fixtures" / "ner"
