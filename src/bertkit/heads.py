@@ -199,6 +199,11 @@ class BertForPreTraining(PretrainedMixin, BertPreTrainedModel):
     def tie_weights(self) -> None:
         self.cls.predictions.decoder.weight = self.bert.embeddings.word_embeddings.weight
 
+    @property
+    def may_leave_parameters_unused(self) -> bool:
+        # NSP weight 0 leaves the pooler and the NSP classifier out of the loss (see forward).
+        return super().may_leave_parameters_unused or not self.next_sentence_weight
+
     def forward(self, input_ids, labels=None, next_sentence_label=None, masked_lm_positions=None,
                 **kwargs) -> PreTrainingOutput:
         """`labels` are (B, T) with -100 at unmasked tokens, or (B, P) aligned with
