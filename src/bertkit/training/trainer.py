@@ -697,18 +697,21 @@ class Trainer:
             dist.all_gather_object(states, own)
         else:
             states[0] = own
-        failure = [None]
+        failure = None
         if self.is_main:
             try:
                 self._write_checkpoint(optimizer, scheduler, batches_per_epoch, states)
             except CheckpointError as err:
-                failure[0] = str(err)
+                failure = err
         if self.world_size > 1:
             # A barrier as well: no process runs ahead of a checkpoint that is not yet complete,
             # and every process stops when rank 0 could not write it.
-            dist.broadcast_object_list(failure, src=0)
-        if failure[0] is not None:
-            raise CheckpointError(failure[0])
+            message = [None if failure is None else str(failure)]
+            dist.broadcast_object_list(message, src=0)
+            if message[0] is not None and failure is None:
+                failure = CheckpointError(message[0])
+        if failure is not None:
+            raise failure
 
     def _write_checkpoint(self, optimizer, scheduler, batches_per_epoch: int, states: list[dict]) -> None:
         step = self.state.global_step
