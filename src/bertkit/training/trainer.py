@@ -67,7 +67,6 @@ TRAINER_STATE_FILE = "trainer_state.json"
 # What every checkpoint holds besides rng_state_<rank>.pt (of which rank 0's is always there).
 CHECKPOINT_FILES = (TRAINER_STATE_FILE, "config.json", "model.safetensors", "optimizer.pt", "scheduler.pt",
                     "rng_state_0.pt")
-RESUME_MODES = (False, True, "strict")  # or the path of one checkpoint
 
 
 class TrainingError(BertkitError):
@@ -743,7 +742,7 @@ class Trainer:
         try:
             yield
         except Exception as err:
-            if not _is_disk_full(err, path.parent):
+            if not _is_disk_full(err, path if path.is_dir() else path.parent):
                 raise
             kept = [p for _, p in self._checkpoints() if p != path]
             previous = (f"the previous checkpoint {kept[-1]} is kept" if kept else
