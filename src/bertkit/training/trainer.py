@@ -858,7 +858,9 @@ def _read_json(file: Path):
 def _first_sentence(error: BaseException) -> str:
     """The gist of a library's message (torch's go on for lines about filing issues)."""
     text = " ".join(str(error).split())
-    return re.split(r"(?<=\.) ", text, maxsplit=1)[0] if text else f"{type(error).__name__} (an empty file?)"
+    if not text:
+        return f"{type(error).__name__} (an empty file?)"
+    return re.split(r"(?<=\.) ", text, maxsplit=1)[0].rstrip(".")
 
 
 def _some(items: list[str], shown: int = 3) -> str:
