@@ -120,6 +120,24 @@ def test_next_sentence_weight_scales_only_the_nsp_loss():
     _close(half.loss, bert.masked_lm_loss + 0.5 * bert.next_sentence_loss)
 
 
+def test_training_without_nsp_loss_leaves_the_pooler_out_of_every_output_graph():
+    # DistributedDataParallel takes parameters that any output's graph reaches for used, and would
+    # wait for their gradients; the model tells the Trainer to look for unused ones.
+    model = heads.BertForPreTraining(tiny_config(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)).train()
+    assert not model.may_leave_parameters_unused
+    model.next_sentence_weight = 0.0
+    assert model.may_leave_parameters_unused
+    batch = random_batch(model.config)
+    output = model(**batch, labels=batch["input_ids"], next_sentence_label=torch.tensor([0, 1, 0]))
+    assert output.encoder_output.pooled_output.grad_fn is None and output.seq_relationship_logits.grad_fn is None
+    assert output.next_sentence_loss.grad_fn is None and output.loss.grad_fn is not None
+    output.loss.backward()
+    assert model.bert.pooler.dense.weight.grad is None and model.cls.seq_relationship.weight.grad is None
+    with torch.no_grad():  # the NSP logits are those of training with it
+        model.next_sentence_weight = 1.0
+        assert torch.equal(model(**batch).seq_relationship_logits, output.seq_relationship_logits)
+
+
 def test_masked_lm_positions_equal_the_full_projection():
     torch.manual_seed(0)
     model = heads.BertForPreTraining(tiny_config()).eval()

@@ -199,6 +199,11 @@ class BertForPreTraining(PretrainedMixin, BertPreTrainedModel):
     def tie_weights(self) -> None:
         self.cls.predictions.decoder.weight = self.bert.embeddings.word_embeddings.weight
 
+    @property
+    def may_leave_parameters_unused(self) -> bool:
+        # NSP weight 0 leaves the pooler and the NSP classifier out of the loss (see forward).
+        return super().may_leave_parameters_unused or not self.next_sentence_weight
+
     def forward(self, input_ids, labels=None, next_sentence_label=None, masked_lm_positions=None,
                 **kwargs) -> PreTrainingOutput:
         """`labels` are (B, T) with -100 at unmasked tokens, or (B, P) aligned with
@@ -210,7 +215,14 @@ class BertForPreTraining(PretrainedMixin, BertPreTrainedModel):
             index = masked_lm_positions.unsqueeze(-1).expand(-1, -1, hidden.size(-1))
             hidden = hidden.gather(1, index)  # (B, P, H)
         prediction_logits = self.cls.predictions(hidden)
-        seq_relationship_logits = self.cls.seq_relationship(encoded.pooled_output)  # (B, 2)
+        # Training without NSP in the loss, its logits (and loss, still reported) carry no graph:
+        # DistributedDataParallel's find_unused_parameters takes every parameter that a graph in
+        # the outputs reaches for used, and would wait forever for the pooler's gradient.
+        nsp_outside_loss = self.training and not self.next_sentence_weight
+        if nsp_outside_loss:
+            encoded.pooled_output = encoded.pooled_output.detach()
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not nsp_outside_loss):
+            seq_relationship_logits = self.cls.seq_relationship(encoded.pooled_output)  # (B, 2)
         masked_lm_loss = next_sentence_loss = None
         if labels is not None:
             masked_lm_loss = F.cross_entropy(

@@ -275,6 +275,12 @@ class BertEncoder(nn.Module):
         heads, sizes = config.layer_sizes()
         self.layer = nn.ModuleList(BertLayer(config, heads[i], sizes[i]) for i in range(config.num_hidden_layers))
         self.config = config  # the model's one config object, shared with the model and its head
+        # LayerDrop draws from a generator of its own, not the global RNG: under DDP every process
+        # draws its own dropout masks from a differently seeded global RNG, but all must skip the
+        # same layers (a layer skipped on one process only would get half a gradient). The Trainer
+        # seeds this `shared_generator` identically on every process and checkpoints it; outside
+        # the Trainer it starts from torch's seed (torch.manual_seed), without drawing from it.
+        self.shared_generator = torch.Generator().manual_seed(torch.initial_seed())
 
     @property
     def layerdrop(self) -> float:
@@ -289,7 +295,8 @@ class BertEncoder(nn.Module):
         all_attentions = [] if output_attentions else None
         drop = None
         if self.training and self.layerdrop > 0:
-            drop = (torch.rand(len(self.layer)) < self.layerdrop).tolist()  # CPU draw: no device sync
+            # A CPU draw: no device sync.
+            drop = (torch.rand(len(self.layer), generator=self.shared_generator) < self.layerdrop).tolist()
         for i, layer in enumerate(self.layer):
             if drop is not None and drop[i]:
                 # A skipped layer passes its input through; the lists keep one entry per layer.
@@ -375,6 +382,13 @@ class BertPreTrainedModel(nn.Module):
 
     def tie_weights(self) -> None:
         """Re-point tied parameters at their source (after init, loading or resizing)."""
+
+    @property
+    def may_leave_parameters_unused(self) -> bool:
+        """Whether a training step can leave some parameters without a gradient, so that
+        DistributedDataParallel must look for them (find_unused_parameters, which costs a graph
+        traversal per step otherwise saved): LayerDrop skips whole layers."""
+        return self.config.layerdrop > 0
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in {id(p): p for p in self.parameters()}.values())

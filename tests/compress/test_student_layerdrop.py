@@ -112,9 +112,10 @@ def test_layerdrop_skips_whole_layers_only_in_training(tmp_path):
     seen = set()
     with torch.no_grad():
         for seed in range(12):
-            torch.manual_seed(seed)
-            drop = (torch.rand(5) < 0.5).tolist()
-            torch.manual_seed(seed)
+            # The decisions come from the encoder's own generator (the Trainer seeds it alike on
+            # every DDP process), one uniform draw per layer.
+            drop = (torch.rand(5, generator=torch.Generator().manual_seed(seed)) < 0.5).tolist()
+            model.encoder.shared_generator.manual_seed(seed)
             out = model(**batch, output_hidden_states=True)
             kept = [i for i in range(5) if not drop[i]]
             seen.add(tuple(kept))
@@ -130,6 +131,21 @@ def test_layerdrop_skips_whole_layers_only_in_training(tmp_path):
     assert BertModel.from_pretrained(tmp_path).encoder.layerdrop == 0.5
     with pytest.raises(ConfigError):
         set_layerdrop(model, 1.0)
+
+
+def test_layerdrop_leaves_the_global_rng_alone_and_asks_ddp_to_find_unused_parameters():
+    model = _teacher()  # no dropout: a training forward draws only LayerDrop's decisions
+    assert not model.may_leave_parameters_unused  # DDP skips the search for unused parameters
+    set_layerdrop(model, 0.5)
+    assert model.may_leave_parameters_unused
+    model.train()
+    # The global RNG is each DDP process's own (its dropout masks); the choice of layers must not
+    # come from it.
+    state = torch.get_rng_state()
+    generator_state = model.bert.encoder.shared_generator.get_state()
+    model(**random_batch(model.config))
+    assert torch.equal(torch.get_rng_state(), state)
+    assert not torch.equal(model.bert.encoder.shared_generator.get_state(), generator_state)
 
 
 def test_prune_layers_and_evaluate_depths():

@@ -1,11 +1,13 @@
 """The Trainer on tiny models: outputs, accumulation, bf16, NaN stops, every head, exact resume
-(in-process and after a real SIGKILL), and DistributedDataParallel under torchrun."""
+(in-process and after a real SIGKILL), and DistributedDataParallel under torchrun, also with
+parameters that a step leaves without a gradient (LayerDrop, no NSP loss)."""
 
 from __future__ import annotations
 
 import inspect
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -43,10 +45,16 @@ def one_thread():
 # The builders below are also pasted into the script that the subprocess tests run.
 
 
-def make_model(seed=0, dropout=0.1):
+def make_model(seed=0, dropout=0.1, layerdrop=0.0, head=BertForSequenceClassification):
     torch.manual_seed(seed)
-    return BertForSequenceClassification(tiny_config(num_labels=2, hidden_dropout_prob=dropout,
-                                                     attention_probs_dropout_prob=dropout))
+    return head(tiny_config(num_labels=2, hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout,
+                            layerdrop=layerdrop))
+
+
+def pretraining_examples(examples):
+    """Examples for BertForPreTraining: the second token masked, the class as the NSP label."""
+    return [{**e, "labels": [-100, e["input_ids"][1]] + [-100] * (len(e["input_ids"]) - 2),
+             "next_sentence_label": e["labels"]} for e in examples]
 
 
 def make_args(output_dir, **overrides):
@@ -305,6 +313,16 @@ def test_resume_at_the_last_step_does_not_repeat_the_evaluation(tmp_path):
     assert logged(tmp_path) == before and (tmp_path / "model.safetensors").is_file()
 
 
+def test_resume_continues_layerdrops_draws(tmp_path):
+    """The Trainer seeds LayerDrop's generator from its seed (not the model's) and checkpoints it."""
+    settings = dict(num_train_epochs=1, save_checkpoints_steps=3)
+    make_trainer(tmp_path / "full", make_model(dropout=0.0, layerdrop=0.5), **settings).train()
+    shutil.copytree(tmp_path / "full", tmp_path / "resumed", ignore=shutil.ignore_patterns("checkpoint-6"))
+    (tmp_path / "resumed" / "model.safetensors").unlink()
+    make_trainer(tmp_path / "resumed", make_model(seed=5, dropout=0.0, layerdrop=0.5), **settings).train(resume=True)
+    assert_same_weights(tmp_path / "full", tmp_path / "resumed")
+
+
 def test_resume_refuses_a_different_batch_layout(tmp_path):
     make_trainer(tmp_path, save_checkpoints_steps=4, num_train_epochs=1).train()
     with pytest.raises(CheckpointError, match="6 batches per epoch, this run has 3.*train_batch_size"):
@@ -320,7 +338,7 @@ import torch
 
 sys.path.insert(0, {tests_dir!r})
 from bertkit.data.batching import FeatureDataset, PaddingCollator
-from bertkit.heads import BertForSequenceClassification
+from bertkit.heads import BertForPreTraining, BertForSequenceClassification
 from bertkit.training import Trainer, TrainingArguments
 from helpers import make_examples, tiny_config
 
@@ -336,8 +354,13 @@ if __name__ == "__main__":
         time.sleep(options["delay"])
         return collate(examples)
 
-    trainer = Trainer(make_model(dropout=options["dropout"]), make_args(output_dir, **options["args"]),
-                      FeatureDataset(make_examples(44, 1)), FeatureDataset(make_examples(21, 2)),
+    model = make_model(dropout=options["dropout"], layerdrop=options["layerdrop"])
+    train, evaluation = make_examples(44, 1), FeatureDataset(make_examples(21, 2))
+    if options["next_sentence_weight"] is not None:
+        model = make_model(dropout=options["dropout"], layerdrop=options["layerdrop"], head=BertForPreTraining)
+        model.next_sentence_weight = options["next_sentence_weight"]
+        train, evaluation = pretraining_examples(train), None
+    trainer = Trainer(model, make_args(output_dir, **options["args"]), FeatureDataset(train), evaluation,
                       collate_fn=collate_fn, compute_metrics=compute_accuracy)
     trainer.train(resume=options["resume"])
 '''
@@ -345,14 +368,17 @@ if __name__ == "__main__":
 
 @pytest.fixture
 def script(tmp_path):
-    builders = "\n\n".join(inspect.getsource(f) for f in (make_model, make_args, compute_accuracy))
+    builders = "\n\n".join(inspect.getsource(f) for f in (make_model, pretraining_examples, make_args,
+                                                            compute_accuracy))
     path = tmp_path / "train_tiny.py"
     path.write_text(SCRIPT.format(tests_dir=str(TESTS_DIR), builders=builders))
     return path
 
 
-def launch(command, output_dir, delay=0.0, dropout=0.1, resume=False, **args):
-    options = {"delay": delay, "dropout": dropout, "resume": resume, "args": args}
+def launch(command, output_dir, delay=0.0, dropout=0.1, resume=False, layerdrop=0.0, next_sentence_weight=None,
+           **args):
+    options = {"delay": delay, "dropout": dropout, "resume": resume, "layerdrop": layerdrop,
+               "next_sentence_weight": next_sentence_weight, "args": args}
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.Popen([*command, str(output_dir), json.dumps(options)], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -407,3 +433,21 @@ def test_two_processes_under_torchrun_equal_one_with_the_same_global_batch(tmp_p
     assert len(list((tmp_path / "ddp" / "tensorboard").iterdir())) == 1
     assert {p.name for p in (tmp_path / "ddp" / "checkpoint-12").glob("rng_state_*")} == {"rng_state_0.pt",
                                                                                         "rng_state_1.pt"}
+
+
+def test_layerdrop_and_no_nsp_loss_under_torchrun_equal_one_process(tmp_path, script):
+    """Steps that leave parameters without a gradient: LayerDrop skips layers (the same ones on
+    both processes, or the weights would differ from one process's), and with NSP weight 0 the
+    pooler and NSP classifier get none. DDP must be told to look for them, and must not take the
+    NSP logits the model still returns for a use of those parameters."""
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script)]
+    python = [sys.executable, str(script)]
+    settings = dict(dropout=0.0, layerdrop=0.5, next_sentence_weight=0.0, max_steps=6, plot=False, tensorboard=False)
+    distributed = launch(torchrun, tmp_path / "ddp", **settings)
+    single = launch(python, tmp_path / "single", **settings)
+    finish(single)
+    finish(distributed)
+    assert_same_weights(tmp_path / "ddp", tmp_path / "single", atol=1e-5)
+    initial, trained = make_model(dropout=0.0, head=BertForPreTraining).state_dict(), weights(tmp_path / "ddp")
+    for name in ("bert.pooler.dense.weight", "cls.seq_relationship.weight"):
+        assert torch.equal(trained[name], initial[name]), name  # no gradient: no step, no weight decay

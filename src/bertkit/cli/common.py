@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 from dataclasses import dataclass
@@ -119,6 +120,16 @@ def load_tokenizer(source: ModelSource, config: BertConfig) -> FullTokenizer:
     return tokenizer
 
 
+def resume_mode(value: str) -> bool | str:
+    """--resume's value: a boolean as Google's flags are written, or "strict"."""
+    if str(value).strip().lower() == "strict":
+        return "strict"
+    try:
+        return str2bool(value)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"expected true, false or strict, got {value!r}") from None
+
+
 def add_training_arguments(parser, learning_rate: float = 5e-5, epochs: float = 3.0, max_seq_length: int = 128) -> None:
     """Google's training flags plus bertkit's; shared by every task runner."""
     flag = dict(type=str2bool, nargs="?", const=True, default=False, metavar="BOOL")
@@ -165,7 +176,9 @@ def add_training_arguments(parser, learning_rate: float = 5e-5, epochs: float = 
     ours.add_argument("--save_total_limit", type=int, default=None, help="keep only the newest N checkpoints")
     ours.add_argument("--seed", type=int, default=42)
     ours.add_argument("--bf16", **flag, help="bf16 autocast (fast on CPUs with AMX and on GPUs)")
-    ours.add_argument("--resume", **flag, help="continue from the newest checkpoint in --output_dir")
+    ours.add_argument("--resume", type=resume_mode, nargs="?", const=True, default=False, metavar="BOOL|strict",
+                      help="continue from the newest intact checkpoint in --output_dir (a damaged newer one is "
+                           "skipped with a warning); strict: stop if the newest is damaged")
     ours.add_argument("--cache_dir", default=default_cache_dir(),
                       help="feature cache directory ('none' disables it)")
     ours.add_argument("--no_progress", action="store_true", help="no progress bar (log lines only)")

@@ -11,8 +11,10 @@ evenly ("every other" layer for half the depth).
     table = evaluate_depths(model, eval_fn)             # accuracy (or any metric) at every depth
 
 The encoder implements the skipping itself (bertkit.modeling.BertEncoder), only in training mode:
-eval mode, and p = 0, run every layer. Under DistributedDataParallel every process draws its own
-decisions, so give DDP find_unused_parameters or train LayerDrop on one process.
+eval mode, and p = 0, run every layer. The decisions come from the encoder's own generator, which
+the Trainer seeds alike on every process: under DistributedDataParallel all processes skip the same
+layers, and the Trainer asks the model (`may_leave_parameters_unused`) whether DDP must look for
+parameters without a gradient. A 2-process run then trains the weights of a 1-process run.
 """
 
 from __future__ import annotations

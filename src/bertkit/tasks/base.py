@@ -100,11 +100,12 @@ class Task:
         return {}
 
 
-def run_task(task: Task, model, tokenizer, args: TrainingArguments, resume: bool = False,
+def run_task(task: Task, model, tokenizer, args: TrainingArguments, resume: bool | str = False,
              make_trainer: Callable[..., Trainer] | None = None) -> dict:
     """Train, evaluate and predict as the task's do_* flags ask; returns the results (the last
     evaluation's metrics, the test split's `test_*` metrics, scores made from prediction files).
 
+    `resume` is Trainer.train's: True, "strict" or a checkpoint's path.
     `make_trainer(model, args, **kwargs)` builds the trainer (default: the Trainer); distillation
     passes one that wraps the student with its teacher.
     """
