@@ -53,15 +53,35 @@ def load_vocab(vocab_file):
     vocab's "\\u2028" and "##\\u2028" entries into "" and "##". We keep them verbatim, as
     transformers does. Ids are the same either way, and no word can be tokenized into either
     entry, because U+2028 is whitespace to the splitting.
+
+    A file that is not UTF-8 text, or that repeats a token, is a ConfigError naming the line: a
+    repeated token would leave an id unused, so that the vocabulary's size (its distinct tokens)
+    understates its highest id and a model of that size is indexed past its embeddings.
     """
     with open(vocab_file, encoding="utf-8") as reader:
-        tokens = reader.read().split("\n")
+        try:
+            tokens = reader.read().split("\n")
+        except UnicodeDecodeError as err:
+            raise ConfigError(f"{vocab_file}:{_line_of_offset(vocab_file, err.start)}: not UTF-8 text; a vocab.txt "
+                              "holds one token per line (is this a binary file?)") from None
     if tokens[-1] == "":
         tokens.pop()  # the file's final newline ends the last line; it does not start a token
     vocab = {}
     for index, token in enumerate(tokens):
+        if token in vocab:
+            raise ConfigError(f"{vocab_file}:{index + 1}: the token {token!r} repeats line {vocab[token] + 1}; "
+                              "every line must hold a different token: remove the repeated line")
+        if "\x00" in token:
+            raise ConfigError(f"{vocab_file}:{index + 1}: holds a NUL byte; a vocab.txt is text, one token per "
+                              "line (is this a binary file?)")
         vocab[token] = index
     return vocab
+
+
+def _line_of_offset(path, offset):
+    """The 1-based line holding byte `offset` of the file."""
+    with open(path, "rb") as reader:
+        return reader.read(offset).count(b"\n") + 1
 
 
 def whitespace_tokenize(text):
@@ -328,6 +348,9 @@ class FullTokenizer:
         not be able to smuggle control tokens in."""
         self.vocab_file = str(vocab_file)
         self.vocab = load_vocab(vocab_file)
+        if "[UNK]" not in self.vocab:
+            raise ConfigError(f"{vocab_file}: has no [UNK] line, the token of every word WordPiece cannot split; "
+                              "use the vocab.txt that belongs to the model")
         self.inv_vocab = {v: k for k, v in self.vocab.items()}
         self.basic_tokenizer = BasicTokenizer(do_lower_case=do_lower_case, tokenize_chinese_chars=tokenize_chinese_chars)
         self.wordpiece_tokenizer = WordpieceTokenizer(vocab=self.vocab)
