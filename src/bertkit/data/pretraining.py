@@ -660,8 +660,10 @@ class PretrainingDataset(Dataset):
                     values = np.load(path, mmap_mode="r", allow_pickle=False)
                 except FileNotFoundError:
                     raise DataError(f"{path} is missing; run bertkit create_pretraining_data again") from None
-                except (OSError, ValueError, EOFError) as err:
-                    raise DataError(f"{path} is not a readable .npy array ({err}); run bertkit "
+                except Exception as err:  # noqa: BLE001 - np.load reads nothing but this file (a damaged header
+                    # is a SyntaxError or tokenize's TokenError there), so any failure is the file's
+                    raise DataError(f"{path} is not a readable .npy array ({type(err).__name__}: "
+                                    f"{str(err).splitlines()[0] if str(err) else ''}); run bertkit "
                                     "create_pretraining_data again") from None
                 if values.dtype != dtype or values.ndim != 1:
                     raise DataError(f"{path} holds {values.dtype} of shape {values.shape}, expected a flat "
