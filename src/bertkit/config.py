@@ -239,8 +239,9 @@ class BertConfig:
         values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "extra"}
         if values["id2label"] is not None:
             values["id2label"] = {str(k): v for k, v in values["id2label"].items()}
-        else:
-            del values["id2label"], values["label2id"]
+        for key in ("id2label", "label2id"):
+            if values[key] is None:
+                del values[key]
         for key in LAYER_FIELDS:
             if not values[key]:
                 del values[key]

@@ -632,8 +632,14 @@ class FullTokenizer:
         if path.is_dir() and config_file.is_file():
             try:
                 config = json.loads(config_file.read_text(encoding="utf-8"))
-            except (ValueError, UnicodeDecodeError) as e:
+            except (ValueError, RecursionError) as e:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
                 raise ConfigError(f"{config_file} is not valid JSON ({e}); fix or delete it") from None
+            if not isinstance(config, dict):
+                raise ConfigError(f"{config_file}: expected a JSON object of tokenizer settings, got "
+                                  f"{type(config).__name__}; fix or delete it")
+            for key in ("do_lower_case", "tokenize_chinese_chars", "strip_accents"):
+                if not isinstance(config.get(key, False), bool) and not (key == "strip_accents" and config[key] is None):
+                    raise ConfigError(f"{config_file}: {key} must be true or false, got {config[key]!r}; fix or delete it")
         if do_lower_case is None:
             do_lower_case = config.get("do_lower_case", True)
         if tokenize_chinese_chars is None:

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from bertkit.checkpoint.inspect import inspect_checkpoint
@@ -117,12 +117,15 @@ def read_or_refuse(path: Path, read, *args, **kwargs):
     """The property: the reader's result, or None after a one-line BertkitError naming `path` (a
     file, or the folder it lies in); any other exception fails the test."""
     try:
-        return read(*args, **kwargs)
+        result = read(*args, **kwargs)
     except BertkitError as err:
+        event(f"refused: {type(err).__name__}")  # --hypothesis-show-statistics tells how often each outcome came
         message = str(err)
         assert "\n" not in message, message
         assert str(path) in message or str(path.parent) in message, message
         return None
+    event("read")
+    return result
 
 
 def written(tmp_path_factory, name: str, content: bytes) -> Path:

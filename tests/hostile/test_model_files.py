@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import json
 import pickle
+import re
 import shutil
 from pathlib import Path
 
@@ -17,8 +18,10 @@ from safetensors.torch import load_file, save_file
 
 from bertkit.cli.main import main
 from bertkit.config import BertConfig
+from bertkit.data.multiple_choice import read_commonsenseqa_examples
 from bertkit.data.pretraining import PretrainingDataConfig, PretrainingDataset, create_pretraining_data
-from bertkit.errors import CheckpointError, ConfigError, DataError
+from bertkit.data.squad import read_squad_examples
+from bertkit.errors import BertkitError, CheckpointError, ConfigError, DataError
 from bertkit.heads import BertModel
 from bertkit.tokenization import FullTokenizer
 from helpers import TINY_VOCAB, google_tiny_config, tiny_config
@@ -129,6 +132,17 @@ def test_cli_repeated_vocab_line(model_dir, capsys):
     assert f"{model_dir / 'vocab.txt'}:21" in line and "repeats line 6" in line
 
 
+@pytest.mark.parametrize(("content", "message"), [
+    ("[]", "expected a JSON object of tokenizer settings, got list"),
+    ('{"do_lower_case": "no"}', "do_lower_case must be true or false, got 'no'"),
+    ("[" * 100_000, "is not valid JSON"),
+])
+def test_bad_tokenizer_config(model_dir, content, message):
+    (model_dir / "tokenizer_config.json").write_text(content)
+    with pytest.raises(ConfigError, match=f"{model_dir / 'tokenizer_config.json'}:? {re.escape(message)}"):
+        FullTokenizer.from_pretrained(model_dir)
+
+
 # ---- 3. weights -------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("value", [float("nan"), float("inf")])
@@ -192,6 +206,26 @@ def test_bad_pytorch_bin(model_dir, case, capsys):
     assert "weights_only" not in str(info.value) and "\n" not in str(info.value)
     line = cli_error(capsys, "inspect", str(model_dir))
     assert "weights_only" not in line and message in line
+
+
+def test_float8_weights_are_checked_too(model_dir):
+    state = load_file(model_dir / "model.safetensors")
+    state[QUERY] = state[QUERY].to(torch.float8_e4m3fn)  # torch has no isfinite for this type
+    state[QUERY][0, 0] = float("nan")
+    save_file(state, model_dir / "model.safetensors")
+    with pytest.raises(CheckpointError, match=f"tensor {QUERY} holds 1 NaN"):
+        BertModel.from_pretrained(model_dir)
+
+
+@pytest.mark.parametrize(("weight_map", "message"), [
+    ({}, "its 'weight_map' is '{}'"), ({"a": "../model.safetensors"}, "its 'weight_map'"),
+    ([1], "its 'weight_map' is '[1]'"), (None, "its 'weight_map' is 'None'")])
+def test_bad_sharded_index(model_dir, weight_map, message):
+    (model_dir / "model.safetensors").rename(model_dir / "model-00001-of-00001.safetensors")
+    index = model_dir / "model.safetensors.index.json"
+    index.write_text(json.dumps({"weight_map": weight_map}))
+    with pytest.raises(CheckpointError, match=f"{index}: {re.escape(message)}"):
+        BertModel.from_pretrained(model_dir)
 
 
 # ---- 4. convert / inspect on a truncated safetensors file -------------------------------------
@@ -297,3 +331,25 @@ def test_tokenize_wants_a_str(text):
     for method in (tokenizer.tokenize, tokenizer.text_to_ids, tokenizer.encode):
         with pytest.raises(TypeError, match=f"expects a str, got {type(text).__name__}"):
             method(text)
+
+
+# ---- every JSON reader: nesting deep enough to overflow Python's parser ------------------------
+
+def deep_json(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("[" * 100_000 + "]" * 100_000)
+    return path
+
+
+@pytest.mark.parametrize("reader", ["config.json", "SQuAD", "CommonsenseQA", "shards' index.json", "sharded index"])
+def test_deeply_nested_json(tmp_path, reader):
+    read = {
+        "config.json": lambda: BertConfig.from_json_file(deep_json(tmp_path / "config.json")),
+        "SQuAD": lambda: read_squad_examples(deep_json(tmp_path / "train.json"), is_training=True),
+        "CommonsenseQA": lambda: read_commonsenseqa_examples(deep_json(tmp_path / "train_rand_split.jsonl")),
+        "shards' index.json": lambda: PretrainingDataset(deep_json(tmp_path / "data" / "index.json").parent),
+        "sharded index": lambda: BertModel.from_pretrained(deep_json(tmp_path / "model.safetensors.index.json")),
+    }[reader]
+    with pytest.raises(BertkitError, match=str(tmp_path)) as info:
+        read()
+    assert "\n" not in str(info.value)

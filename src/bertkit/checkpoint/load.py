@@ -91,11 +91,15 @@ def resolve_checkpoint(path: str | Path) -> CheckpointFiles:
 
 
 def _sharded_files(index_file: Path) -> list[Path]:
+    expected = "it needs a 'weight_map' object of tensor name -> shard file beside it"
     try:
         weight_map = json.loads(index_file.read_text(encoding="utf-8"))["weight_map"]
-    except (json.JSONDecodeError, KeyError, TypeError) as err:
-        raise CheckpointError(f"{index_file}: not a valid sharded-checkpoint index ({err}); "
-                              "it needs a 'weight_map' object of tensor name -> file") from None
+    except (ValueError, KeyError, TypeError, RecursionError) as err:  # JSONDecodeError and UnicodeDecodeError too
+        raise CheckpointError(f"{index_file}: not a valid sharded-checkpoint index ({type(err).__name__}: "
+                              f"{err}); {expected}") from None
+    if not isinstance(weight_map, dict) or not weight_map or not all(
+            isinstance(f, str) and f and Path(f).name == f for f in weight_map.values()):
+        raise CheckpointError(f"{index_file}: its 'weight_map' is {str(weight_map)[:80]!r}; {expected}")
     files = [index_file.parent / f for f in dict.fromkeys(weight_map.values())]
     for file in files:
         if not file.is_file():
@@ -139,7 +143,11 @@ def reading_safetensors(file: Path):
 def check_finite(state: dict[str, torch.Tensor], source) -> None:
     """A NaN or infinite weight makes every output NaN without any error: refuse it here, naming it."""
     for name, tensor in state.items():
-        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+        if not tensor.is_floating_point():
+            continue
+        if tensor.element_size() == 1:  # torch has no isfinite for some float8 types
+            tensor = tensor.float()
+        if not torch.isfinite(tensor).all():
             bad = int((~torch.isfinite(tensor)).sum())
             raise CheckpointError(f"{source}: tensor {name} holds {bad} NaN or infinite value(s) of {tensor.numel()}; "
                                   "the checkpoint is damaged or was saved from a diverged run: use an earlier "

@@ -559,7 +559,7 @@ def load_index(path: str | os.PathLike) -> tuple[Path, dict]:
                         "create_pretraining_data, or that run was interrupted; run it again")
     try:
         index = json.loads(index_path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as err:
+    except (ValueError, RecursionError) as err:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
         raise DataError(f"{index_path} is not valid JSON ({err}); run bertkit create_pretraining_data again") from None
     if not isinstance(index, dict) or index.get("format") != FORMAT_NAME:
         raise DataError(f"{index_path} is not a bertkit pre-training index (no \"format\": \"{FORMAT_NAME}\")")
