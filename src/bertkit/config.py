@@ -114,9 +114,11 @@ class BertConfig:
                                   f"got {list(self.id2label)}; fix the keys")
             self.id2label = dict(zip(ids, self.id2label.values()))
         if self.label2id is not None:
-            if not isinstance(self.label2id, dict) or not all(_is_int(v) for v in self.label2id.values()):
+            ids = [_as_int(v) for v in self.label2id.values()] if isinstance(self.label2id, dict) else [None]
+            if None in ids:
                 raise ConfigError(f"{source}: key 'label2id' must be an object {{label name: class id}} with integer "
                                   f"ids, got {self.label2id!r}")
+            self.label2id = dict(zip(self.label2id, ids))
 
     def _validate_layers(self, source: str) -> None:
         """Check the per-layer fields against num_hidden_layers and normalise them (pruned_heads' keys
@@ -279,7 +281,7 @@ def _is_number(value: Any) -> bool:
 
 
 def _as_int(key: Any) -> int | None:
-    """A JSON object key that is a class or layer number ("3", or 3 once parsed); None otherwise."""
+    """A class or layer number, as an int or as JSON writes it in an object key ("3"); None otherwise."""
     if _is_int(key):
         return key
     return int(key) if isinstance(key, str) and key.isascii() and key.isdigit() else None

@@ -60,10 +60,16 @@ def load_vocab(vocab_file):
     """
     with open(vocab_file, encoding="utf-8") as reader:
         try:
-            tokens = reader.read().split("\n")
+            text = reader.read()
         except UnicodeDecodeError as err:
             raise ConfigError(f"{vocab_file}:{_line_of_offset(vocab_file, err.start)}: not UTF-8 text; a vocab.txt "
                               "holds one token per line (is this a binary file?)") from None
+    nul = text.find("\x00")
+    if nul >= 0:
+        line = text.count("\n", 0, nul) + 1
+        raise ConfigError(f"{vocab_file}:{line}: holds a NUL byte; a vocab.txt is text, one token per line (is this a "
+                          "binary file?)")
+    tokens = text.split("\n")
     if tokens[-1] == "":
         tokens.pop()  # the file's final newline ends the last line; it does not start a token
     vocab = {}
@@ -71,9 +77,6 @@ def load_vocab(vocab_file):
         if token in vocab:
             raise ConfigError(f"{vocab_file}:{index + 1}: the token {token!r} repeats line {vocab[token] + 1}; "
                               "every line must hold a different token: remove the repeated line")
-        if "\x00" in token:
-            raise ConfigError(f"{vocab_file}:{index + 1}: holds a NUL byte; a vocab.txt is text, one token per "
-                              "line (is this a binary file?)")
         vocab[token] = index
     return vocab
 
