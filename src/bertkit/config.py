@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -79,11 +80,45 @@ class BertConfig:
                 f"{source}: position_embedding_type {position_type!r} is not supported; "
                 "bertkit implements BERT's absolute position embeddings only"
             )
-        if self.id2label is not None:
-            self.id2label = {int(k): v for k, v in self.id2label.items()}
-        if self.label2id is not None:
-            self.label2id = {k: int(v) for k, v in self.label2id.items()}
+        if not _is_int(self.num_labels) or self.num_labels < 1:
+            raise ConfigError(f"{source}: key 'num_labels' must be a positive integer, got {self.num_labels!r}")
+        self._validate_floats(source)
+        self._validate_labels(source)
         self._validate_layers(source)
+
+    def _validate_floats(self, source: str) -> None:
+        """Every probability in [0, 1) and every scale finite and positive: a dropout of 1.0 divides by
+        zero in training, 1.5 trains a dead network, and a NaN layer_norm_eps gives NaN outputs."""
+        dropouts = {key: getattr(self, key) for key in ("hidden_dropout_prob", "attention_probs_dropout_prob")}
+        # HF's optional dropouts (classifier_dropout, ...) are null when unset.
+        dropouts.update({key: value for key, value in self.extra.items() if "dropout" in key and value is not None})
+        for key, value in dropouts.items():
+            if not _is_number(value) or not 0.0 <= value < 1.0:
+                raise ConfigError(f"{source}: key '{key}' must be a dropout probability in [0, 1) (BERT's is 0.1), "
+                                  f"got {value!r}; fix the key")
+        for key in ("initializer_range", "layer_norm_eps"):
+            value = getattr(self, key)
+            if not _is_number(value) or not 0.0 < value < math.inf:
+                raise ConfigError(f"{source}: key '{key}' must be a finite number above 0 (BERT's is "
+                                  f"{getattr(BertConfig, key)}), got {value!r}; fix the key")
+
+    def _validate_labels(self, source: str) -> None:
+        """id2label's keys are class ids (strings in JSON): they become ints here, once."""
+        if self.id2label is not None:
+            if not isinstance(self.id2label, dict) or not all(isinstance(v, str) for v in self.id2label.values()):
+                raise ConfigError(f"{source}: key 'id2label' must be an object {{class id: label name}}, "
+                                  f"got {self.id2label!r}")
+            ids = [_as_int(k) for k in self.id2label]
+            if None in ids or sorted(ids) != list(range(len(ids))):
+                raise ConfigError(f"{source}: key 'id2label' must have the class ids 0..{len(ids) - 1} as its keys, "
+                                  f"got {list(self.id2label)}; fix the keys")
+            self.id2label = dict(zip(ids, self.id2label.values()))
+        if self.label2id is not None:
+            ids = [_as_int(v) for v in self.label2id.values()] if isinstance(self.label2id, dict) else [None]
+            if None in ids:
+                raise ConfigError(f"{source}: key 'label2id' must be an object {{label name: class id}} with integer "
+                                  f"ids, got {self.label2id!r}")
+            self.label2id = dict(zip(self.label2id, ids))
 
     def _validate_layers(self, source: str) -> None:
         """Check the per-layer fields against num_hidden_layers and normalise them (pruned_heads' keys
@@ -112,7 +147,7 @@ class BertConfig:
                               f"got {self.pruned_heads!r}")
         pruned: dict[int, list[int]] = {}
         for layer, removed in self.pruned_heads.items():
-            index = int(layer) if _is_int(layer) or (isinstance(layer, str) and layer.isdigit()) else None
+            index = _as_int(layer)
             if index is None or not 0 <= index < n:
                 raise ConfigError(f"{source}: key 'pruned_heads' names layer {layer!r}; layers are 0..{n - 1}")
             if not isinstance(removed, (list, tuple)) or not all(_is_int(h) and 0 <= h < heads for h in removed):
@@ -129,8 +164,7 @@ class BertConfig:
                 raise ConfigError(f"{source}: keys 'layer_num_heads' {self.layer_num_heads} and 'pruned_heads' "
                                   f"(which leaves {expected}) disagree; remove one of them")
 
-        if not (isinstance(self.layerdrop, (int, float)) and not isinstance(self.layerdrop, bool)
-                and 0.0 <= self.layerdrop < 1.0):
+        if not (_is_number(self.layerdrop) and 0.0 <= self.layerdrop < 1.0):
             raise ConfigError(f"{source}: key 'layerdrop' must be a number in [0, 1), got {self.layerdrop!r}")
         self.layerdrop = float(self.layerdrop)
 
@@ -183,10 +217,17 @@ class BertConfig:
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"config file not found: {path} (expected Google's bert_config.json or HF's config.json)")
+        data = path.read_bytes()
         try:
-            values = json.loads(path.read_text(encoding="utf-8"))
+            values = json.loads(data.decode("utf-8"))
+        except UnicodeDecodeError as err:
+            line = data[: err.start].count(b"\n") + 1
+            raise ConfigError(f"{path}:{line}: not valid UTF-8 (byte {data[err.start]:#04x} at offset {err.start}); "
+                              "re-save the config as UTF-8 JSON") from None
         except json.JSONDecodeError as err:
             raise ConfigError(f"{path}: not valid JSON at line {err.lineno}, column {err.colno}: {err.msg}") from None
+        except RecursionError:
+            raise ConfigError(f"{path}: its JSON is nested too deeply to be a config; is it a config.json?") from None
         if not isinstance(values, dict):
             raise ConfigError(f"{path}: expected a JSON object of config keys, got {type(values).__name__}")
         if values.get("model_type", "bert") not in ("bert",):
@@ -200,8 +241,9 @@ class BertConfig:
         values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "extra"}
         if values["id2label"] is not None:
             values["id2label"] = {str(k): v for k, v in values["id2label"].items()}
-        else:
-            del values["id2label"], values["label2id"]
+        for key in ("id2label", "label2id"):
+            if values[key] is None:
+                del values[key]
         for key in LAYER_FIELDS:
             if not values[key]:
                 del values[key]
@@ -232,3 +274,14 @@ class BertConfig:
 
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _as_int(key: Any) -> int | None:
+    """A class or layer number, as an int or as JSON writes it in an object key ("3"); None otherwise."""
+    if _is_int(key):
+        return key
+    return int(key) if isinstance(key, str) and key.isascii() and key.isdigit() else None

@@ -53,15 +53,38 @@ def load_vocab(vocab_file):
     vocab's "\\u2028" and "##\\u2028" entries into "" and "##". We keep them verbatim, as
     transformers does. Ids are the same either way, and no word can be tokenized into either
     entry, because U+2028 is whitespace to the splitting.
+
+    A file that is not UTF-8 text, or that repeats a token, is a ConfigError naming the line: a
+    repeated token would leave an id unused, so that the vocabulary's size (its distinct tokens)
+    understates its highest id and a model of that size is indexed past its embeddings.
     """
     with open(vocab_file, encoding="utf-8") as reader:
-        tokens = reader.read().split("\n")
+        try:
+            text = reader.read()
+        except UnicodeDecodeError as err:
+            raise ConfigError(f"{vocab_file}:{_line_of_offset(vocab_file, err.start)}: not UTF-8 text; a vocab.txt "
+                              "holds one token per line (is this a binary file?)") from None
+    nul = text.find("\x00")
+    if nul >= 0:
+        line = text.count("\n", 0, nul) + 1
+        raise ConfigError(f"{vocab_file}:{line}: holds a NUL byte; a vocab.txt is text, one token per line (is this a "
+                          "binary file?)")
+    tokens = text.split("\n")
     if tokens[-1] == "":
         tokens.pop()  # the file's final newline ends the last line; it does not start a token
     vocab = {}
     for index, token in enumerate(tokens):
+        if token in vocab:
+            raise ConfigError(f"{vocab_file}:{index + 1}: the token {token!r} repeats line {vocab[token] + 1}; "
+                              "every line must hold a different token: remove the repeated line")
         vocab[token] = index
     return vocab
+
+
+def _line_of_offset(path, offset):
+    """The 1-based line holding byte `offset` of the file."""
+    with open(path, "rb") as reader:
+        return reader.read(offset).count(b"\n") + 1
 
 
 def whitespace_tokenize(text):
@@ -328,6 +351,9 @@ class FullTokenizer:
         not be able to smuggle control tokens in."""
         self.vocab_file = str(vocab_file)
         self.vocab = load_vocab(vocab_file)
+        if "[UNK]" not in self.vocab:
+            raise ConfigError(f"{vocab_file}: has no [UNK] line, the token of every word WordPiece cannot split; "
+                              "use the vocab.txt that belongs to the model")
         self.inv_vocab = {v: k for k, v in self.vocab.items()}
         self.basic_tokenizer = BasicTokenizer(do_lower_case=do_lower_case, tokenize_chinese_chars=tokenize_chinese_chars)
         self.wordpiece_tokenizer = WordpieceTokenizer(vocab=self.vocab)
@@ -609,8 +635,14 @@ class FullTokenizer:
         if path.is_dir() and config_file.is_file():
             try:
                 config = json.loads(config_file.read_text(encoding="utf-8"))
-            except (ValueError, UnicodeDecodeError) as e:
+            except (ValueError, RecursionError) as e:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
                 raise ConfigError(f"{config_file} is not valid JSON ({e}); fix or delete it") from None
+            if not isinstance(config, dict):
+                raise ConfigError(f"{config_file}: expected a JSON object of tokenizer settings, got "
+                                  f"{type(config).__name__}; fix or delete it")
+            for key in ("do_lower_case", "tokenize_chinese_chars", "strip_accents"):
+                if not isinstance(config.get(key, False), bool) and not (key == "strip_accents" and config[key] is None):
+                    raise ConfigError(f"{config_file}: {key} must be true or false, got {config[key]!r}; fix or delete it")
         if do_lower_case is None:
             do_lower_case = config.get("do_lower_case", True)
         if tokenize_chinese_chars is None:

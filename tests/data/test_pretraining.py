@@ -307,7 +307,7 @@ def test_shard_errors_name_the_file(tokenizer, tmp_path):
     index["shards"][0]["num_instances"] += 1
     (out / "index.json").write_text(json.dumps(index))
     np.save(ids, np.zeros(3, dtype=np.int32))
-    with pytest.raises(DataError, match="shard-00000 does not hold the"):
+    with pytest.raises(DataError, match="shard-00000/offsets.npy: does not hold the"):
         PretrainingDataset(out)[0]
 
 

@@ -58,7 +58,7 @@ def test_from_scratch_with_bert_config_then_continue_from_hf_output(tmp_path):
 ])
 def test_user_errors_are_one_line(tmp_path, extra, message):
     big_vocab = tmp_path / "vocab.txt"
-    big_vocab.write_text("\n".join(f"tok{i}" for i in range(150)) + "\n")
+    big_vocab.write_text("\n".join(["[PAD]", "[UNK]", *(f"tok{i}" for i in range(150))]) + "\n")
     argv = [sys.executable, "-m", "bertkit", "run_classifier", "--do_train=true", f"--data_dir={SAMPLE}",
             f"--init_checkpoint={TF_CLASSIFIER}", f"--output_dir={tmp_path / 'out'}", "--cache_dir=none",
             "--max_seq_length=64"]

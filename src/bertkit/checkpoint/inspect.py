@@ -11,7 +11,7 @@ import re
 from dataclasses import asdict, dataclass
 
 from bertkit.checkpoint import names
-from bertkit.checkpoint.load import CheckpointFiles, resolve_checkpoint
+from bertkit.checkpoint.load import CheckpointFiles, _torch_load_weights_only, reading_safetensors, resolve_checkpoint
 from bertkit.checkpoint.tf_bundle import TFCheckpointReader
 from bertkit.errors import CheckpointError
 
@@ -58,13 +58,11 @@ def _hf_rows(files: CheckpointFiles) -> list[VariableRow]:
         if files.format == "safetensors":
             from safetensors import safe_open
 
-            with safe_open(file, "pt") as handle:  # reads the header only
+            with reading_safetensors(file), safe_open(file, "pt") as handle:  # reads the header only
                 for name in handle.keys():
                     tensor = handle.get_slice(name)
                     rows.append(_hf_row(name, tuple(tensor.get_shape()), str(tensor.get_dtype()).lower()))
         else:
-            from bertkit.checkpoint.load import _torch_load_weights_only
-
             for name, tensor in _torch_load_weights_only(file).items():
                 rows.append(_hf_row(name, tuple(tensor.shape), str(tensor.dtype).removeprefix("torch.")))
     return sorted(rows, key=lambda row: row.name)

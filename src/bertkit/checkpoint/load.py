@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import logging
 import pickle
+import re
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -89,11 +91,15 @@ def resolve_checkpoint(path: str | Path) -> CheckpointFiles:
 
 
 def _sharded_files(index_file: Path) -> list[Path]:
+    expected = "it needs a 'weight_map' object of tensor name -> shard file beside it"
     try:
         weight_map = json.loads(index_file.read_text(encoding="utf-8"))["weight_map"]
-    except (json.JSONDecodeError, KeyError, TypeError) as err:
-        raise CheckpointError(f"{index_file}: not a valid sharded-checkpoint index ({err}); "
-                              "it needs a 'weight_map' object of tensor name -> file") from None
+    except (ValueError, KeyError, TypeError, RecursionError) as err:  # JSONDecodeError and UnicodeDecodeError too
+        raise CheckpointError(f"{index_file}: not a valid sharded-checkpoint index ({type(err).__name__}: "
+                              f"{err}); {expected}") from None
+    if not isinstance(weight_map, dict) or not weight_map or not all(
+            isinstance(f, str) and f and Path(f).name == f for f in weight_map.values()):
+        raise CheckpointError(f"{index_file}: its 'weight_map' is {str(weight_map)[:80]!r}; {expected}")
     files = [index_file.parent / f for f in dict.fromkeys(weight_map.values())]
     for file in files:
         if not file.is_file():
@@ -104,38 +110,90 @@ def _sharded_files(index_file: Path) -> list[Path]:
 def read_state_dict(files: CheckpointFiles, report: LoadReport) -> dict[str, torch.Tensor]:
     """Read every tensor of a checkpoint; never unpickles anything but tensors."""
     if files.format == "google-tf":
-        return _read_google(files, report)
+        state = _read_google(files, report)
+        check_finite(state, files.tf_prefix)
+        return state
     state: dict[str, torch.Tensor] = {}
     for file in files.weight_files:
         if files.format == "safetensors":
-            from safetensors import SafetensorError
             from safetensors.torch import load_file
 
-            try:
-                state.update(load_file(file))
-            except (SafetensorError, OSError) as err:
-                raise CheckpointError(f"{file}: cannot read safetensors file ({err}); it may be truncated") from None
+            with reading_safetensors(file):
+                part = load_file(file)
         else:
-            state.update(_torch_load_weights_only(file))
+            part = _torch_load_weights_only(file)
+        check_finite(part, file)
+        state.update(part)
     return state
+
+
+@contextmanager
+def reading_safetensors(file: Path):
+    """The safetensors library's errors while reading `file` (truncated, damaged, not safetensors at
+    all) as one CheckpointError naming it: every reader of .safetensors files goes through here."""
+    from safetensors import SafetensorError
+
+    try:
+        yield
+    except (SafetensorError, OSError) as err:
+        raise CheckpointError(f"{file}: cannot read safetensors file ({err}); it is truncated, damaged or not a "
+                              "safetensors file: save or download it again") from None
+
+
+def check_finite(state: dict[str, torch.Tensor], source) -> None:
+    """A NaN or infinite weight makes every output NaN without any error: refuse it here, naming it."""
+    for name, tensor in state.items():
+        if not tensor.is_floating_point():
+            continue
+        if tensor.element_size() == 1:  # torch has no isfinite for some float8 types
+            tensor = tensor.float()
+        if not torch.isfinite(tensor).all():
+            bad = int((~torch.isfinite(tensor)).sum())
+            raise CheckpointError(f"{source}: tensor {name} holds {bad} NaN or infinite value(s) of {tensor.numel()}; "
+                                  "the checkpoint is damaged or was saved from a diverged run: use an earlier "
+                                  "checkpoint")
+
+
+# How torch's safe unpickler names a class it does not allow.
+_DISALLOWED_GLOBAL = re.compile(r"GLOBAL (\S+) was not an allowed global")
 
 
 def _torch_load_weights_only(file: Path) -> dict[str, torch.Tensor]:
     try:
         loaded = torch.load(file, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        raise CheckpointError(
-            f"{file}: refused to unpickle it, because it holds objects other than tensors ({err}). "
-            "bertkit loads .bin files with torch.load(weights_only=True) only; convert it to safetensors "
-            "with a tool you trust"
-        ) from None
-    except (RuntimeError, EOFError, OSError) as err:
-        raise CheckpointError(f"{file}: cannot read PyTorch checkpoint ({err}); it may be truncated") from None
+    except (FileNotFoundError, IsADirectoryError, PermissionError) as err:
+        raise CheckpointError(f"{file}: cannot open it ({err.strerror})") from None
+    except Exception as err:  # noqa: BLE001 - torch.load reads nothing but this file, so any failure is the file's
+        with open(file, "rb") as handle:
+            head = handle.read(2)
+        # torch.save writes a zip archive ("PK"), older torch a pickle ("\x80" and its protocol 2-5).
+        if head != b"PK" and not (len(head) == 2 and head[0] == 0x80 and 2 <= head[1] <= 5):
+            raise CheckpointError(f"{file}: not a PyTorch checkpoint (neither the zip archive nor the pickle that "
+                                  "torch.save writes); is it the right file? Download or save it again") from None
+        if isinstance(err, pickle.UnpicklingError):
+            other = _DISALLOWED_GLOBAL.search(str(err))
+            what = (f"{other.group(1)}, an object other than tensors" if other
+                    else f"objects other than tensors, or is damaged (the safe unpickler stopped at: {_first_line(err)})")
+            raise CheckpointError(
+                f"{file}: refused to unpickle it: it holds {what}. bertkit reads only tensors from .bin files, since "
+                "unpickling anything else can run any code: save the state_dict alone, or as safetensors, where the "
+                "file was made"
+            ) from None
+        raise CheckpointError(f"{file}: cannot read PyTorch checkpoint ({_first_line(err)}); it is truncated or "
+                              "damaged: download or save it again") from None
     if isinstance(loaded, dict) and "state_dict" in loaded and isinstance(loaded["state_dict"], dict):
         loaded = loaded["state_dict"]
     if not isinstance(loaded, dict) or not all(torch.is_tensor(v) for v in loaded.values()):
         raise CheckpointError(f"{file}: expected a state_dict (a dict of tensor name -> tensor)")
     return loaded
+
+
+def _first_line(err: Exception) -> str:
+    """The gist of a torch.load error, without the advice torch appends (which may be to turn the safe
+    loader off: bertkit never does)."""
+    message = str(err)
+    detail = message.split("WeightsUnpickler error:")[-1].strip() if "WeightsUnpickler error:" in message else message
+    return (detail.splitlines() or [type(err).__name__])[0].strip() or type(err).__name__
 
 
 def _read_google(files: CheckpointFiles, report: LoadReport) -> dict[str, torch.Tensor]:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -208,9 +209,12 @@ class DataProcessor:
     def _parse_label(self, raw: str, where: str) -> str | float:
         if self.is_regression:
             try:
-                return float(raw)
+                score = float(raw)
             except ValueError:
-                raise DataError(f"{where}: expected a float similarity score, found {raw!r}; fix the line") from None
+                score = math.nan
+            if not math.isfinite(score):  # "nan" and "inf" parse, but train NaN
+                raise DataError(f"{where}: expected a float similarity score, found {raw!r}; fix the line")
+            return score
         if raw not in self.labels:
             raise DataError(
                 f"{where}: expected a label in {list(self.labels)}, found {raw!r}; "

@@ -191,6 +191,9 @@ def read_commonsenseqa_examples(input_file: str | os.PathLike) -> list[MultipleC
                 except json.JSONDecodeError as err:
                     raise DataError(f"{where}: not valid JSON ({err.msg}, column {err.colno}); "
                                     "expected one JSON object per line") from None
+                except RecursionError:
+                    raise DataError(f"{where}: JSON nested too deeply; expected one CommonsenseQA record per line") \
+                        from None
                 example_id = _get(record, "id", str, where)
                 where = f"{where} (id {example_id})"
                 question = _get(record, "question", dict, where)

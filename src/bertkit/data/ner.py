@@ -142,7 +142,9 @@ def read_conll(path: str | os.PathLike, label_column: int | None = -1, set_type:
                                        iob1_to_iob2(tags) if label_column is not None else None, start))
         words, tags = [], []
 
-    for number, line in enumerate(text.splitlines(), 1):
+    # Lines end at \n, \r\n or \r only: str.splitlines() would also end one at a form feed, U+2028 and
+    # the like, and number every later line wrongly.
+    for number, line in enumerate(text.replace("\r\n", "\n").replace("\r", "\n").split("\n"), 1):
         fields = line.split()
         if not fields:
             finish()

@@ -64,7 +64,7 @@ import random
 import re
 import shutil
 from array import array
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
@@ -559,7 +559,7 @@ def load_index(path: str | os.PathLike) -> tuple[Path, dict]:
                         "create_pretraining_data, or that run was interrupted; run it again")
     try:
         index = json.loads(index_path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as err:
+    except (ValueError, RecursionError) as err:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
         raise DataError(f"{index_path} is not valid JSON ({err}); run bertkit create_pretraining_data again") from None
     if not isinstance(index, dict) or index.get("format") != FORMAT_NAME:
         raise DataError(f"{index_path} is not a bertkit pre-training index (no \"format\": \"{FORMAT_NAME}\")")
@@ -567,11 +567,24 @@ def load_index(path: str | os.PathLike) -> tuple[Path, dict]:
         raise DataError(f"{index_path} has format version {index.get('version')}, this bertkit reads version "
                         f"{FORMAT_VERSION}; run bertkit create_pretraining_data again")
     try:
-        for shard in index["shards"]:
-            shard["name"], int(shard["num_instances"])
-        index["settings"]["max_seq_length"], index["vocab"]["size"]
-    except (KeyError, TypeError, ValueError) as err:
+        fields = [(f"shards[{i}].num_instances", shard["num_instances"], 0) for i, shard in enumerate(index["shards"])]
+        fields += [("settings.max_seq_length", index["settings"]["max_seq_length"], 1),
+                   ("settings.max_predictions_per_seq", index["settings"]["max_predictions_per_seq"], 0),
+                   ("vocab.size", index["vocab"]["size"], 1)]
+        names = [shard["name"] for shard in index["shards"]]
+        vocab_file, fingerprint = index["vocab"]["file"], index["vocab"].get("fingerprint")
+    except (KeyError, TypeError, IndexError) as err:
         raise DataError(f"{index_path} is missing a field ({err}); run bertkit create_pretraining_data again") from None
+    for key, value, least in fields:
+        if not isinstance(value, int) or isinstance(value, bool) or value < least:
+            raise DataError(f"{index_path}: {key} must be an integer of at least {least}, got {value!r}; the index is "
+                            "damaged: run bertkit create_pretraining_data again")
+    # Shard names are folders beside index.json, never paths that lead elsewhere.
+    for key, value in [*((f"shards[{i}].name", name) for i, name in enumerate(names)),
+                       ("vocab.file", vocab_file), ("vocab.fingerprint", fingerprint or "")]:
+        if not isinstance(value, str) or (key.startswith("shards") and not re.fullmatch(rf"{SHARD_PREFIX}\d+", value)):
+            raise DataError(f"{index_path}: {key} is {value!r}, not what create_pretraining_data writes; the index is "
+                            "damaged: run bertkit create_pretraining_data again")
     return index_path.parent, index
 
 
@@ -598,6 +611,9 @@ def expand_shard_dirs(spec: str | os.PathLike | Sequence) -> list[Path]:
 class _Shard:
     directory: Path
     num_instances: int
+    vocab_size: int  # the bounds its index promises, checked when the shard is opened
+    max_seq_length: int
+    max_predictions_per_seq: int
     arrays: dict = field(default_factory=dict)
 
 
@@ -616,12 +632,12 @@ class PretrainingDataset(Dataset):
         if len(hashes) > 1:
             raise DataError("the pre-training data sets " + ", ".join(str(d) for d, _ in self.indexes) +
                             " were built with different vocabularies; build them all with the same vocab.txt")
-        self.shards = [_Shard(directory / shard["name"], int(shard["num_instances"]))
+        self.shards = [_Shard(directory / shard["name"], shard["num_instances"], index["vocab"]["size"],
+                              index["settings"]["max_seq_length"], index["settings"]["max_predictions_per_seq"])
                        for directory, index in self.indexes for shard in index["shards"]]
-        self.max_seq_length = max(int(index["settings"]["max_seq_length"]) for _, index in self.indexes)
-        self.max_predictions_per_seq = max(int(index["settings"]["max_predictions_per_seq"])
-                                           for _, index in self.indexes)
-        self.vocab_size = max(int(index["vocab"]["size"]) for _, index in self.indexes)
+        self.max_seq_length = max(index["settings"]["max_seq_length"] for _, index in self.indexes)
+        self.max_predictions_per_seq = max(index["settings"]["max_predictions_per_seq"] for _, index in self.indexes)
+        self.vocab_size = max(index["vocab"]["size"] for _, index in self.indexes)
         self.vocab_fingerprint = hashes.pop()
         self._starts = np.cumsum([0] + [s.num_instances for s in self.shards])
         total = int(self._starts[-1])
@@ -632,7 +648,7 @@ class PretrainingDataset(Dataset):
 
     def __getstate__(self):  # DataLoader workers map the files again instead of pickling them
         state = self.__dict__.copy()
-        state["shards"] = [_Shard(s.directory, s.num_instances) for s in self.shards]
+        state["shards"] = [replace(s, arrays={}) for s in self.shards]
         return state
 
     def _arrays(self, shard: _Shard) -> dict:
@@ -644,26 +660,16 @@ class PretrainingDataset(Dataset):
                     values = np.load(path, mmap_mode="r", allow_pickle=False)
                 except FileNotFoundError:
                     raise DataError(f"{path} is missing; run bertkit create_pretraining_data again") from None
-                except (OSError, ValueError, EOFError) as err:
-                    raise DataError(f"{path} is not a readable .npy array ({err}); run bertkit "
+                except Exception as err:  # noqa: BLE001 - np.load reads nothing but this file (a damaged header
+                    # is a SyntaxError or tokenize's TokenError there), so any failure is the file's
+                    raise DataError(f"{path} is not a readable .npy array ({type(err).__name__}: "
+                                    f"{str(err).splitlines()[0] if str(err) else ''}); run bertkit "
                                     "create_pretraining_data again") from None
                 if values.dtype != dtype or values.ndim != 1:
                     raise DataError(f"{path} holds {values.dtype} of shape {values.shape}, expected a flat "
                                     f"{np.dtype(dtype)} array")
                 arrays[name] = values
-            n = shard.num_instances
-            checks = [
-                (len(arrays["offsets"]) == n + 1 and len(arrays["masked_lm_offsets"]) == n + 1
-                 and len(arrays["next_sentence_labels"]) == n, f"does not hold the {n} instances its index lists"),
-                (arrays["offsets"][-1] == len(arrays["input_ids"]) == len(arrays["segment_ids"]),
-                 "has offsets that do not match input_ids"),
-                (arrays["masked_lm_offsets"][-1] == len(arrays["masked_lm_positions"]) == len(arrays["masked_lm_ids"]),
-                 "has masked_lm_offsets that do not match masked_lm_positions"),
-            ]
-            for ok, problem in checks:
-                if not ok:
-                    raise DataError(f"{shard.directory} {problem}: it is damaged or from another run; run bertkit "
-                                    "create_pretraining_data again")
+            _check_shard(shard, arrays)
             shard.arrays = arrays
         return shard.arrays
 
@@ -713,3 +719,51 @@ class PretrainingDataset(Dataset):
                 if len(a[name]):
                     largest = max(largest, int(a[name].max()))
         return largest
+
+
+def _check_shard(shard: _Shard, arrays: dict) -> None:
+    """Check a whole shard at once, with numpy over its arrays, when it is opened: a bad id or position
+    would otherwise fail deep in a training step, or never show when its row is not drawn."""
+    n = shard.num_instances
+
+    def fail(name: str, problem: str) -> None:
+        raise DataError(f"{shard.directory / name}.npy: {problem}; the shard is damaged or from another run: run "
+                        "bertkit create_pretraining_data again")
+
+    for name, size in (("offsets", n + 1), ("masked_lm_offsets", n + 1), ("next_sentence_labels", n)):
+        if len(arrays[name]) != size:
+            fail(name, f"does not hold the {n} instances index.json lists ({len(arrays[name])} values, not {size})")
+    tokens = np.diff(arrays["offsets"])
+    masked = np.diff(arrays["masked_lm_offsets"])
+    for name, counts, values, low, high in (
+            ("offsets", tokens, "input_ids", 1, shard.max_seq_length),
+            ("masked_lm_offsets", masked, "masked_lm_positions", 0, shard.max_predictions_per_seq)):
+        if arrays[name][0] != 0 or arrays[name][-1] != len(arrays[values]):
+            fail(name, f"runs from {arrays[name][0]} to {arrays[name][-1]}, not from 0 to the "
+                       f"{len(arrays[values])} values of {values}")
+        bad = np.flatnonzero((counts < low) | (counts > high))
+        if len(bad):
+            fail(name, f"row {bad[0]} has {counts[bad[0]]} {values}, not {low} to {high} as index.json promises")
+    if len(arrays["segment_ids"]) != len(arrays["input_ids"]):
+        fail("segment_ids", f"holds {len(arrays['segment_ids'])} values for {len(arrays['input_ids'])} input_ids")
+    if len(arrays["masked_lm_ids"]) != len(arrays["masked_lm_positions"]):
+        fail("masked_lm_ids", f"holds {len(arrays['masked_lm_ids'])} values for "
+                              f"{len(arrays['masked_lm_positions'])} masked_lm_positions")
+
+    def first_outside(name: str, values: np.ndarray, low, high, offsets: np.ndarray, what: str) -> None:
+        """The row of the first value outside [low, high) (high may be per value), if any."""
+        bad = np.flatnonzero((values < low) | (values >= high))
+        if len(bad):
+            row = int(np.searchsorted(offsets, bad[0], side="right")) - 1
+            limit = high[bad[0]] if isinstance(high, np.ndarray) else high
+            fail(name, f"row {row} holds {values[bad[0]]}, outside [{low}, {limit}) ({what})")
+
+    vocab = f"the vocabulary's {shard.vocab_size} ids"
+    first_outside("input_ids", arrays["input_ids"], 0, shard.vocab_size, arrays["offsets"], vocab)
+    first_outside("masked_lm_ids", arrays["masked_lm_ids"], 0, shard.vocab_size, arrays["masked_lm_offsets"], vocab)
+    first_outside("segment_ids", arrays["segment_ids"], 0, 2, arrays["offsets"], "segment ids are 0 or 1")
+    first_outside("next_sentence_labels", arrays["next_sentence_labels"], 0, 2, np.arange(n + 1),
+                  "next sentence labels are 0 or 1")
+    row_lengths = np.repeat(tokens, masked)  # the length of the row of every masked position
+    first_outside("masked_lm_positions", arrays["masked_lm_positions"], 0, row_lengths,
+                  arrays["masked_lm_offsets"], "positions lie within their row's tokens")

@@ -159,6 +159,8 @@ def load_squad_dataset(input_file: str | os.PathLike) -> dict:
         raise DataError(
             f"{path}:{error.lineno}:{error.colno}: not valid JSON ({error.msg}); is it a SQuAD json file?"
         ) from None
+    except RecursionError:
+        raise DataError(f"{path}: JSON nested too deeply to be SQuAD data; is it a SQuAD json file?") from None
     if not isinstance(dataset, dict) or not isinstance(dataset.get("data"), list):
         raise DataError(f'{path}: expected a JSON object with a "data" list of articles, as in SQuAD\'s train/dev files')
     return dataset
@@ -263,7 +265,8 @@ def _examples_from_articles(
                     # not, answer_start is off or the text has odd Unicode, so skip the question.
                     actual_text = " ".join(doc_tokens[start_position : end_position + 1])
                     cleaned_answer_text = " ".join(whitespace_tokenize(orig_answer_text))
-                    if actual_text.find(cleaned_answer_text) == -1:
+                    # A start on leading whitespace (word -1) or a blank answer is not found either.
+                    if start_position < 0 or not cleaned_answer_text or actual_text.find(cleaned_answer_text) == -1:
                         logger.warning("Could not find answer of %s: '%s' vs. '%s'", qas_id, actual_text,
                                        cleaned_answer_text)
                         num_skipped += 1
