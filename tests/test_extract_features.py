@@ -104,7 +104,7 @@ def test_cli_writes_jsonl_and_npy(tmp_path, minilm_path, capsys):
 
 
 def test_missing_or_empty_input_is_a_clear_error(tmp_path):
-    with pytest.raises(DataError, match="input file not found"):
+    with pytest.raises(DataError, match="nope.txt: file not found"):
         read_examples(tmp_path / "nope.txt")
     (tmp_path / "empty.txt").write_text("")
     with pytest.raises(DataError, match="is empty"):

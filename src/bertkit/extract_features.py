@@ -18,7 +18,7 @@ import torch
 from tqdm.auto import tqdm
 
 from bertkit.errors import DataError
-from bertkit.io_utils import atomic_save_with, atomic_write
+from bertkit.io_utils import atomic_save_with, atomic_write, read_text_lines
 from bertkit.modeling import BertModel
 from bertkit.tokenization import FullTokenizer
 
@@ -35,14 +35,10 @@ class InputExample:
 def read_examples(input_file: str | Path) -> list[InputExample]:
     """One text per line; `text a ||| text b` is a pair, as in Google's extract_features.py."""
     path = Path(input_file)
-    if not path.is_file():
-        raise DataError(f"input file not found: {path} (one text per line, 'a ||| b' for a pair)")
     examples = []
-    with open(path, encoding="utf-8") as handle:
-        for line in handle:
-            line = line.rstrip("\n")
-            text_a, sep, text_b = line.partition(" ||| ")
-            examples.append(InputExample(len(examples), text_a, text_b if sep else None))
+    for _, line in read_text_lines(path, "a text file, one text per line ('a ||| b' for a pair)"):
+        text_a, sep, text_b = line.rstrip("\n").partition(" ||| ")
+        examples.append(InputExample(len(examples), text_a, text_b if sep else None))
     if not examples:
         raise DataError(f"{path} is empty: write one text per line")
     return examples
