@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from bertkit.cli.main import main
-from bertkit.errors import DataError
+from bertkit.errors import ConfigError, DataError
 from bertkit.extract_features import FeatureExtractor, InputExample, pool, read_examples
 from bertkit.heads import BertModel
 from bertkit.tokenization import FullTokenizer
@@ -83,7 +83,7 @@ def test_google_records_for_singles_and_pairs(tmp_path, minilm_path):
     with torch.no_grad():
         top = model(**{k: torch.tensor([v]) for k, v in tokenizer.encode("The cat sat.").items()}).sequence_output
     assert np.allclose(layer["values"], top[0, 0].numpy(), atol=1e-5)
-    with pytest.raises(ValueError, match="the model has 6 layers"):
+    with pytest.raises(ConfigError, match="the model has 6 layers"):
         list(FeatureExtractor(model, tokenizer).token_features(examples, layers=[-7]))
 
 

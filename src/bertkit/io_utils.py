@@ -25,7 +25,7 @@ def open_input(path: str | os.PathLike, what: str, encoding: str = "utf-8", newl
     except IsADirectoryError:
         raise DataError(f"{path}: is a directory, not a file; {what}") from None
     except PermissionError:
-        raise DataError(f"{path}: permission denied; make it readable, or {what}") from None
+        raise DataError(f"{path}: permission denied; make the file readable") from None
 
 
 def first_non_utf8_line(path: str | os.PathLike) -> int:
@@ -54,15 +54,21 @@ def read_text_lines(path: str | os.PathLike, what: str) -> Iterator[tuple[int, s
                             "convert the file to UTF-8") from None
 
 
+def _named(flag: str, path: Path) -> str:
+    """How a message names the path: `--output_dir=out`, or `destination out` for a positional argument."""
+    return f"{flag}={path}" if flag.startswith("-") else f"{flag} {path}"
+
+
 def _check_creatable(path: Path, flag: str) -> None:
     """The nearest existing folder above `path` must be a folder this process can write in."""
     parent = path.absolute().parent
     while not parent.exists():  # exists() is False under a file too: the walk stops at the file
         parent = parent.parent
     if not parent.is_dir():
-        raise ConfigError(f"{flag}={path} cannot be created: {parent} is a file, not a directory; choose another path")
+        raise ConfigError(f"{_named(flag, path)} cannot be created: {parent} is a file, not a directory; "
+                          "choose another path")
     if not os.access(parent, os.W_OK | os.X_OK):
-        raise ConfigError(f"{flag}={path} cannot be created: no permission to write in {parent}; "
+        raise ConfigError(f"{_named(flag, path)} cannot be created: no permission to write in {parent}; "
                           "choose a directory you can write to")
 
 
@@ -72,9 +78,11 @@ def check_output_dir(path: str | os.PathLike, flag: str = "--output_dir") -> Pat
     path = Path(path)
     if path.exists():
         if not path.is_dir():
-            raise ConfigError(f"{flag}={path} is a file, not a directory; give a directory (it is created if needed)")
+            raise ConfigError(f"{_named(flag, path)} is a file, not a directory; give a directory "
+                              "(it is created if needed)")
         if not os.access(path, os.W_OK | os.X_OK):
-            raise ConfigError(f"{flag}={path}: no permission to write in it; choose a directory you can write to")
+            raise ConfigError(f"{_named(flag, path)}: no permission to write in it; "
+                              "choose a directory you can write to")
     else:
         _check_creatable(path, flag)
     return path
@@ -85,10 +93,10 @@ def check_output_file(path: str | os.PathLike, flag: str = "--output_file") -> P
     (its folders are created if needed); else a ConfigError naming `flag`."""
     path = Path(path)
     if path.is_dir():
-        raise ConfigError(f"{flag}={path} is a directory; give the name of a file to write")
+        raise ConfigError(f"{_named(flag, path)} is a directory; give the name of a file to write")
     if path.exists():
         if not os.access(path.parent, os.W_OK | os.X_OK):  # atomic writes replace it from beside it
-            raise ConfigError(f"{flag}={path}: no permission to write in {path.parent}; choose another path")
+            raise ConfigError(f"{_named(flag, path)}: no permission to write in {path.parent}; choose another path")
     else:
         _check_creatable(path, flag)
     return path

@@ -111,6 +111,10 @@ class TrainingArguments:
             if value is not None and value < (0 if name == "warmup_steps" else 1):
                 raise ConfigError(f"TrainingArguments.{name} must be None or at least "
                                   f"{0 if name == 'warmup_steps' else 1}, got {value!r}")
+        if not 0 <= self.warmup_proportion <= 1:
+            raise ConfigError(f"TrainingArguments.warmup_proportion must be between 0 and 1, got {self.warmup_proportion!r}")
+        if not 0 <= self.seed < 2**32:  # numpy's seed range
+            raise ConfigError(f"TrainingArguments.seed must be between 0 and 2**32 - 1, got {self.seed!r}")
         if self.scheduler not in SCHEDULES:
             raise ConfigError(f"TrainingArguments.scheduler {self.scheduler!r} is not one of: {', '.join(SCHEDULES)}")
         if self.pad_to_max_length and self.max_seq_length is None:
