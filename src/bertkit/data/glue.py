@@ -30,7 +30,7 @@ from typing import Sequence
 
 from tqdm.auto import tqdm
 
-from bertkit.errors import DataError
+from bertkit.errors import ConfigError, DataError
 from bertkit.io_utils import first_non_utf8_line, open_input
 from bertkit.tokenization import input_lists, pack, truncate_seq_pair
 
@@ -347,8 +347,8 @@ def convert_single_example(
       pad_to_max_length: zero-pad to `max_seq_length` (Google); False returns the unpadded
         lists, for batches padded to their own longest row (dynamic padding).
     """
-    if max_seq_length < 2:
-        raise ValueError(f"max_seq_length must leave room for [CLS] and [SEP], got {max_seq_length}")
+    if max_seq_length < 3:  # a pair is cut to max_seq_length - 3 pieces, which must not be negative
+        raise ConfigError(f"max_seq_length must leave room for [CLS], [SEP] and a token, got {max_seq_length}")
     if isinstance(example, PaddingInputExample):
         length = max_seq_length if pad_to_max_length else 0
         return InputFeatures([0] * length, [0] * length, [0] * length, label_id=0, is_real_example=False)
