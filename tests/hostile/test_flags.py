@@ -40,6 +40,8 @@ CASES = {  # argv (templates over the ws paths), what the message must name
     "negative-warmup": ([*CLASSIFIER, "--warmup_proportion=-0.5"], "argument --warmup_proportion: must be between 0"),
     "warmup-above-1": ([*CLASSIFIER, "--warmup_proportion=1.5"], "argument --warmup_proportion: must be between 0"),
     "zero-batch-size": ([*CLASSIFIER, "--train_batch_size=0"], "argument --train_batch_size: must be at least 1"),
+    "negative-max-eval-examples": ([*CLASSIFIER, "--max_eval_examples=-3"],
+                                   "argument --max_eval_examples: must be at least 1"),
     "encode-max-seq-length-beyond-the-model": (["encode", "hi", "--max_seq_length=100", *MODEL],
                                                "--max_seq_length=100 is more than the model's"),
     "prune-max-seq-length-beyond-the-model": (["prune", f"--model={TF / 'bert_model.ckpt'}", "--method=magnitude",

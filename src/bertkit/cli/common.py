@@ -176,7 +176,7 @@ def add_training_arguments(parser, learning_rate: float = 5e-5, epochs: float = 
                       help="pad every batch to max_seq_length (Google's exact input shapes); default: dynamic padding")
     ours.add_argument("--group_by_length", type=str2bool, default=True, metavar="BOOL",
                       help="batch examples of similar length together (default true)")
-    ours.add_argument("--max_eval_examples", type=int, default=None,
+    ours.add_argument("--max_eval_examples", type=positive_int, default=None,
                       help="evaluate and predict on the first N examples of each split only (a quick look)")
     ours.add_argument("--eval_steps", type=int, default=None, help="evaluate every N steps (default: every epoch)")
     ours.add_argument("--logging_steps", type=int, default=None,
