@@ -21,7 +21,8 @@ from bertkit.tasks.classifier import ClassifierTask
 def add_arguments(parser) -> None:
     parser.add_argument("--task_name", required=True, help="MRPC, CoLA, SST-2, STS-B, RTE, WNLI, QQP, MNLI, MNLI-MM, QNLI")
     parser.add_argument("--data_dir", required=True, help="the task's GLUE folder (train.tsv, dev.tsv, test.tsv)")
-    parser.add_argument("--max_train_examples", type=positive_int, default=None, help="train on the first N examples only")
+    parser.add_argument("--max_train_examples", type=positive_int, default=None,
+                        help="train on the first N examples only")
     add_model_arguments(parser)
     add_training_arguments(parser, learning_rate=5e-5)
 

@@ -38,7 +38,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--doc_stride", type=int, default=None,
                         help="for sentences longer than max_seq_length: word pieces between the starts of "
                              "consecutive windows (default: half a window)")
-    parser.add_argument("--max_train_examples", type=positive_int, default=None, help="train on the first N sentences only")
+    parser.add_argument("--max_train_examples", type=positive_int, default=None,
+                        help="train on the first N sentences only")
     add_model_arguments(parser)
     add_training_arguments(parser, learning_rate=5e-5)
 
