@@ -81,10 +81,12 @@ def test_bad_flags_and_files(ws, capsys, case):
 
 
 def test_defaults_fit_a_small_model(ws, capsys):
-    """A 64-position, 2-layer model: encode's default --max_seq_length (128) is capped at 64 and a
-    longer text truncated; extract_features' default --layers (Google's top four) are its two."""
+    """A 64-position, 2-layer model: encode's and similarity's default --max_seq_length (128, 256)
+    is capped at 64 and a longer text truncated; extract_features' default --layers (Google's top
+    four) are its two."""
     assert main(["-q", "encode", " ".join(["the"] * 200), *MODEL]) == 0
     assert "tokens (64):" in capsys.readouterr().out
+    assert main(["-q", "similarity", " ".join(["the"] * 300), "the", *MODEL]) == 0
     assert main(["-q", *(arg.format(**ws) for arg in EXTRACT)]) == 0
     record = json.loads((ws["tmp"] / "features.jsonl").read_text().splitlines()[0])
     assert [layer["index"] for layer in record["features"][0]["layers"]] == [-1, -2]
