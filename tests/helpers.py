@@ -63,3 +63,27 @@ def google_tiny_config(**overrides) -> dict:
 def read_eval_results(path) -> dict[str, str]:
     """Google's eval_results.txt: `key = value` lines."""
     return dict(line.split(" = ") for line in Path(path).read_text().splitlines())
+
+
+def cli_error(capsys, argv: list[str]) -> str:
+    """Run `bertkit argv` in-process for a user's mistake: it must exit 2 without a traceback,
+    its last stderr line being `bertkit <command>: error: ...`; returns that line."""
+    from bertkit.cli.main import main
+
+    try:
+        code = main(argv)
+    except SystemExit as exit_:  # argparse's errors
+        code = exit_.code
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "Traceback" not in err, err
+    line = err.strip().splitlines()[-1]
+    command = next(arg for arg in argv if not arg.startswith("-"))
+    assert line.startswith(f"bertkit {command}: error: "), err
+    return line
+
+
+def tree(root: Path) -> dict[str, bytes | None]:
+    """Every path under `root` with its bytes (None for a directory): equal before and after a
+    failed command when it wrote nothing."""
+    return {str(p.relative_to(root)): None if p.is_dir() else p.read_bytes() for p in sorted(root.rglob("*"))}

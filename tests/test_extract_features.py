@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from bertkit.cli.main import main
-from bertkit.errors import DataError
+from bertkit.errors import ConfigError, DataError
 from bertkit.extract_features import FeatureExtractor, InputExample, pool, read_examples
 from bertkit.heads import BertModel
 from bertkit.tokenization import FullTokenizer
@@ -83,7 +83,7 @@ def test_google_records_for_singles_and_pairs(tmp_path, minilm_path):
     with torch.no_grad():
         top = model(**{k: torch.tensor([v]) for k, v in tokenizer.encode("The cat sat.").items()}).sequence_output
     assert np.allclose(layer["values"], top[0, 0].numpy(), atol=1e-5)
-    with pytest.raises(ValueError, match="the model has 6 layers"):
+    with pytest.raises(ConfigError, match="the model has 6 layers"):
         list(FeatureExtractor(model, tokenizer).token_features(examples, layers=[-7]))
 
 
@@ -104,7 +104,7 @@ def test_cli_writes_jsonl_and_npy(tmp_path, minilm_path, capsys):
 
 
 def test_missing_or_empty_input_is_a_clear_error(tmp_path):
-    with pytest.raises(DataError, match="input file not found"):
+    with pytest.raises(DataError, match="nope.txt: file not found"):
         read_examples(tmp_path / "nope.txt")
     (tmp_path / "empty.txt").write_text("")
     with pytest.raises(DataError, match="is empty"):

@@ -17,12 +17,13 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from bertkit.errors import DataError
-from bertkit.io_utils import atomic_save_with, atomic_write
+from bertkit.errors import ConfigError, DataError
+from bertkit.io_utils import atomic_save_with, atomic_write, read_text_lines
 from bertkit.modeling import BertModel
 from bertkit.tokenization import FullTokenizer
 
 POOLINGS = ("cls", "mean", "max")
+GOOGLE_LAYERS = (-1, -2, -3, -4)  # Google's default: the top four layers
 
 
 @dataclass
@@ -35,14 +36,10 @@ class InputExample:
 def read_examples(input_file: str | Path) -> list[InputExample]:
     """One text per line; `text a ||| text b` is a pair, as in Google's extract_features.py."""
     path = Path(input_file)
-    if not path.is_file():
-        raise DataError(f"input file not found: {path} (one text per line, 'a ||| b' for a pair)")
     examples = []
-    with open(path, encoding="utf-8") as handle:
-        for line in handle:
-            line = line.rstrip("\n")
-            text_a, sep, text_b = line.partition(" ||| ")
-            examples.append(InputExample(len(examples), text_a, text_b if sep else None))
+    for _, line in read_text_lines(path, "a text file, one text per line ('a ||| b' for a pair)"):
+        text_a, sep, text_b = line.rstrip("\n").partition(" ||| ")
+        examples.append(InputExample(len(examples), text_a, text_b if sep else None))
     if not examples:
         raise DataError(f"{path} is empty: write one text per line")
     return examples
@@ -65,6 +62,8 @@ class FeatureExtractor:
 
     def __init__(self, model: BertModel, tokenizer: FullTokenizer, max_seq_length: int = 128,
                  batch_size: int = 64, progress: bool = False):
+        if batch_size < 1:
+            raise ConfigError(f"batch size must be at least 1, got {batch_size}")
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.max_seq_length = max_seq_length
@@ -103,15 +102,25 @@ class FeatureExtractor:
             out[rows] = vectors.float().cpu().numpy()
         return out
 
-    @torch.inference_mode()
-    def token_features(self, examples: Sequence[InputExample], layers: Sequence[int] = (-1, -2, -3, -4),
-                       decimals: int = 6) -> Iterator[dict]:
-        """Google's JSON records, one per example, in input order."""
+    def check_layers(self, layers: Sequence[int] | None = None) -> list[int]:
+        """`layers` checked against the model; None: Google's top four, or every layer of a smaller model."""
         num_layers = self.model.config.num_hidden_layers
+        if layers is None:
+            return list(GOOGLE_LAYERS[:num_layers])
         for index in layers:
             if not -num_layers <= index < num_layers:
-                raise ValueError(f"layer {index} does not exist: the model has {num_layers} layers "
-                                 f"(use -1 for the top one, down to {-num_layers})")
+                raise ConfigError(f"--layers: layer {index} does not exist, the model has {num_layers} layers; "
+                                  f"use -1 (the top one) down to {-num_layers}, or 0 to {num_layers - 1}")
+        return list(layers)
+
+    def token_features(self, examples: Sequence[InputExample], layers: Sequence[int] | None = None,
+                       decimals: int = 6) -> Iterator[dict]:
+        """Google's JSON records, one per example, in input order; `layers` as `check_layers` takes
+        them, checked here, before the first batch runs."""
+        return self._token_features(examples, self.check_layers(layers), decimals)
+
+    @torch.inference_mode()
+    def _token_features(self, examples: Sequence[InputExample], layers: list[int], decimals: int) -> Iterator[dict]:
         pending: dict[int, dict] = {}
         next_out = 0
         for rows, batch in self._batches(examples):

@@ -1,4 +1,6 @@
-"""Atomic file writes: an interrupted run must never leave a half-written checkpoint or cache."""
+"""File handling for user-given paths: atomic writes (an interrupted run must never leave a
+half-written checkpoint or cache), and input files and output paths checked up front, so that a
+path that cannot work is one DataError / ConfigError naming it instead of an OSError traceback."""
 
 from __future__ import annotations
 
@@ -8,6 +10,96 @@ import shutil
 import tempfile
 from pathlib import Path
 from typing import IO, Iterator
+
+from bertkit.errors import ConfigError, DataError
+
+
+def open_input(path: str | os.PathLike, what: str, encoding: str = "utf-8", newline: str | None = None) -> IO:
+    """Open a user's input file for reading text; a missing file, a directory in its place or an
+    unreadable one is a DataError naming the path and, in `what`, what the file should be."""
+    path = Path(path)
+    try:
+        return open(path, encoding=encoding, newline=newline)
+    except (FileNotFoundError, NotADirectoryError):  # NotADirectoryError: a file where a folder was expected
+        raise DataError(f"{path}: file not found; {what}") from None
+    except IsADirectoryError:
+        raise DataError(f"{path}: is a directory, not a file; {what}") from None
+    except PermissionError:
+        raise DataError(f"{path}: permission denied; make the file readable") from None
+
+
+def first_non_utf8_line(path: str | os.PathLike) -> int:
+    """1-based number of the first line that does not decode (the decoder only knows its chunk)."""
+    with open(path, "rb") as f:
+        for number, raw in enumerate(f, start=1):
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError:
+                return number
+    return 1
+
+
+def read_text_lines(path: str | os.PathLike, what: str) -> Iterator[tuple[int, str]]:
+    """(line number, line) of a plain UTF-8 text file; `what` says what the file should be (e.g.
+    "a text file, one sentence per line"). A binary file (a NUL byte, bytes that are not UTF-8) is
+    a DataError naming the line, never text read with replacement characters."""
+    with open_input(path, f"expected {what}") as handle:
+        try:
+            for number, line in enumerate(handle, 1):
+                if "\x00" in line:
+                    raise DataError(f"{path}:{number}: holds a NUL byte, so it is not text; expected {what}")
+                yield number, line
+        except UnicodeDecodeError as err:
+            raise DataError(f"{path}:{first_non_utf8_line(path)}: not UTF-8 text ({err.reason}); "
+                            "convert the file to UTF-8") from None
+
+
+def _named(flag: str, path: Path) -> str:
+    """How a message names the path: `--output_dir=out`, or `destination out` for a positional argument."""
+    return f"{flag}={path}" if flag.startswith("-") else f"{flag} {path}"
+
+
+def _check_creatable(path: Path, flag: str) -> None:
+    """The nearest existing folder above `path` must be a folder this process can write in."""
+    parent = path.absolute().parent
+    while not parent.exists():  # exists() is False under a file too: the walk stops at the file
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ConfigError(f"{_named(flag, path)} cannot be created: {parent} is a file, not a directory; "
+                          "choose another path")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ConfigError(f"{_named(flag, path)} cannot be created: no permission to write in {parent}; "
+                          "choose a directory you can write to")
+
+
+def check_output_dir(path: str | os.PathLike, flag: str = "--output_dir") -> Path:
+    """Check, before any work and without creating anything, that `path` is, or can be made, a
+    directory to write in; else a ConfigError naming `flag`."""
+    path = Path(path)
+    if path.exists():
+        if not path.is_dir():
+            raise ConfigError(f"{_named(flag, path)} is a file, not a directory; give a directory "
+                              "(it is created if needed)")
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise ConfigError(f"{_named(flag, path)}: no permission to write in it; "
+                              "choose a directory you can write to")
+    else:
+        _check_creatable(path, flag)
+    return path
+
+
+def check_output_file(path: str | os.PathLike, flag: str = "--output_file") -> Path:
+    """Check, before any work and without creating anything, that the file `path` can be written
+    (its folders are created if needed); else a ConfigError naming `flag`."""
+    path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{_named(flag, path)} is a directory; give the name of a file to write")
+    if path.exists():
+        if not os.access(path.parent, os.W_OK | os.X_OK):  # atomic writes replace it from beside it
+            raise ConfigError(f"{_named(flag, path)}: no permission to write in {path.parent}; choose another path")
+    else:
+        _check_creatable(path, flag)
+    return path
 
 
 def _umask() -> int:

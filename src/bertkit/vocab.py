@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from bertkit.data.pretraining import expand_input_files
 from bertkit.errors import ConfigError
-from bertkit.io_utils import atomic_write
+from bertkit.io_utils import atomic_write, read_text_lines
 from bertkit.tokenization import BasicTokenizer
 
 # The special tokens first, [PAD] at id 0 (the padding id every config assumes).
@@ -132,8 +132,10 @@ def build_vocab(input_files, output_file: str | Path, vocab_size: int, do_lower_
     as `output_file`, one piece per line."""
     counts: Counter = Counter()
     for path in expand_input_files(input_files):
-        with open(path, encoding="utf-8", errors="replace") as handle:
-            counts.update(count_words(handle, do_lower_case))
+        # A binary file is an error, as in create_pretraining_data: read with replacement
+        # characters it would teach a vocabulary of garbage.
+        lines = (line for _, line in read_text_lines(path, "a text corpus"))
+        counts.update(count_words(lines, do_lower_case))
     vocab = learn_wordpiece_vocab(counts, vocab_size, min_frequency, progress=progress)
     with atomic_write(output_file) as handle:
         handle.write("".join(piece + "\n" for piece in vocab))

@@ -11,6 +11,7 @@ create_pretraining_data and run_pretraining as --vocab_file. See bertkit.vocab.
 from __future__ import annotations
 
 from bertkit.cli.main import str2bool
+from bertkit.io_utils import check_output_file
 from bertkit.vocab import build_vocab
 
 
@@ -25,6 +26,7 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
+    check_output_file(args.output_file)
     vocab = build_vocab(args.input_file, args.output_file, args.vocab_size, args.do_lower_case,
                         args.min_frequency, progress=not args.no_progress)
     print(f"wrote {args.output_file}: {len(vocab)} pieces")

@@ -11,9 +11,10 @@ from pathlib import Path
 from bertkit.checkpoint.load import resolve_checkpoint
 from bertkit.checkpoint.surgery import POSITION_INITS, Surgery
 from bertkit.compress.layerdrop import set_layerdrop
-from bertkit.cli.main import str2bool
+from bertkit.cli.main import positive_int, proportion, seed_int, seq_length, str2bool
 from bertkit.config import BertConfig
 from bertkit.errors import CheckpointError, ConfigError
+from bertkit.io_utils import check_output_dir
 from bertkit.paths import minilm_dir
 from bertkit.tasks.base import run_task
 from bertkit.tokenization import FullTokenizer
@@ -130,6 +131,27 @@ def resume_mode(value: str) -> bool | str:
         raise argparse.ArgumentTypeError(f"expected true, false or strict, got {value!r}") from None
 
 
+def add_max_seq_length_argument(parser, default: int = 128) -> None:
+    """--max_seq_length for the commands that only run a model (encode, extract_features, prune):
+    its default is capped at the model's position table, see `max_seq_length_for`."""
+    parser.add_argument("--max_seq_length", type=seq_length, default=None,
+                        help=f"longest input in word pieces, longer ones are truncated (default: {default}, or the "
+                             "model's max_position_embeddings when smaller)")
+    parser.set_defaults(default_max_seq_length=default)
+
+
+def max_seq_length_for(args, config: BertConfig) -> int:
+    """--max_seq_length checked against the model: without the flag, the default capped at the
+    model's position table (a 64-position model reads 64 pieces); a value beyond it is an error."""
+    positions = config.max_position_embeddings
+    if args.max_seq_length is None:
+        return min(args.default_max_seq_length, positions)
+    if args.max_seq_length > positions:
+        raise ConfigError(f"--max_seq_length={args.max_seq_length} is more than the model's "
+                          f"max_position_embeddings={positions}; give at most {positions}")
+    return args.max_seq_length
+
+
 def add_training_arguments(parser, learning_rate: float = 5e-5, epochs: float = 3.0, max_seq_length: int = 128) -> None:
     """Google's training flags plus bertkit's; shared by every task runner."""
     flag = dict(type=str2bool, nargs="?", const=True, default=False, metavar="BOOL")
@@ -138,20 +160,20 @@ def add_training_arguments(parser, learning_rate: float = 5e-5, epochs: float = 
     google.add_argument("--do_train", **flag)
     google.add_argument("--do_eval", **flag)
     google.add_argument("--do_predict", **flag)
-    google.add_argument("--max_seq_length", type=int, default=max_seq_length)
-    google.add_argument("--train_batch_size", type=int, default=32)
-    google.add_argument("--eval_batch_size", type=int, default=8)
-    google.add_argument("--predict_batch_size", type=int, default=8)
+    google.add_argument("--max_seq_length", type=seq_length, default=max_seq_length)
+    google.add_argument("--train_batch_size", type=positive_int, default=32)
+    google.add_argument("--eval_batch_size", type=positive_int, default=8)
+    google.add_argument("--predict_batch_size", type=positive_int, default=8)
     google.add_argument("--learning_rate", type=float, default=learning_rate)
     google.add_argument("--num_train_epochs", type=float, default=epochs)
-    google.add_argument("--warmup_proportion", type=float, default=0.1)
+    google.add_argument("--warmup_proportion", type=proportion, default=0.1)
     google.add_argument("--save_checkpoints_steps", type=int, default=1000)
     google.add_argument("--iterations_per_loop", type=int, default=1000, help="accepted for compatibility; unused")
     google.add_argument("--use_tpu", **flag, help="accepted for compatibility; must be false")
     ours = parser.add_argument_group("bertkit's flags")
     ours.add_argument("--reinit_top_layers", type=int, default=0, help="re-initialise the top N encoder layers")
     ours.add_argument("--reinit", default=None, help="comma-separated parameter names or glob patterns to re-initialise")
-    ours.add_argument("--max_position_embeddings", type=int, default=None,
+    ours.add_argument("--max_position_embeddings", type=positive_int, default=None,
                       help="extend the position table past the checkpoint's (trained rows are kept)")
     ours.add_argument("--position_init", choices=POSITION_INITS, default="random",
                       help="how --max_position_embeddings makes the new rows: random, tile (repeat the trained "
@@ -162,19 +184,19 @@ def add_training_arguments(parser, learning_rate: float = 5e-5, epochs: float = 
     ours.add_argument("--scheduler", choices=sorted(SCHEDULES), default="linear")
     ours.add_argument("--warmup_steps", type=int, default=None, help="overrides --warmup_proportion")
     ours.add_argument("--max_steps", type=int, default=None, help="stop after this many optimizer steps")
-    ours.add_argument("--gradient_accumulation_steps", type=int, default=1)
+    ours.add_argument("--gradient_accumulation_steps", type=positive_int, default=1)
     ours.add_argument("--google_adam", **flag, help="Google's AdamWeightDecayOptimizer (no bias correction)")
     ours.add_argument("--pad_to_max_length", **flag,
                       help="pad every batch to max_seq_length (Google's exact input shapes); default: dynamic padding")
     ours.add_argument("--group_by_length", type=str2bool, default=True, metavar="BOOL",
                       help="batch examples of similar length together (default true)")
-    ours.add_argument("--max_eval_examples", type=int, default=None,
+    ours.add_argument("--max_eval_examples", type=positive_int, default=None,
                       help="evaluate and predict on the first N examples of each split only (a quick look)")
     ours.add_argument("--eval_steps", type=int, default=None, help="evaluate every N steps (default: every epoch)")
     ours.add_argument("--logging_steps", type=int, default=None,
                       help="log the training loss every N steps (default: about 20 times per run)")
     ours.add_argument("--save_total_limit", type=int, default=None, help="keep only the newest N checkpoints")
-    ours.add_argument("--seed", type=int, default=42)
+    ours.add_argument("--seed", type=seed_int, default=42)
     ours.add_argument("--bf16", **flag, help="bf16 autocast (fast on CPUs with AMX and on GPUs)")
     ours.add_argument("--resume", type=resume_mode, nargs="?", const=True, default=False, metavar="BOOL|strict",
                       help="continue from the newest intact checkpoint in --output_dir (a damaged newer one is "
@@ -187,6 +209,11 @@ def add_training_arguments(parser, learning_rate: float = 5e-5, epochs: float = 
 def training_arguments(args) -> TrainingArguments:
     if args.use_tpu:
         raise ConfigError("--use_tpu=true is not supported: bertkit runs on CPUs and GPUs")
+    if args.max_position_embeddings is not None and args.max_position_embeddings < args.max_seq_length:
+        raise ConfigError(f"--max_position_embeddings={args.max_position_embeddings} is less than "
+                          f"--max_seq_length={args.max_seq_length}: the position table must hold every position; "
+                          f"raise it to at least {args.max_seq_length} or lower --max_seq_length")
+    check_output_dir(args.output_dir)
     return TrainingArguments(
         output_dir=args.output_dir, learning_rate=args.learning_rate, num_train_epochs=args.num_train_epochs,
         max_steps=args.max_steps, train_batch_size=args.train_batch_size, eval_batch_size=args.eval_batch_size,

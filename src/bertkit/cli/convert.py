@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from bertkit.checkpoint.convert import convert_checkpoint
 from bertkit.cli.main import show_load_report
+from bertkit.io_utils import check_output_dir
 
 
 def add_arguments(parser) -> None:
@@ -19,6 +20,7 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
+    check_output_dir(args.destination, "destination")
     model = convert_checkpoint(args.source, args.destination)
     show_load_report(model)
     print(f"\nwrote {type(model).__name__} ({model.num_parameters():,} parameters) to {args.destination}")

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from bertkit.cli.main import str2bool
 from bertkit.data.pretraining import PretrainingDataConfig, create_pretraining_data
+from bertkit.io_utils import check_output_dir
 from bertkit.tokenization import FullTokenizer
 
 
@@ -48,6 +49,7 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
+    check_output_dir(args.output_dir)
     config = PretrainingDataConfig(
         max_seq_length=args.max_seq_length, max_predictions_per_seq=args.max_predictions_per_seq,
         masked_lm_prob=args.masked_lm_prob, dupe_factor=args.dupe_factor, short_seq_prob=args.short_seq_prob,

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from bertkit.cli.common import (ModelSource, add_training_arguments, is_main_process, load_tokenizer, print_results,
                                 training_arguments)
-from bertkit.cli.main import str2bool
+from bertkit.cli.main import positive_int, str2bool
 from bertkit.compress.distill import DistillationArguments
 from bertkit.compress.layerdrop import set_layerdrop
 from bertkit.compress.student import student_from_teacher
@@ -43,7 +43,8 @@ def add_arguments(parser) -> None:
                         help="the fine-tuned teacher: an HF directory or a Google checkpoint of this task")
     parser.add_argument("--task_name", required=True, help="MRPC, CoLA, SST-2, STS-B, RTE, WNLI, QQP, MNLI, QNLI")
     parser.add_argument("--data_dir", required=True, help="the task's GLUE folder (train.tsv, dev.tsv, test.tsv)")
-    parser.add_argument("--max_train_examples", type=int, default=None, help="train on the first N examples only")
+    parser.add_argument("--max_train_examples", type=positive_int, default=None,
+                        help="train on the first N examples only")
     group = parser.add_argument_group("student and distillation")
     group.add_argument("--student_layers", default="every_other",
                        help="teacher layers the student keeps: every_other (default), 0,2,4, bottom:N, top:N, uniform:N")

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import torch
 
-from bertkit.cli.common import ModelSource, add_model_arguments, load_model, load_tokenizer
+from bertkit.cli.common import (ModelSource, add_max_seq_length_argument, add_model_arguments, load_model,
+                                load_tokenizer, max_seq_length_for)
 from bertkit.cli.main import show_load_report
 from bertkit.heads import BertModel
 
@@ -18,16 +19,17 @@ def add_arguments(parser) -> None:
     parser.add_argument("text_a", help="the first text")
     parser.add_argument("text_b", nargs="?", help="an optional second text (a pair, as in MRPC)")
     add_model_arguments(parser)
-    parser.add_argument("--max_seq_length", type=int, default=128)
+    add_max_seq_length_argument(parser)
     parser.add_argument("--dims", type=int, default=8, help="how many dimensions of each vector to print")
 
 
 def run(args) -> int:
     source = ModelSource.from_args(args)
     model = load_model(source, BertModel).eval()
+    max_seq_length = max_seq_length_for(args, model.config)
     show_load_report(model)
     tokenizer = load_tokenizer(source, model.config)
-    encoded = tokenizer.encode(args.text_a, args.text_b, max_seq_length=args.max_seq_length)
+    encoded = tokenizer.encode(args.text_a, args.text_b, max_seq_length=max_seq_length)
     tokens = tokenizer.convert_ids_to_tokens(encoded["input_ids"])
     print(f"\ntokens ({len(tokens)}): {' '.join(tokens)}")
     print(f"token_type_ids: {encoded['token_type_ids']}")

@@ -12,10 +12,13 @@ from __future__ import annotations
 
 import logging
 
-from bertkit.cli.common import ModelSource, add_model_arguments, load_model, load_tokenizer
-from bertkit.cli.main import str2bool
+from bertkit.cli.common import (ModelSource, add_max_seq_length_argument, add_model_arguments, load_model,
+                                load_tokenizer, max_seq_length_for)
+from bertkit.cli.main import positive_int, str2bool
+from bertkit.errors import ConfigError
 from bertkit.extract_features import POOLINGS, FeatureExtractor, read_examples, write_jsonl, write_npy
 from bertkit.heads import BertModel
+from bertkit.io_utils import check_output_file
 
 logger = logging.getLogger("bertkit")
 
@@ -24,21 +27,39 @@ def add_arguments(parser) -> None:
     parser.add_argument("--input_file", required=True)
     parser.add_argument("--output_file", required=True, help=".jsonl (or .json) for records, .npy for vectors")
     add_model_arguments(parser)
-    parser.add_argument("--layers", default="-1,-2,-3,-4", help="token features: comma-separated layer indexes")
+    parser.add_argument("--layers", default=None,
+                        help="token features: comma-separated layer indexes, -1 the top one "
+                             "(default: -1,-2,-3,-4, or every layer of a model with fewer)")
     parser.add_argument("--pooling", choices=POOLINGS, default=None,
                         help="write one vector per line instead of per-token records")
     parser.add_argument("--normalize", type=str2bool, nargs="?", const=True, default=False,
                         help="L2-normalise sentence vectors")
-    parser.add_argument("--max_seq_length", type=int, default=128)
-    parser.add_argument("--batch_size", type=int, default=64)
+    add_max_seq_length_argument(parser)
+    parser.add_argument("--batch_size", type=positive_int, default=64)
+
+
+def _parse_layers(text: str | None) -> list[int] | None:
+    if text is None:
+        return None
+    try:
+        layers = [int(x) for x in text.split(",")]
+    except ValueError:
+        layers = None
+    if not layers:
+        raise ConfigError(f"--layers={text!r}: expected comma-separated integers such as -1,-2,-3,-4")
+    return layers
 
 
 def run(args) -> int:
+    # Everything that can be checked without the model is, before it loads.
+    layers = None if args.pooling else _parse_layers(args.layers)
+    check_output_file(args.output_file)
+    examples = read_examples(args.input_file)
     source = ModelSource.from_args(args)
     model = load_model(source, BertModel)
     tokenizer = load_tokenizer(source, model.config)
-    examples = read_examples(args.input_file)
-    extractor = FeatureExtractor(model, tokenizer, args.max_seq_length, args.batch_size, progress=True)
+    extractor = FeatureExtractor(model, tokenizer, max_seq_length_for(args, model.config), args.batch_size,
+                                 progress=True)
     if args.pooling:
         vectors = extractor.sentence_vectors(examples, args.pooling, args.normalize)
         if args.output_file.endswith(".npy"):
@@ -49,14 +70,7 @@ def run(args) -> int:
         logger.info("wrote %d %s-pooled vectors of size %d to %s", len(vectors), args.pooling, vectors.shape[1],
                     args.output_file)
     else:
-        try:
-            layers = [int(x) for x in args.layers.split(",")]
-        except ValueError:
-            layers = None
-        if not layers:
-            from bertkit.errors import ConfigError
-
-            raise ConfigError(f"--layers={args.layers!r}: expected comma-separated integers such as -1,-2,-3,-4")
+        layers = extractor.check_layers(layers)
         count = write_jsonl(extractor.token_features(examples, layers), args.output_file)
         logger.info("wrote %d records (layers %s) to %s", count, layers, args.output_file)
     return 0

@@ -63,13 +63,21 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
         return super()._format_action(action)
 
 
+class CommandParser(argparse.ArgumentParser):
+    """A command's parser: a bad flag is one line, `bertkit <command>: error: ...`, as a
+    BertkitError is, instead of the command's whole usage (dozens of flags) above it."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The parser; only `command`'s module is imported, so `bertkit X` does not pay for every
     other command's imports (scikit-learn alone takes a second)."""
     parser = argparse.ArgumentParser(prog="bertkit", description="Google's BERT, re-implemented in PyTorch.")
     parser.add_argument("--version", action="version", version=f"bertkit {package_version()}")
     parser.add_argument("-q", "--quiet", action="store_true", help="log warnings and errors only")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=CommandParser)
     for name, (module_name, help_text) in COMMANDS.items():
         sub = commands.add_parser(name, help=help_text, formatter_class=HelpFormatter)
         if name == command:
@@ -114,6 +122,32 @@ def str2bool(value: str) -> bool:
     if lowered in ("false", "f", "0", "no", "n"):
         return False
     raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")
+
+
+def in_range(kind: type, low=None, high=None, why: str = ""):
+    """An argparse type: a `kind` (int or float) in [low, high] (None: unbounded), so that a value
+    out of range fails when the flags are parsed, before anything loads."""
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected {'an integer' if kind is int else 'a number'}, got {text!r}") from None
+        if (low is not None and not value >= low) or (high is not None and not value <= high):  # NaN fails too
+            bounds = (f"between {low} and {high}" if low is not None and high is not None
+                      else f"at least {low}" if low is not None else f"at most {high}")
+            raise argparse.ArgumentTypeError(f"must be {bounds}{why}, got {text}")
+        return value
+
+    return parse
+
+
+positive_int = in_range(int, 1)
+proportion = in_range(float, 0.0, 1.0)
+seed_int = in_range(int, 0, 2**32 - 1, " (numpy's seed range)")
+# The shortest input that holds a token: [CLS] token [SEP].
+seq_length = in_range(int, 3, why=" ([CLS], a token and [SEP])")
 
 
 if __name__ == "__main__":

@@ -22,8 +22,9 @@ from pathlib import Path
 
 from torch.utils.data import DataLoader
 
-from bertkit.cli.common import ModelSource, default_cache_dir, load_tokenizer
-from bertkit.cli.main import str2bool
+from bertkit.cli.common import (ModelSource, add_max_seq_length_argument, default_cache_dir, load_tokenizer,
+                                max_seq_length_for)
+from bertkit.cli.main import positive_int, str2bool
 from bertkit.compress.layerdrop import evaluate_depths, format_depth_table, prune_layers
 from bertkit.compress.prune import (importance_scores, magnitude_prune, magnitude_scores, prune_structured,
                                     sparsity_report)
@@ -31,7 +32,7 @@ from bertkit.data.batching import PaddingCollator
 from bertkit.data.glue import get_processor
 from bertkit.errors import ConfigError
 from bertkit.heads import BertForSequenceClassification
-from bertkit.io_utils import atomic_write
+from bertkit.io_utils import atomic_write, check_output_dir
 from bertkit.tasks.classifier import ClassifierTask, build_dataset, glue_metrics_fn
 from bertkit.training.trainer import Trainer, TrainingArguments
 
@@ -59,8 +60,8 @@ def add_arguments(parser) -> None:
                              "--data_dir); printed as a table and saved in prune_report.json")
     parser.add_argument("--importance_examples", type=int, default=512,
                         help="training examples used for importance scores (default 512)")
-    parser.add_argument("--batch_size", type=int, default=32)
-    parser.add_argument("--max_seq_length", type=int, default=128)
+    parser.add_argument("--batch_size", type=positive_int, default=32)
+    add_max_seq_length_argument(parser)
     parser.add_argument("--do_eval", type=str2bool, nargs="?", const=True, default=False, metavar="BOOL",
                         help="evaluate on the dev set before and after pruning")
     parser.add_argument("--vocab_file", help="vocab.txt (default: the one beside the model)")
@@ -86,8 +87,10 @@ def run(args) -> int:
     if needs_data and not (args.task_name and args.data_dir):
         raise ConfigError("--task_name and --data_dir are needed for importance scores, --do_eval and "
                           "--depth_report (or use --method=magnitude without them)")
+    check_output_dir(args.output_dir)
     processor = get_processor(args.task_name) if args.task_name else None
     model = BertForSequenceClassification.from_pretrained(args.model)
+    max_seq_length = max_seq_length_for(args, model.config)
     tokenizer = load_tokenizer(ModelSource.of(args.model, vocab_file=args.vocab_file, do_lower_case=args.do_lower_case),
                                model.config)
     vocab_file = str(tokenizer.vocab_file)
@@ -95,7 +98,7 @@ def run(args) -> int:
     report: dict = {"model": str(args.model), "parameters_before": model.num_parameters()}
     dev = None
     if args.do_eval or args.depth_report:
-        task = ClassifierTask(args.task_name, args.data_dir, args.max_seq_length, cache_dir=cache_dir)
+        task = ClassifierTask(args.task_name, args.data_dir, max_seq_length, cache_dir=cache_dir)
         _, dev = build_dataset(processor, task, "dev", tokenizer, vocab_file, False)
     if args.do_eval:
         report["before"] = _evaluate(model, dev, args.task_name, processor.is_regression, args.output_dir,
@@ -110,7 +113,7 @@ def run(args) -> int:
         report["kept_layers"] = model.config.kept_layers
     if args.heads or args.neurons:
         if args.method == "importance":
-            task = ClassifierTask(args.task_name, args.data_dir, args.max_seq_length, cache_dir=cache_dir,
+            task = ClassifierTask(args.task_name, args.data_dir, max_seq_length, cache_dir=cache_dir,
                                   max_train_examples=args.importance_examples)
             _, train = build_dataset(processor, task, "train", tokenizer, vocab_file, False)
             loader = DataLoader(train, batch_size=args.batch_size, collate_fn=PaddingCollator())

@@ -13,6 +13,7 @@ trains from scratch. Run the same command under `torchrun --nproc_per_node=N` fo
 from __future__ import annotations
 
 from bertkit.cli.common import add_model_arguments, add_training_arguments, train_task, training_arguments
+from bertkit.cli.main import positive_int
 from bertkit.data.glue import get_processor
 from bertkit.tasks.classifier import ClassifierTask
 
@@ -20,7 +21,8 @@ from bertkit.tasks.classifier import ClassifierTask
 def add_arguments(parser) -> None:
     parser.add_argument("--task_name", required=True, help="MRPC, CoLA, SST-2, STS-B, RTE, WNLI, QQP, MNLI, MNLI-MM, QNLI")
     parser.add_argument("--data_dir", required=True, help="the task's GLUE folder (train.tsv, dev.tsv, test.tsv)")
-    parser.add_argument("--max_train_examples", type=int, default=None, help="train on the first N examples only")
+    parser.add_argument("--max_train_examples", type=positive_int, default=None,
+                        help="train on the first N examples only")
     add_model_arguments(parser)
     add_training_arguments(parser, learning_rate=5e-5)
 

@@ -15,6 +15,7 @@ every run (they take seconds); --cache_dir is accepted for the shared flags but 
 from __future__ import annotations
 
 from bertkit.cli.common import add_model_arguments, add_training_arguments, train_task, training_arguments
+from bertkit.cli.main import positive_int
 from bertkit.data.multiple_choice import get_processor
 from bertkit.tasks.multiple_choice import MultipleChoiceTask
 
@@ -22,7 +23,8 @@ from bertkit.tasks.multiple_choice import MultipleChoiceTask
 def add_arguments(parser) -> None:
     parser.add_argument("--task", "--task_name", dest="task", required=True, help="swag or commonsenseqa")
     parser.add_argument("--data_dir", required=True, help="the task's folder (see above for the file names)")
-    parser.add_argument("--max_train_examples", type=int, default=None, help="train on the first N examples only")
+    parser.add_argument("--max_train_examples", type=positive_int, default=None,
+                        help="train on the first N examples only")
     add_model_arguments(parser)
     add_training_arguments(parser, learning_rate=5e-5, max_seq_length=128)
 

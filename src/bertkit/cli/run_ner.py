@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from bertkit.cli.common import (ModelSource, add_model_arguments, add_training_arguments, train_task,
                                 training_arguments)
-from bertkit.cli.main import str2bool
+from bertkit.cli.main import positive_int, str2bool
 from bertkit.config import BertConfig
 from bertkit.tasks.ner import CONLL2003_FILES, NerTask, model_labels, training_labels
 
@@ -38,7 +38,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--doc_stride", type=int, default=None,
                         help="for sentences longer than max_seq_length: word pieces between the starts of "
                              "consecutive windows (default: half a window)")
-    parser.add_argument("--max_train_examples", type=int, default=None, help="train on the first N sentences only")
+    parser.add_argument("--max_train_examples", type=positive_int, default=None,
+                        help="train on the first N sentences only")
     add_model_arguments(parser)
     add_training_arguments(parser, learning_rate=5e-5)
 

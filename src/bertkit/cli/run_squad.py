@@ -23,7 +23,7 @@ import dataclasses
 import logging
 
 from bertkit.cli.common import add_model_arguments, add_training_arguments, train_task, training_arguments
-from bertkit.cli.main import str2bool
+from bertkit.cli.main import positive_int, str2bool
 from bertkit.tasks.squad import SquadTask
 
 
@@ -45,7 +45,8 @@ def add_arguments(parser) -> None:
     ours.add_argument("--split_articles", type=int, default=None, metavar="N",
                       help="train on the first N articles of --train_file and predict on the rest "
                            "(e.g. 38 for dev-v1.1.json's 48 articles)")
-    ours.add_argument("--max_train_examples", type=int, default=None, help="train on the first N questions only")
+    ours.add_argument("--max_train_examples", type=positive_int, default=None,
+                      help="train on the first N questions only")
     add_model_arguments(parser)
     add_training_arguments(parser, learning_rate=5e-5, epochs=3.0, max_seq_length=384)
 

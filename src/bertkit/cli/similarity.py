@@ -5,7 +5,8 @@
 
 from __future__ import annotations
 
-from bertkit.cli.common import ModelSource, add_model_arguments, load_model, load_tokenizer
+from bertkit.cli.common import (ModelSource, add_max_seq_length_argument, add_model_arguments, load_model,
+                                load_tokenizer, max_seq_length_for)
 from bertkit.extract_features import POOLINGS, FeatureExtractor
 from bertkit.heads import BertModel
 
@@ -15,14 +16,14 @@ def add_arguments(parser) -> None:
     parser.add_argument("text_b", nargs="+", help="one or more texts to compare with text_a")
     add_model_arguments(parser)
     parser.add_argument("--pooling", choices=POOLINGS, default="mean")
-    parser.add_argument("--max_seq_length", type=int, default=256)
+    add_max_seq_length_argument(parser, default=256)
 
 
 def run(args) -> int:
     source = ModelSource.from_args(args)
     model = load_model(source, BertModel)
     tokenizer = load_tokenizer(source, model.config)
-    vectors = FeatureExtractor(model, tokenizer, args.max_seq_length).sentence_vectors(
+    vectors = FeatureExtractor(model, tokenizer, max_seq_length_for(args, model.config)).sentence_vectors(
         [args.text_a, *args.text_b], args.pooling, normalize=True)
     for text, vector in zip(args.text_b, vectors[1:]):
         print(f"{float(vectors[0] @ vector):.4f}  {args.text_a!r} ~ {text!r}")

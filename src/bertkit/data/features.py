@@ -180,7 +180,8 @@ def load_or_build_features(
     be read is rebuilt with a warning.
     """
     pad_to = max_seq_length if pad_to_max_length else None
-    if cache_dir is None:
+    # A missing data file has no key to cache under: build_fn's reader says which file is missing.
+    if cache_dir is None or not Path(data_file).is_file():
         return PackedFeatures.from_features(build_fn(), pad_to)
 
     parts = feature_cache_key_parts(

@@ -32,7 +32,8 @@ from typing import Sequence
 from tqdm.auto import tqdm
 
 from bertkit.data.batching import InputFeatures
-from bertkit.errors import DataError
+from bertkit.errors import ConfigError, DataError
+from bertkit.io_utils import first_non_utf8_line, open_input
 from bertkit.tokenization import input_lists, pack, truncate_seq_pair
 
 logger = logging.getLogger(__name__)
@@ -168,20 +169,17 @@ class DataProcessor:
         With quoting off a row can never span lines, which keeps the line numbers exact.
         """
         path = Path(input_file)
+        what = (f"check --data_dir, which must be the task's folder holding "
+                f"{', '.join(sorted(set(cls.file_names.values())))}")
         try:
-            with open(path, encoding="utf-8-sig", newline="") as f:
+            with open_input(path, what, encoding="utf-8-sig", newline="") as f:
                 reader = csv.reader(f, delimiter="\t", quotechar=None)
                 try:
                     return list(reader)
                 except csv.Error as err:  # e.g. a field over csv.field_size_limit()
                     raise DataError(f"{path}:{reader.line_num}: {err}; fix the line") from None
-        except FileNotFoundError:
-            raise DataError(
-                f"{path}: file not found; check --data_dir, which must be the task's folder "
-                f"holding {', '.join(sorted(set(cls.file_names.values())))}"
-            ) from None
         except UnicodeDecodeError:
-            raise DataError(f"{path}:{_first_non_utf8_line(path)}: not valid UTF-8; re-save the file as UTF-8") from None
+            raise DataError(f"{path}:{first_non_utf8_line(path)}: not valid UTF-8; re-save the file as UTF-8") from None
 
     def _create_examples(
         self, lines: list[list[str]], set_type: str, columns: _Columns, path: Path
@@ -225,17 +223,6 @@ class DataProcessor:
     def _placeholder_label(self) -> str | float:
         """Test files have no labels; Google gives every test example the first label."""
         return 0.0 if self.is_regression else self.labels[0]
-
-
-def _first_non_utf8_line(path: Path) -> int:
-    """1-based number of the first line that does not decode (the decoder only knows its chunk)."""
-    with open(path, "rb") as f:
-        for number, raw in enumerate(f, start=1):
-            try:
-                raw.decode("utf-8")
-            except UnicodeDecodeError:
-                return number
-    return 1
 
 
 # ---------------------------------------------------------------------------------------------
@@ -369,8 +356,8 @@ def convert_single_example(
       pad_to_max_length: zero-pad to `max_seq_length` (Google); False returns the unpadded
         lists, for batches padded to their own longest row (dynamic padding).
     """
-    if max_seq_length < 2:
-        raise ValueError(f"max_seq_length must leave room for [CLS] and [SEP], got {max_seq_length}")
+    if max_seq_length < 3:  # a pair is cut to max_seq_length - 3 pieces, which must not be negative
+        raise ConfigError(f"max_seq_length must leave room for [CLS], [SEP] and a token, got {max_seq_length}")
     if isinstance(example, PaddingInputExample):
         length = max_seq_length if pad_to_max_length else 0
         return ClassifierFeatures([0] * length, [0] * length, [0] * length, labels=0, is_real_example=False)

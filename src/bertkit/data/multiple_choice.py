@@ -39,6 +39,7 @@ from tqdm.auto import tqdm
 from bertkit.data.batching import InputFeatures
 from bertkit.data.json_records import json_field
 from bertkit.errors import ConfigError, DataError
+from bertkit.io_utils import open_input
 from bertkit.tokenization import input_lists, pack, truncate_seq_pair
 
 logger = logging.getLogger(__name__)
@@ -104,20 +105,12 @@ class MultipleChoiceFeatures(InputFeatures):
 # Readers.
 
 
-def _open_text(path: Path, what: str):
-    try:
-        return open(path, encoding="utf-8-sig", newline="")
-    except FileNotFoundError:
-        raise DataError(f"{path}: file not found; {what}") from None
-    except IsADirectoryError:
-        raise DataError(f"{path}: is a directory, not a file; {what}") from None
-
-
 def read_swag_examples(input_file: str | os.PathLike) -> list[MultipleChoiceExample]:
     """Reads a SWAG CSV file (train.csv / val.csv / test.csv); labels are None without a `label` column."""
     path = Path(input_file)
     examples = []
-    handle = _open_text(path, "pass SWAG's train.csv, val.csv or test.csv (columns sent1, sent2, ending0-3, label)")
+    handle = open_input(path, "pass SWAG's train.csv, val.csv or test.csv (columns sent1, sent2, ending0-3, label)",
+                        encoding="utf-8-sig", newline="")
     with handle:
         reader = csv.reader(handle)
         try:
@@ -178,8 +171,8 @@ def read_commonsenseqa_examples(input_file: str | os.PathLike) -> list[MultipleC
     path = Path(input_file)
     examples = []
     num_choices = None
-    handle = _open_text(path, "pass CommonsenseQA's train_rand_split.jsonl, dev_rand_split.jsonl or "
-                              "test_rand_split_no_answers.jsonl")
+    handle = open_input(path, "pass CommonsenseQA's train_rand_split.jsonl, dev_rand_split.jsonl or "
+                              "test_rand_split_no_answers.jsonl", encoding="utf-8-sig", newline="")
     with handle:
         try:
             for line_number, line in enumerate(handle, start=1):

@@ -45,6 +45,7 @@ import numpy as np
 
 from bertkit.data.batching import InputFeatures
 from bertkit.errors import DataError
+from bertkit.io_utils import first_non_utf8_line, open_input
 from bertkit.tokenization import pack
 
 logger = logging.getLogger(__name__)
@@ -122,12 +123,10 @@ def read_conll(path: str | os.PathLike, label_column: int | None = -1, set_type:
     path = Path(path)
     set_type = set_type or path.name
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise DataError(f"{path}: file not found; check --data_dir and the file name") from None
-    except UnicodeDecodeError as err:
-        line = path.read_bytes()[: err.start].count(b"\n") + 1
-        raise DataError(f"{path}:{line}: not valid UTF-8; re-save the file as UTF-8") from None
+        with open_input(path, "check --data_dir and the file name") as handle:
+            text = handle.read()
+    except UnicodeDecodeError:
+        raise DataError(f"{path}:{first_non_utf8_line(path)}: not valid UTF-8; re-save the file as UTF-8") from None
 
     examples: list[NerExample] = []
     words: list[str] = []

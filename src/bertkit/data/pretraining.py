@@ -72,7 +72,7 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from bertkit.errors import ConfigError, DataError
-from bertkit.io_utils import atomic_directory, atomic_write
+from bertkit.io_utils import atomic_directory, atomic_write, read_text_lines
 
 logger = logging.getLogger(__name__)
 
@@ -200,38 +200,26 @@ def read_documents(files: Iterable[Path], tokenizer, stats: dict | None = None) 
     """
     stats = stats if stats is not None else {}
     for path in files:
-        try:
-            handle = open(path, encoding="utf-8")
-        except OSError as err:
-            raise DataError(f"cannot read input file {path}: {err.strerror}") from None
         sentences: list[array] = []
         num_tokens = 0
         first_line = 0
-        line_number = 0
-        with handle:
-            try:
-                for line_number, line in enumerate(handle, 1):
-                    if "\x00" in line:
-                        raise DataError(f"{path}:{line_number}: holds a NUL byte; the input must be plain text, "
-                                        "one sentence per line")
-                    line = line.strip()
-                    if not line:
-                        if sentences:
-                            stats["documents"] = stats.get("documents", 0) + 1
-                            yield Document(sentences, num_tokens, f"{path}:{first_line}")
-                            sentences, num_tokens = [], 0
-                        continue
-                    ids = tokenizer.text_to_ids(line)
-                    if ids:
-                        if not sentences:
-                            first_line = line_number
-                        sentences.append(array("i", ids))
-                        num_tokens += len(ids)
-                        stats["sentences"] = stats.get("sentences", 0) + 1
-                        stats["tokens"] = stats.get("tokens", 0) + len(ids)
-            except UnicodeDecodeError as err:
-                raise DataError(f"{path}: not UTF-8 text near line {line_number + 1} ({err.reason}); "
-                                "convert the file to UTF-8") from None
+        lines = read_text_lines(path, "a text file, one sentence per line and a blank line between documents")
+        for line_number, line in lines:
+            line = line.strip()
+            if not line:
+                if sentences:
+                    stats["documents"] = stats.get("documents", 0) + 1
+                    yield Document(sentences, num_tokens, f"{path}:{first_line}")
+                    sentences, num_tokens = [], 0
+                continue
+            ids = tokenizer.text_to_ids(line)
+            if ids:
+                if not sentences:
+                    first_line = line_number
+                sentences.append(array("i", ids))
+                num_tokens += len(ids)
+                stats["sentences"] = stats.get("sentences", 0) + 1
+                stats["tokens"] = stats.get("tokens", 0) + len(ids)
         if sentences:
             stats["documents"] = stats.get("documents", 0) + 1
             yield Document(sentences, num_tokens, f"{path}:{first_line}")

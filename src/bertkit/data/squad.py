@@ -49,7 +49,7 @@ from tqdm.auto import tqdm
 from bertkit.data.batching import InputFeatures
 from bertkit.data.json_records import json_field
 from bertkit.errors import DataError
-from bertkit.io_utils import atomic_write
+from bertkit.io_utils import atomic_write, open_input
 from bertkit.tokenization import BasicTokenizer, input_lists, pack, whitespace_tokenize
 
 logger = logging.getLogger(__name__)
@@ -149,10 +149,8 @@ def load_squad_dataset(input_file: str | os.PathLike) -> dict:
     """Reads a SQuAD-format JSON file: `{"version": ..., "data": [article, ...]}`."""
     path = Path(input_file)
     try:
-        with open(path, encoding="utf-8") as reader:
+        with open_input(path, "pass a SQuAD json file such as dev-v1.1.json") as reader:
             dataset = json.load(reader)
-    except FileNotFoundError:
-        raise DataError(f"{path}: file not found; pass a SQuAD json file such as dev-v1.1.json") from None
     except UnicodeDecodeError:
         raise DataError(f"{path}: not valid UTF-8; re-save the file as UTF-8") from None
     except json.JSONDecodeError as error:

@@ -122,6 +122,9 @@ class TrainingArguments:
             if value is not None and value < (0 if name == "warmup_steps" else 1):
                 raise ConfigError(f"TrainingArguments.{name} must be None or at least "
                                   f"{0 if name == 'warmup_steps' else 1}, got {value!r}")
+        if not 0 <= self.warmup_proportion <= 1:
+            raise ConfigError(f"TrainingArguments.warmup_proportion must be between 0 and 1, "
+                              f"got {self.warmup_proportion!r}")
         if self.scheduler not in SCHEDULES:
             raise ConfigError(f"TrainingArguments.scheduler {self.scheduler!r} is not one of: {', '.join(SCHEDULES)}")
         if self.pad_to_max_length and self.max_seq_length is None:
@@ -170,6 +173,8 @@ class TrainOutput:
 
 def set_seed(seed: int) -> None:
     """Seed python, numpy and torch (all GPUs too)."""
+    if not 0 <= seed < 2**32:
+        raise ConfigError(f"seed must be between 0 and 2**32 - 1 (numpy's range), got {seed}")
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
