@@ -445,7 +445,8 @@ def runs_legend(measured: dict, task: str, rows: list[Row], view: dict[str, Entr
     lines = ["Runs (the `run` column): speed-ups and shares of the teacher's accuracy are to the teacher measured in "
              "the same run; sentences/s of different runs are not comparable.", ""]
     for run in measured["runs"]:
-        shown_rows = [str(index) for index, row in enumerate(rows) if row.step in view and view[row.step].run == run["id"]]
+        shown_rows = [str(index) for index, row in enumerate(rows)
+                      if row.step in view and view[row.step].run == run["id"]]
         if not shown_rows or task not in run["tasks"]:
             continue
         teacher = run["tasks"][task]["teacher"]
@@ -484,8 +485,6 @@ def depth_reports(measured: dict) -> list[str]:
                       f"{100 * d['eval_f1']:.1f} |" for d in depths]
             lines.append("")
     return lines
-
-
 
 
 def dataset_sizes(data: Path) -> dict[tuple[str, str], int]:
