@@ -248,7 +248,7 @@ def threshold_table(args) -> int:
     g = torch.Generator().manual_seed(0)
     clock = time.process_time if args.cpu_time else time.perf_counter
     unit = "CPU s" if args.cpu_time else "s"
-    print(f"{'padding':>8}{'padded ' + unit:>12}{'padding-free ' + unit:>18}{'speed-up':>10}")
+    print(f"{'padding':>8}{'padded ' + unit:>14}{'padding-free ' + unit:>20}{'speed-up':>10}")
     for share in (0.0, 0.03, 0.06, 0.1, 0.15, 0.2, 0.3, 0.5):
         # Lengths uniform in [128 (1 - 2 share), 128]: on average `share` of the batch is padding.
         low = max(1, round(128 * (1 - 2 * share)))
@@ -259,7 +259,7 @@ def threshold_table(args) -> int:
                    for unpad in (False, True)}
         times, _ = run_steps(passes(systems, [batch]), args.rounds, clock=clock)
         padded, free = statistics.median(times[False]), statistics.median(times[True])
-        print(f"{1 - mask.float().mean().item():>8.1%}{padded:>12.3f}{free:>18.3f}{padded / free:>10.2f}", flush=True)
+        print(f"{1 - mask.float().mean().item():>8.1%}{padded:>14.3f}{free:>20.3f}{padded / free:>10.2f}", flush=True)
     print(f"UNPAD_THRESHOLD is {modeling.UNPAD_THRESHOLD:.0%}")
     return 0
 
