@@ -50,7 +50,7 @@ def test_compression_results_commands_parse(monkeypatch):
     assert {step.task for step in steps} == {"MRPC", "SST-2"}
     for step in steps:
         assert_parses(step.argv)
-        assert f"--task_name={step.task}" in step.argv
+        assert f"--task_name={step.task}" in step.argv or step.argv[0] == "quantize"
         assert sum(arg.startswith("--seed=") for arg in step.argv) <= 1  # a later flag would win silently
         # a step reads only models that earlier steps of its task make, and its task's teacher
         for flag in ("--model=", "--student=", "--teacher="):
@@ -64,6 +64,17 @@ def test_compression_results_commands_parse(monkeypatch):
     # SST-2's students train for a bounded number of steps, not for epochs over 67k sentences
     assert all(any(a.startswith("--max_steps=") for a in step.argv) for step in steps
                if step.task == "SST-2" and step.argv[0] == "distill")
+    # every int8 row quantizes a row of its own task, and each task's headline is one of them
+    for row in rows:
+        if row.quantizes:
+            assert f"{row.task}/{row.quantizes}" in {r.key for r in rows}
+            assert f"--model={next(s.output for s in steps if s.key == f'{row.task}/{row.quantizes}')}" in \
+                next(s for s in steps if s.key == row.key).argv
+    assert {f"{task}/{step}" for task, step in tool.HEADLINE.items()} <= {row.key for row in rows if row.quantizes}
+    # --only: a row's model and the steps it reads, in plan order
+    chain = [step.name for step in tool.needed(["MRPC/student3_transfer_ffn50_distilled_seed1_int8"], steps)]
+    assert chain == ["teacher", "student3_transfer_seed1", "student3_transfer_ffn50_seed1",
+                     "student3_transfer_ffn50_distilled_seed1", "student3_transfer_ffn50_distilled_seed1_int8"]
 
 
 def test_pretraining_results_commands_parse(monkeypatch):
@@ -113,7 +124,8 @@ def test_compression_report_and_plot(monkeypatch, tmp_path):
     monkeypatch.setattr(tool, "dataset_sizes", lambda data: sizes)
     steps, rows = tool.plan(DATA)
     model = {"layers": 6, "heads": 72, "ffn": 9216, "parameters": 22_700_000, "disk_bytes": 90_000_000}
-    measured = {"threads": 1, "machine": "cpu", "rounds": 5, "tasks": {
+    run = {"machine": "cpu", "threads": 1, "rounds": 5}
+    earlier = {**run, "date": "2026-12-01", "tasks": {
         "MRPC": {"teacher": {**model, "accuracy": 0.80, "f1": 0.86, "sentences_per_second": 100.0},
                  "student3_distilled": {**model, "layers": 3, "accuracy": 0.79, "f1": 0.85,
                                         "sentences_per_second": 210.0},
@@ -121,16 +133,44 @@ def test_compression_report_and_plot(monkeypatch, tmp_path):
         "SST-2": {"teacher": {**model, "accuracy": 0.90, "f1": None, "sentences_per_second": 300.0},
                   "student3_distilled": {**model, "layers": 3, "accuracy": 0.85, "f1": None,
                                          "sentences_per_second": 660.0}}}}
+    # a later run on a busier machine re-measures the MRPC teacher and adds its int8 copy and the headline
+    student = {**model, "layers": 3, "ffn": 2304, "f1": 0.85}
+    later = {**run, "date": "2026-12-03", "loadavg": [3.0, 4.0], "cpus": 2, "tasks": {"MRPC": {
+        "teacher": {**model, "accuracy": 0.81, "f1": 0.86, "sentences_per_second": 50.0},
+        "teacher_int8": {**model, "disk_bytes": 30_000_000, "accuracy": 0.80, "f1": 0.86,
+                         "sentences_per_second": 90.0},
+        "student3_transfer_ffn50_distilled_seed1": {**student, "accuracy": 0.79, "sentences_per_second": 140.0},
+        "student3_transfer_ffn50_distilled_seed1_int8": {**student, "disk_bytes": 22_500_000, "accuracy": 0.77,
+                                                         "sentences_per_second": 250.0}}}}
+    measured = tool.add_run(tool.add_run({"runs": []}, earlier), later)
+    assert [r["id"] for r in measured["runs"]] == [1, 2]
     tool.plot(rows, measured)
     tool.write_report(steps, rows, measured, DATA)
     report = (tmp_path / "compression.md").read_text()
     assert (tmp_path / "compression.png").stat().st_size > 10_000
     mrpc, sst2 = report[report.index("## MRPC"):report.index("## SST-2")], report[report.index("## SST-2"):]
-    assert "met by row 2." in mrpc
     assert "400 dev pairs. MRPC's 3,000 training pairs" in mrpc and "10,000 pairs beside the 3,000 labelled" in mrpc
-    assert "| 2.10x |" in mrpc and "98.8%" in mrpc and "not run yet" in mrpc
-    # SST-2 has no F1; 0.85 / 0.90 of the accuracy at 2.2x misses the goal
-    assert "| 85.0 | – | 94.4% | 660 | 2.20x |" in sst2 and "not met by any row" in sst2
+    # rows kept from run 1 compare with run 1's teacher (100 sentences/s, 0.80), not with run 2's
+    assert "| 2.10x | 1 |" in mrpc and "98.8%" in mrpc and "not run yet" in mrpc
+    assert "met by rows 2, 13." in mrpc
+    assert "| 0 | teacher: MiniLM-L6 fine-tuned (3 epochs) | 6 | 72 | 9,216 | 22.7 M | 85.8 | 81.0 | 86.0 | 100.0% | 50 " \
+           "| 1.00x | 2 |" in mrpc
+    assert "| 16 | the teacher, int8 (row 0, `bertkit quantize`) |" in mrpc and "| 28.6 | 80.0 | 86.0 | 98.8% | 90 | " \
+           "1.80x | 2 |" in mrpc
+    assert "row 16 against row 0: 80.0 against 81.0 accuracy (-1.0 points), 1.80x its speed" in mrpc
+    assert "missed by row 18): " in mrpc and "row 18 against row 13: 77.0 against 79.0 accuracy (-2.0 points)" in mrpc
+    assert "**Headline** (distilled student + pruning + int8, row 18): 5.0x the fp32 teacher's sentences/s at 95.1% " \
+           "of its accuracy (77.0 against 81.0), 25% of its size on disk." in mrpc
+    assert "- run 1 (2026-12-01, cpu, 1 thread(s), median of 5 passes): rows 2, 5; its teacher 80.0 accuracy" in mrpc
+    assert "- run 2 (2026-12-03, cpu, 1 thread(s), median of 5 passes, load average 3.0 at the start and 4.0 at the " \
+           "end (1 minute; 2 CPUs)): rows 0, 13, 16, 18; its teacher 81.0 accuracy, 50 sentences/s." in mrpc
+    # SST-2 has no F1; 0.85 / 0.90 of the accuracy at 2.2x misses the goal; nothing int8 measured there
+    assert "| 85.0 | – | 94.4% | 660 | 2.20x | 1 |" in sst2 and "not met by any row" in sst2
+    assert "int8 against fp32" not in sst2 and "Headline" not in sst2
+    # a run that no row comes from any more is dropped
+    again = {**later, "date": "2026-12-04", "tasks": {**later["tasks"], "SST-2": earlier["tasks"]["SST-2"],
+                                                      "MRPC": {**later["tasks"]["MRPC"], **earlier["tasks"]["MRPC"]}}}
+    assert [r["id"] for r in tool.add_run(measured, again)["runs"]] == [3]
 
 
 def test_glue_results_claims_share_the_job_list(monkeypatch, tmp_path):
