@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from bertkit import modeling  # noqa: E402
 from bertkit.compress.quantize import quantize  # noqa: E402
-from bertkit.export.onnx import OnnxModel, export_onnx  # noqa: E402
+from bertkit.export.onnx import export_onnx  # noqa: E402
 from bertkit.heads import BertModel  # noqa: E402
 from bertkit.paths import minilm_dir, shared_data_dir  # noqa: E402
 from bertkit.tokenization import FullTokenizer  # noqa: E402

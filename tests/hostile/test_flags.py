@@ -56,6 +56,8 @@ CASES = {  # argv (templates over the ws paths), what the message must name
                                   "{binary}:1: "),
     "build-vocab-non-utf8-corpus": (["build_vocab", "--input_file={latin1}", "--output_file={tmp}/vocab.txt"],
                                     "{latin1}:2: not UTF-8 text"),
+    "pretraining-data-binary-corpus": (["create_pretraining_data", "--input_file={binary}", "--output_dir={tmp}/shards",
+                                        f"--vocab_file={TF / 'vocab.txt'}"], "{binary}:1: "),
     # Already one line before these checks; kept so.
     "unknown-task-name": ([*CLASSIFIER, "--task_name=NOPE"], "NOPE"),
 }

@@ -484,7 +484,19 @@ def create_pretraining_data(input_files, output_dir: str | os.PathLike, tokenize
     config = config or PretrainingDataConfig()
     files = expand_input_files(input_files)
     output_dir = Path(output_dir)
+    created = not output_dir.exists()
     output_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        return _write_shards(files, output_dir, tokenizer, config)
+    except BaseException:
+        # The input is streamed, so a bad line can surface after the folder was made: a folder this
+        # run created is removed again rather than left behind empty or half-filled.
+        if created:
+            shutil.rmtree(output_dir, ignore_errors=True)
+        raise
+
+
+def _write_shards(files: list[Path], output_dir: Path, tokenizer, config: PretrainingDataConfig) -> dict:
     index_path = output_dir / INDEX_NAME
     if index_path.exists():
         index_path.unlink()  # the shards already there stop being a valid set now
