@@ -48,7 +48,13 @@ def hf_config(transformers, config: BertConfig, **extra):
 
 REPO = Path(__file__).resolve().parents[1]
 # The vocab beside the TensorFlow-written fixtures: 99 tokens, enough for tiny from-scratch runs.
-TINY_VOCAB = REPO / "tests" / "fixtures" / "tf" / "bert_tiny_classifier" / "vocab.txt"
+FIXTURES = REPO / "tests" / "fixtures"
+MRPC_SAMPLE = REPO / "examples" / "data" / "mrpc_sample"
+TINY_TF = FIXTURES / "tf" / "bert_tiny_classifier"  # a Google checkpoint: 2 layers, 64 positions
+TINY_VOCAB = TINY_TF / "vocab.txt"
+# The CLI flags that load TINY_TF.
+TINY_TF_FLAGS = [f"--init_checkpoint={TINY_TF / 'bert_model.ckpt'}", f"--vocab_file={TINY_VOCAB}",
+                 f"--bert_config_file={TINY_TF / 'bert_config.json'}"]
 
 
 def google_tiny_config(**overrides) -> dict:
@@ -87,3 +93,19 @@ def tree(root: Path) -> dict[str, bytes | None]:
     """Every path under `root` with its bytes (None for a directory): equal before and after a
     failed command when it wrote nothing."""
     return {str(p.relative_to(root)): None if p.is_dir() else p.read_bytes() for p in sorted(root.rglob("*"))}
+
+
+def tiny_shards(directory: Path, documents: int, sentences: int, words_per_sentence: int, config) -> Path:
+    """Pre-training shards of a synthetic corpus over TINY_VOCAB's words, under directory/data."""
+    from bertkit.data.pretraining import create_pretraining_data
+    from bertkit.tokenization import FullTokenizer
+
+    words = TINY_VOCAB.read_text(encoding="utf-8").split()[5:]
+    with open(directory / "corpus.txt", "w", encoding="utf-8") as handle:
+        for document in range(documents):
+            for sentence in range(sentences):
+                handle.write(" ".join(words[(document * 7 + sentence * 3 + i) % len(words)]
+                                      for i in range(words_per_sentence)) + "\n")
+            handle.write("\n")
+    create_pretraining_data(str(directory / "corpus.txt"), directory / "data", FullTokenizer(TINY_VOCAB), config)
+    return directory / "data"

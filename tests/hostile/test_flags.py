@@ -12,14 +12,9 @@ from pathlib import Path
 import pytest
 
 from bertkit.cli.main import main
-from helpers import cli_error, tree
+from helpers import FIXTURES, MRPC_SAMPLE, TINY_TF, TINY_TF_FLAGS, cli_error, tree
 
-ROOT = Path(__file__).resolve().parents[2]
-FIXTURES = ROOT / "tests" / "fixtures"
-SAMPLE = ROOT / "examples" / "data" / "mrpc_sample"
-TF = FIXTURES / "tf" / "bert_tiny_classifier"  # 2 layers, 64 positions
-MODEL = [f"--init_checkpoint={TF / 'bert_model.ckpt'}", f"--vocab_file={TF / 'vocab.txt'}",
-         f"--bert_config_file={TF / 'bert_config.json'}"]
+SAMPLE, TF, MODEL = MRPC_SAMPLE, TINY_TF, TINY_TF_FLAGS
 CLASSIFIER = ["run_classifier", "--task_name=MRPC", f"--data_dir={SAMPLE}", "--do_train", "--do_eval",
               "--max_steps=1", "--max_seq_length=32", "--cache_dir=none", "--no_progress", *MODEL]
 EXTRACT = ["extract_features", "--input_file={text}", "--output_file={tmp}/features.jsonl", *MODEL]

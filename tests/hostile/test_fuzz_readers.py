@@ -30,12 +30,12 @@ from bertkit.config import BertConfig
 from bertkit.data import glue
 from bertkit.data.multiple_choice import read_commonsenseqa_examples, read_swag_examples
 from bertkit.data.ner import read_conll
-from bertkit.data.pretraining import PretrainingDataConfig, PretrainingDataset, create_pretraining_data
+from bertkit.data.pretraining import PretrainingDataConfig, PretrainingDataset
 from bertkit.data.squad import read_squad_examples
 from bertkit.errors import BertkitError
 from bertkit.heads import BertModel
 from bertkit.tokenization import FullTokenizer
-from helpers import REPO, TINY_VOCAB, tiny_config
+from helpers import REPO, TINY_VOCAB, tiny_config, tiny_shards
 
 FIXTURES = REPO / "tests" / "fixtures"
 FUZZ = settings(max_examples=int(os.environ.get("BERTKIT_FUZZ_EXAMPLES", 40)), deadline=None,
@@ -231,17 +231,9 @@ def test_commonsenseqa_jsonl(tmp_path_factory, data, seed):
 
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory) -> Path:
-    directory = tmp_path_factory.mktemp("shards")
-    words = TINY_VOCAB.read_text(encoding="utf-8").split()[5:]
-    with open(directory / "corpus.txt", "w", encoding="utf-8") as handle:
-        for document in range(4):
-            for sentence in range(6):
-                handle.write(" ".join(words[(document * 7 + sentence * 3 + i) % len(words)] for i in range(8)) + "\n")
-            handle.write("\n")
-    create_pretraining_data(str(directory / "corpus.txt"), directory / "data", FullTokenizer(TINY_VOCAB),
-                            PretrainingDataConfig(max_seq_length=24, max_predictions_per_seq=4, dupe_factor=1,
-                                                  instances_per_shard=8))
-    return directory / "data"
+    return tiny_shards(tmp_path_factory.mktemp("shards"), documents=4, sentences=6, words_per_sentence=8,
+                       config=PretrainingDataConfig(max_seq_length=24, max_predictions_per_seq=4, dupe_factor=1,
+                                                    instances_per_shard=8))
 
 
 SHARD_ARRAY_NAMES = ["input_ids", "segment_ids", "offsets", "masked_lm_positions", "masked_lm_ids",

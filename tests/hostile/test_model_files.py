@@ -19,12 +19,12 @@ from safetensors.torch import load_file, save_file
 from bertkit.cli.main import main
 from bertkit.config import BertConfig
 from bertkit.data.multiple_choice import read_commonsenseqa_examples
-from bertkit.data.pretraining import PretrainingDataConfig, PretrainingDataset, create_pretraining_data
+from bertkit.data.pretraining import PretrainingDataConfig, PretrainingDataset
 from bertkit.data.squad import read_squad_examples
 from bertkit.errors import BertkitError, CheckpointError, ConfigError, DataError
 from bertkit.heads import BertModel
 from bertkit.tokenization import FullTokenizer
-from helpers import TINY_VOCAB, google_tiny_config, tiny_config
+from helpers import TINY_VOCAB, google_tiny_config, tiny_config, tiny_shards
 
 QUERY = "encoder.layer.0.attention.self.query.weight"
 
@@ -246,16 +246,8 @@ def test_truncated_safetensors_in_inspect_and_convert(model_dir, tmp_path, capsy
 
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory) -> Path:
-    directory = tmp_path_factory.mktemp("shards")
-    words = vocab_lines()[5:]
-    with open(directory / "corpus.txt", "w", encoding="utf-8") as handle:
-        for document in range(6):
-            for sentence in range(8):
-                handle.write(" ".join(words[(document * 7 + sentence * 3 + i) % len(words)] for i in range(9)) + "\n")
-            handle.write("\n")
-    create_pretraining_data(str(directory / "corpus.txt"), directory / "data", FullTokenizer(TINY_VOCAB),
-                            PretrainingDataConfig(max_seq_length=32, max_predictions_per_seq=5, dupe_factor=1))
-    return directory / "data"
+    return tiny_shards(tmp_path_factory.mktemp("shards"), documents=6, sentences=8, words_per_sentence=9,
+                       config=PretrainingDataConfig(max_seq_length=32, max_predictions_per_seq=5, dupe_factor=1))
 
 
 @pytest.fixture

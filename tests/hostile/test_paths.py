@@ -10,14 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from helpers import cli_error, tree
+from helpers import FIXTURES, MRPC_SAMPLE, TINY_TF, TINY_TF_FLAGS, cli_error, tree
 
-ROOT = Path(__file__).resolve().parents[2]
-FIXTURES = ROOT / "tests" / "fixtures"
-SAMPLE = ROOT / "examples" / "data" / "mrpc_sample"
-TF = FIXTURES / "tf" / "bert_tiny_classifier"  # 2 layers, 64 positions
-MODEL = [f"--init_checkpoint={TF / 'bert_model.ckpt'}", f"--vocab_file={TF / 'vocab.txt'}",
-         f"--bert_config_file={TF / 'bert_config.json'}"]
+SAMPLE, TF, MODEL = MRPC_SAMPLE, TINY_TF, TINY_TF_FLAGS
 QUICK = ["--max_seq_length=32", "--cache_dir=none", "--no_progress", "--max_steps=1"]
 
 
