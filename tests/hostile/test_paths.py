@@ -79,6 +79,7 @@ OUTPUT_DIRS = {
     "prune": [f"--model={TF / 'bert_model.ckpt'}", f"--vocab_file={TF / 'vocab.txt'}", "--method=magnitude",
               "--heads=0.5"],
     "convert": [str(TF / "bert_model.ckpt")],
+    "quantize": [],  # the packaged MiniLM; the path is checked before it loads
 }
 OUTPUT_FILES = {
     "build_vocab": ["--input_file={text}", "--min_frequency=1"],
@@ -104,6 +105,15 @@ def output_case(ws: dict, command: str, out: str) -> tuple[list[str], str]:
         named = [flag], flag
     args = {**OUTPUT_DIRS, **OUTPUT_FILES}[command]
     return ["-q", command, *(arg.format(**ws) for arg in args), *named[0]], named[1]
+
+
+@pytest.mark.parametrize("out, problem", [("{file}/model.onnx", "cannot be created: {file} is a file"),
+                                          ("{dir}", "give a file name ending in .onnx")], ids=["under-a-file", "dir"])
+def test_bad_export_output(ws, capsys, out, problem):
+    before = tree(ws["tmp"])
+    line = cli_error(capsys, ["-q", "export", f"--output={out.format(**ws)}"])
+    assert problem.format(**ws) in line
+    assert tree(ws["tmp"]) == before
 
 
 @pytest.mark.parametrize("command, out, problem", OUTPUTS)

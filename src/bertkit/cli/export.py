@@ -13,6 +13,7 @@ from bertkit.cli.common import ModelSource, add_model_arguments
 from bertkit.cli.main import str2bool
 from bertkit.errors import ConfigError
 from bertkit.export.files import load_for_export
+from bertkit.io_utils import check_output_file
 
 
 def add_arguments(parser) -> None:
@@ -28,6 +29,7 @@ def run(args) -> int:
 
     if not args.output.endswith(".onnx"):
         raise ConfigError(f"--output={args.output!r}: give a file name ending in .onnx")
+    check_output_file(args.output, flag="--output")
     model = load_for_export(ModelSource.from_args(args).checkpoint)
     path = export_onnx(model, args.output, int8=args.int8, unpad=bool(args.unpad))
     print(f"wrote {type(model).__name__} to {path} ({'int8' if args.int8 else 'fp32'})")

@@ -12,6 +12,7 @@ from __future__ import annotations
 from bertkit.cli.common import ModelSource, add_model_arguments
 from bertkit.compress.quantize import PROJECTIONS, quantization_config, quantize
 from bertkit.export.files import load_for_export, save_with_companions
+from bertkit.io_utils import check_output_dir
 
 
 def add_arguments(parser) -> None:
@@ -25,6 +26,7 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     keep = [name for name in args.keep_fp32.split(",") if name]
     quantization_config(not args.per_tensor, keep)  # a wrong name fails here, before any loading
+    check_output_dir(args.output_dir)
     source = ModelSource.from_args(args).checkpoint
     model = load_for_export(source)
     quantize(model, per_channel=not args.per_tensor, keep_fp32=keep)
