@@ -59,6 +59,13 @@ def _named(flag: str, path: Path) -> str:
     return f"{flag}={path}" if flag.startswith("-") else f"{flag} {path}"
 
 
+def _require_writable(folder: Path, named: str, where: str) -> None:
+    """A ConfigError `<named>: no permission to write in <where>` unless this process can create
+    files in `folder` (the output itself, or the folder a new output or its temp file goes in)."""
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ConfigError(f"{named} no permission to write in {where}; choose a directory you can write to")
+
+
 def _check_creatable(path: Path, flag: str) -> None:
     """The nearest existing folder above `path` must be a folder this process can write in."""
     parent = path.absolute().parent
@@ -67,9 +74,7 @@ def _check_creatable(path: Path, flag: str) -> None:
     if not parent.is_dir():
         raise ConfigError(f"{_named(flag, path)} cannot be created: {parent} is a file, not a directory; "
                           "choose another path")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise ConfigError(f"{_named(flag, path)} cannot be created: no permission to write in {parent}; "
-                          "choose a directory you can write to")
+    _require_writable(parent, f"{_named(flag, path)} cannot be created:", str(parent))
 
 
 def check_output_dir(path: str | os.PathLike, flag: str = "--output_dir") -> Path:
@@ -80,9 +85,7 @@ def check_output_dir(path: str | os.PathLike, flag: str = "--output_dir") -> Pat
         if not path.is_dir():
             raise ConfigError(f"{_named(flag, path)} is a file, not a directory; give a directory "
                               "(it is created if needed)")
-        if not os.access(path, os.W_OK | os.X_OK):
-            raise ConfigError(f"{_named(flag, path)}: no permission to write in it; "
-                              "choose a directory you can write to")
+        _require_writable(path, f"{_named(flag, path)}:", "it")
     else:
         _check_creatable(path, flag)
     return path
@@ -95,8 +98,8 @@ def check_output_file(path: str | os.PathLike, flag: str = "--output_file") -> P
     if path.is_dir():
         raise ConfigError(f"{_named(flag, path)} is a directory; give the name of a file to write")
     if path.exists():
-        if not os.access(path.parent, os.W_OK | os.X_OK):  # atomic writes replace it from beside it
-            raise ConfigError(f"{_named(flag, path)}: no permission to write in {path.parent}; choose another path")
+        # Atomic writes replace it from a temp file beside it.
+        _require_writable(path.parent, f"{_named(flag, path)}:", str(path.parent))
     else:
         _check_creatable(path, flag)
     return path

@@ -80,7 +80,7 @@ class ClassifierFeatures(InputFeatures):
     for regression).
     """
 
-    labels: int | float = 0
+    labels: int | float
     is_real_example: bool = True
 
     bookkeeping = ("is_real_example",)

@@ -95,8 +95,8 @@ class MultipleChoiceFeatures(InputFeatures):
     """The features of one example: input_ids, attention_mask and token_type_ids hold one row per
     choice, (choices, seq); `labels` is the right choice's index (None in a test file)."""
 
+    example_id: str
     labels: int | None = None
-    example_id: str = ""
 
     bookkeeping = ("example_id",)
 

@@ -37,7 +37,7 @@ import logging
 import os
 import re
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -70,11 +70,11 @@ class NerExample:
 class NerFeature(InputFeatures):
     """One window of one sentence: the model's inputs plus the map back to the sentence's words."""
 
-    labels: list[int] | None = None  # a class id per token, -100 where no word is predicted; None: unlabelled
-    example_index: int = 0
-    word_ids: list[int] = field(default_factory=list)  # word index of every token; -1 for [CLS] and [SEP]
+    example_index: int
+    word_ids: list[int]  # word index of every token; -1 for [CLS] and [SEP]
     # The word predicted at each token (its first piece, in the window that owns it); else -1.
-    predict_words: list[int] = field(default_factory=list)
+    predict_words: list[int]
+    labels: list[int] | None = None  # a class id per token, -100 where no word is predicted; None: unlabelled
 
     bookkeeping = ("example_index", "word_ids", "predict_words")
 

@@ -111,14 +111,14 @@ class SquadFeatures(InputFeatures):
         context of all windows (only such positions may start an answer).
     """
 
+    unique_id: int
+    example_index: int
+    doc_span_index: int
+    tokens: list[str]
+    token_to_orig_map: dict[int, int]
+    token_is_max_context: dict[int, bool]
     start_positions: int | None = None
     end_positions: int | None = None
-    unique_id: int = 0
-    example_index: int = 0
-    doc_span_index: int = 0
-    tokens: list[str] = field(default_factory=list)
-    token_to_orig_map: dict[int, int] = field(default_factory=dict)
-    token_is_max_context: dict[int, bool] = field(default_factory=dict)
     is_impossible: bool = False
 
     bookkeeping = ("unique_id", "example_index", "doc_span_index", "tokens", "token_to_orig_map",
