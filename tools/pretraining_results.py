@@ -16,13 +16,17 @@ finished step (its output present) is not run again, so an interrupted invocatio
    alone (--next_sentence_weight=0), 1b MLM + NSP; phase 2 continues at 512 tokens (the paper's
    two-phase schedule, so that positions 128-511 are trained). Pre-training runs without dropout
    and with initializer_range 0.05; fine-tuning uses dropout 0.1 (see BERT_TINY below).
-4. Beyond 512: phase 2's model with --max_position_embeddings=1024 (new rows random) continues on
-   1024-token sequences; masked_lm_accuracy_beyond_512 on the held-out text shows the new rows learn.
+4. Beyond 512: phase 2's model with --max_position_embeddings=1024, its rows 512-1023 made four ways
+   (--position_init random, tile, hierarchical, interpolate), is scored on the held-out 1024-token
+   text as it is (step 0) and after LONG_STEPS more steps on 1024-token sequences (3 seeds each):
+   masked-LM accuracy by bucket of 128 positions, so beyond 512 and over all positions.
 5. Fine-tuning: MRPC and SST-2 (3 epochs each, as in BERT's paper) from the pre-trained model and from scratch,
    3 seeds each at each rate of FINETUNE_LRS; each model is judged at its best rate.
-`--part long` runs only step 4 (and its data), so that it can run beside the fine-tuning on a
-second core once phase 2 is done; `--part probes` runs the three 2,000-step variants of phase 1a
+`--part long` runs only step 4 (and its data, and MiniLM taken to 1024 positions), so that it can run
+beside the fine-tuning on a second core once phase 2 is done; `--part probes` runs the three 2,000-step variants of phase 1a
 that the report compares it with (NSP from the start; dropout; BERT's settings); `--part main` runs the rest.
+Pre-training runs in bf16 autocast where the CPU has bf16 instructions and in fp32 elsewhere (emulated
+bf16 was 10x slower than fp32 on an AVX2 CPU), so the commands listed in the report say which.
 Needs ../shared/data (corpus, GLUE, the uncased vocab).
 """
 
@@ -30,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,12 +43,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # report_common, which
 
 from report_common import ROOT, bertkit, mean_std, read_eval_results, require_data, run_command, shown  # noqa: E402, I001
 
+from bertkit.checkpoint.surgery import POSITION_INITS  # noqa: E402
 from bertkit.paths import minilm_dir  # noqa: E402
+from bertkit.training.trainer import cpu_has_native_bf16  # noqa: E402
 
 OUT = ROOT / "outputs" / "pretraining"
 CORPUS = ROOT / "outputs" / "corpus"
 REPORT = ROOT / "docs" / "pretraining.md"
 PLOT = ROOT / "docs" / "pretraining_curves.png"
+POSITIONS_PLOT = ROOT / "docs" / "pretraining_positions.png"
 RECORDS = ROOT / "docs" / "pretraining_runs.jsonl"  # finished fine-tuning runs, committed
 SEEDS = (1, 2, 3)
 # BERT-Tiny, as fine-tuned (pre-trained and from scratch alike). initializer_range 0.05, not BERT's
@@ -68,6 +76,8 @@ LONG_LR, MINILM_LR = 5e-4, 1e-4  # the runs past 512 positions
 PHASE2_STEPS = (PHASE1A_STEPS + PHASE1B_STEPS) // 9  # the paper: 90% of the steps at 128 tokens, 10% at 512
 PHASE2_BATCH, PHASE2_LR = 16, 5e-4
 PHASE1_LR = 3e-3  # BERT's settings at BERT_DEFAULTS_LR stayed on the plateau (probe_bert_defaults)
+BF16 = cpu_has_native_bf16() is not False  # emulated bf16 is far slower than fp32
+LONG_LENGTH, BUCKET = 1024, 128  # the runs past 512 positions, and the positions per bucket of their scores
 
 
 @dataclass
@@ -91,7 +101,7 @@ def data_step(name: str, source: Path, vocab: Path, max_seq_length: int, dupe_fa
 
 
 def pretrain_step(name: str, data: str, max_seq_length: int, steps: int, batch: int, learning_rate: float,
-                  eval_every: int, *model: str) -> Step:
+                  eval_every: int, *model: str, seed: int = 1) -> Step:
     predictions = round(max_seq_length * 0.15 / 10 + 0.5) * 10
     out = OUT / name
     return Step(name, ["run_pretraining", *model, f"--input_file={OUT / 'data' / ('train_' + data)}",
@@ -100,7 +110,8 @@ def pretrain_step(name: str, data: str, max_seq_length: int, steps: int, batch: 
                        f"--train_batch_size={batch}", f"--eval_batch_size={batch}", f"--num_train_steps={steps}",
                        f"--num_warmup_steps={steps // 10}", f"--learning_rate={learning_rate:g}",
                        f"--eval_steps={eval_every}", "--max_eval_steps=20", "--save_checkpoints_steps=100000",
-                       "--seed=1", "--bf16=true", "--no_progress", f"--output_dir={out}"], out / "model.safetensors")
+                       f"--seed={seed}", *(["--bf16=true"] if BF16 else []), "--no_progress",
+                       f"--output_dir={out}"], out / "model.safetensors")
 
 
 def scratch_128(name: str, config: str, learning_rate: float, *flags: str) -> Step:
@@ -131,16 +142,19 @@ def plan(data: Path) -> list[Step]:
         pretrain_step("phase2_512", "512", 512, PHASE2_STEPS, PHASE2_BATCH, PHASE2_LR, 50,
                       f"--init_checkpoint={OUT / 'phase1b_128'}"),
     ]
-    long = [data_step("train_1024", train, VOCAB, 1024, 1, 12345),
-            data_step("heldout_1024", heldout, VOCAB, 1024, 5, 54321),
-            data_step("train_1024_uncased", train, uncased, 1024, 1, 12345),
-            data_step("heldout_1024_uncased", heldout, uncased, 1024, 5, 54321),
-            pretrain_step("long_1024", "1024", 1024, LONG_STEPS, 8, LONG_LR, 25, f"--init_checkpoint={OUT / 'phase2_512'}",
-                          "--max_position_embeddings=1024"),
+    long = [data_step("train_1024", train, VOCAB, LONG_LENGTH, 1, 12345),
+            data_step("heldout_1024", heldout, VOCAB, LONG_LENGTH, 5, 54321),
+            data_step("train_1024_uncased", train, uncased, LONG_LENGTH, 1, 12345),
+            data_step("heldout_1024_uncased", heldout, uncased, LONG_LENGTH, 5, 54321),
+            # rows 512-1023 made each of the four ways, the same continued pre-training from each
+            *[pretrain_step(position_run(init, seed), "1024", LONG_LENGTH, LONG_STEPS, 8, LONG_LR, 25,
+                            f"--init_checkpoint={OUT / 'phase2_512'}", f"--max_position_embeddings={LONG_LENGTH}",
+                            f"--position_init={init}", seed=seed)
+              for init in POSITION_INITS for seed in SEEDS],
             # A model that does use its positions: MiniLM, whose 512 rows are trained (its MLM transform is
             # not in the checkpoint and starts random, so accuracy rises everywhere; the gap is the signal).
-            pretrain_step("minilm_1024", "1024_uncased", 1024, LONG_STEPS, 4, MINILM_LR, 25,
-                          f"--init_checkpoint={minilm_dir()}", "--max_position_embeddings=1024")]
+            pretrain_step("minilm_1024", "1024_uncased", LONG_LENGTH, LONG_STEPS, 4, MINILM_LR, 25,
+                          f"--init_checkpoint={minilm_dir()}", f"--max_position_embeddings={LONG_LENGTH}")]
     for step in long:
         step.part = "long"
     # Why phase 1a looks as it does: the same run with NSP from the start, with dropout, and with BERT's settings.
@@ -150,6 +164,183 @@ def plan(data: Path) -> list[Step]:
     for step in probes:
         step.part = "probes"
     return steps + long + probes
+
+
+def position_run(init: str, seed: int) -> str:
+    """The continued pre-training of phase 2's model with its rows 512-1023 made by `init`."""
+    return f"positions_{init}_seed{seed}"
+
+
+# How each --position_init makes rows 512-1023 of the 1,024-row table (rows 0-511: phase 2's, kept
+# except by interpolate, which stretches the whole table).
+POSITION_INIT_TEXT = {"random": "drawn at random (the initializer's normal)", "tile": "copies of rows 0-511",
+                      "hierarchical": "Su's hierarchical decomposition (alpha 0.4): row 512 + j from rows 1 and j",
+                      "interpolate": "the trained table stretched linearly to 1,024 rows (all rows change)"}
+
+
+def position_scores_needed() -> list[tuple[str, str, int]]:
+    """(score file name, position_init, seed) of every model the comparison scores: phase 2's model
+    extended each way before any training (step 0; only random's rows depend on the seed), and
+    each continued run."""
+    step0 = [(f"step0_{init}_seed{seed}", init, seed) for init in POSITION_INITS
+             for seed in (SEEDS if init == "random" else SEEDS[:1])]
+    return step0 + [(position_run(init, seed), init, seed) for init in POSITION_INITS for seed in SEEDS]
+
+
+def position_counts(model, data, mask_id: int, batch_size: int = 8) -> dict[str, list[int]]:
+    """Masked positions and correct predictions per bucket of BUCKET positions over every instance
+    of `data` (a PretrainingDataset): all masked positions, and those that show [MASK]."""
+    import numpy as np
+    import torch
+    from torch.utils.data import DataLoader
+
+    from bertkit.data.batching import PaddingCollator
+    from bertkit.tasks.pretraining import pretraining_step
+
+    buckets = LONG_LENGTH // BUCKET
+    counts = {name: np.zeros(buckets, dtype=np.int64) for name in ("total", "correct", "mask_total", "mask_correct")}
+    model.eval()
+    with torch.inference_mode():
+        for batch in DataLoader(data, batch_size=batch_size, collate_fn=PaddingCollator()):
+            predicted, _, _, positions, shown = pretraining_step(model(**batch), batch)
+            real = batch["labels"] != -100
+            correct = real & (predicted == batch["labels"])
+            bucket = positions // BUCKET
+            at_mask = real & (shown == mask_id)
+            for name, where in (("total", real), ("correct", correct), ("mask_total", at_mask),
+                                ("mask_correct", correct & at_mask)):
+                counts[name] += np.bincount(bucket[where].numpy(), minlength=buckets)[:buckets]
+    return {name: values.tolist() for name, values in counts.items()}
+
+
+def score_positions() -> None:
+    """Score every model of the comparison that exists and has no score yet (OUT/positions/<name>.json)."""
+    from bertkit.checkpoint.surgery import Surgery
+    from bertkit.data.pretraining import PretrainingDataset
+    from bertkit.heads import BertForPreTraining
+    from bertkit.io_utils import atomic_write
+    from bertkit.training.trainer import set_seed
+
+    heldout = OUT / "data" / "heldout_1024"
+    if not (heldout / "index.json").is_file() or not (OUT / "phase2_512" / "model.safetensors").is_file():
+        return
+    data = PretrainingDataset(heldout)
+    mask_id = VOCAB.read_text(encoding="utf-8").splitlines().index("[MASK]")
+    for name, init, seed in position_scores_needed():
+        path = OUT / "positions" / f"{name}.json"
+        trained = OUT / name / "model.safetensors"
+        if path.is_file() or not (name.startswith("step0_") or trained.is_file()):
+            continue
+        if name.startswith("step0_"):
+            set_seed(seed)  # as run_pretraining does before loading: step 0 is the continued run's start
+            model = BertForPreTraining.from_pretrained(
+                OUT / "phase2_512", surgery=Surgery(max_position_embeddings=LONG_LENGTH, position_init=init))
+        else:
+            model = BertForPreTraining.from_pretrained(OUT / name)
+        print(f"scoring {name} on {heldout.name} by position", flush=True)
+        counts = position_counts(model, data, mask_id)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_write(path) as handle:
+            handle.write(json.dumps({"position_init": init, "seed": seed, **counts}) + "\n")
+
+
+def read_position_scores() -> dict[tuple[str, str], list[dict]]:
+    """(when: "step0" or "trained", position_init) -> the scores of its seeds."""
+    scores: dict[tuple[str, str], list[dict]] = {}
+    for name, init, _ in position_scores_needed():
+        path = OUT / "positions" / f"{name}.json"
+        if path.is_file():
+            scores.setdefault(("step0" if name.startswith("step0_") else "trained", init), []).append(
+                json.loads(path.read_text()))
+    return scores
+
+
+def accuracy(score: dict, first: int = 0, last: int = LONG_LENGTH, at_mask: bool = False) -> float:
+    """Masked-LM accuracy over the masked positions in [first, last), or those of them showing [MASK]."""
+    prefix = "mask_" if at_mask else ""
+    window = slice(first // BUCKET, last // BUCKET)
+    return sum(score[prefix + "correct"][window]) / max(sum(score[prefix + "total"][window]), 1)
+
+
+def spread(values: list[float]) -> str:
+    return mean_std(values) if len(values) > 1 else f"{100 * values[0]:.1f}"
+
+
+def positions_section() -> list[str]:
+    """The four position_init options compared: table, verdict and plot."""
+    scores = read_position_scores()
+    if not scores:
+        return []
+    lines = ["### Positions beyond 512: four ways to make the new rows", "",
+             f"Phase 2's BERT-Tiny (rows 0-511 trained) with `--max_position_embeddings={LONG_LENGTH}`, rows "
+             f"512-{LONG_LENGTH - 1} made by each `--position_init`, scored on every held-out {LONG_LENGTH}-token "
+             f"instance (heldout_1024) as it is (step 0: what works out of the box) and after {LONG_STEPS} steps of "
+             f"continued pre-training on {LONG_LENGTH}-token sequences (batch 8, lr {LONG_LR:g}; each seed also "
+             "draws random's rows and orders the batches). Masked-LM accuracy ×100, mean ± std over the seeds; "
+             "`[MASK]` columns count only the masked positions that show [MASK].", "",
+             "| position_init | rows 512-1023 | step 0: beyond 512 | step 0: all | step 0: [MASK] beyond 512 | "
+             f"after {LONG_STEPS} steps: beyond 512 | all | [MASK] beyond 512 | seeds |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    means = {}
+    for init in POSITION_INITS:
+        cells = []
+        for when in ("step0", "trained"):
+            runs = scores.get((when, init), [])
+            values = [[accuracy(s, first=512) for s in runs], [accuracy(s) for s in runs],
+                      [accuracy(s, first=512, at_mask=True) for s in runs]]
+            cells += [spread(v) if v else "–" for v in values]
+            if runs:
+                positions = sum(sum(s["total"][512 // BUCKET:]) for s in runs)  # pooled over the seeds
+                means[when, init] = (sum(values[0]) / len(values[0]), max(values[0]) - min(values[0]), positions)
+        seeds = ", ".join(str(s["seed"]) for s in scores.get(("trained", init), []))
+        lines.append(f"| {init} | {POSITION_INIT_TEXT[init]} | " + " | ".join(cells) + f" | {seeds or '–'} |")
+    lines += [""]
+    for when, text in (("step0", "At step 0"), ("trained", f"After {LONG_STEPS} steps")):
+        ranked = sorted(((means[when, init], init) for init in POSITION_INITS if (when, init) in means), reverse=True)
+        if len(ranked) == len(POSITION_INITS):
+            ((best, best_range, n_best), first), ((second, second_range, n_second), runner_up) = ranked[:2]
+            # A lead must beat both noises: the seeds' and that of the held-out sample (binomial).
+            error = math.sqrt(best * (1 - best) / n_best + second * (1 - second) / n_second)
+            clear = best - second > max(best_range, second_range, 2 * error)
+            lines.append(f"- {text}, beyond 512: {first} is best ({100 * best:.1f}), "
+                         f"{100 * (best - second):.1f} points ahead of {runner_up}: "
+                         + ("more than the seeds' range and twice the held-out sample's standard error, so a real "
+                            "lead." if clear else "within the seeds' range or the held-out sample's noise, so not a "
+                            "clear lead."))
+    lines += ["", f"![masked-LM accuracy by position]({POSITIONS_PLOT.name})", ""]
+    return lines
+
+
+def plot_positions(path: Path) -> None:
+    """Accuracy by bucket of positions, one line per position_init, at step 0 and after continued pre-training."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    scores = read_position_scores()
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.5), sharey=True)
+    starts = np.arange(0, LONG_LENGTH, BUCKET)
+    for axis, when, title in ((axes[0], "step0", "step 0 (no further training)"),
+                              (axes[1], "trained", f"after {LONG_STEPS} steps at {LONG_LENGTH} tokens")):
+        for index, init in enumerate(POSITION_INITS):
+            runs = scores.get((when, init), [])
+            if not runs:
+                continue
+            by_bucket = 100 * np.array([[accuracy(s, start, start + BUCKET) for start in starts] for s in runs])
+            axis.errorbar(starts + BUCKET / 2 + (index - 1.5) * 6, by_bucket.mean(0),
+                          yerr=by_bucket.std(0) if len(runs) > 1 else None, marker="o", capsize=3,
+                          label=f"{init} ({len(runs)} seed{'s' * (len(runs) > 1)})")
+        axis.axvline(512, color="gray", linestyle="--", linewidth=0.8)
+        axis.set(title=title, xlabel=f"position (buckets of {BUCKET})", xticks=list(starts) + [LONG_LENGTH])
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=8)
+    axes[0].set_ylabel("held-out masked-LM accuracy (%)")
+    fig.suptitle(f"BERT-Tiny taken from 512 to {LONG_LENGTH} positions: the new rows made four ways")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
 
 
 FINETUNE_LR = 5e-4  # the grid's rate whose runs' keys carry no -lr suffix (the records predate the grid)
@@ -334,7 +525,6 @@ def write_report(steps: list[Step], data: Path) -> None:
                        ("phase1b_128", f"phase 1b: continued, MLM + NSP, 128 tokens, batch 64, lr {PHASE1_LR:g}"),
                        ("phase2_512", f"phase 2: continued, MLM + NSP, 512 tokens, batch {PHASE2_BATCH}, "
                                       f"lr {PHASE2_LR:g}"),
-                       ("long_1024", f"beyond 512: positions extended to 1024, 1024 tokens, batch 8, lr {LONG_LR:g}"),
                        ("minilm_1024", f"MiniLM-L6, positions extended to 1024, 1024 tokens, batch 4, lr {MINILM_LR:g}")):
         done = OUT / name / "eval_results.txt"
         if not done.is_file():
@@ -360,20 +550,16 @@ def write_report(steps: list[Step], data: Path) -> None:
                   *phase2_note(), *recipe_lines()]
     if PLOT.is_file():
         lines += [f"![MLM and NSP accuracy curves]({PLOT.name})", ""]
-    notes = {"long_1024": "Rows 0-511 were trained in phases 1 and 2; the gap between the two columns is what "
-                          "the new rows have yet to learn.",
-             "minilm_1024": "MiniLM's checkpoint has no MLM transform (sentence-transformers drops it), so the head "
-                            "starts random and accuracy rises everywhere at first; what matters is whether positions "
-                            "512 and later keep up with the rest."}
-    for name, model in (("long_1024", "Phase 2's BERT-Tiny"), ("minilm_1024", "all-MiniLM-L6-v2")):
-        evals = [r for r in read_metrics(name) if r["event"] == "eval"]
-        if not evals:
-            continue
-        lines += [f"### Positions beyond 512: {model}", "",
-                  f"{model} with `--max_position_embeddings=1024` (rows 0-511 copied, rows 512-1023 random), "
-                  "pre-training continued on 1024-token sequences. Held-out MLM accuracy at masked positions 512 "
-                  "and later, and over all positions. " + notes[name]
-                  + ("" if (OUT / name / "model.safetensors").is_file() else
+    lines += positions_section()
+    evals = [r for r in read_metrics("minilm_1024") if r["event"] == "eval"]
+    if evals:
+        lines += ["### Positions beyond 512: all-MiniLM-L6-v2", "",
+                  f"all-MiniLM-L6-v2 with `--max_position_embeddings={LONG_LENGTH}` (rows 0-511 copied, rows "
+                  f"512-{LONG_LENGTH - 1} random), pre-training continued on {LONG_LENGTH}-token sequences. Held-out "
+                  "MLM accuracy at masked positions 512 and later, and over all positions. MiniLM's checkpoint has no "
+                  "MLM transform (sentence-transformers drops it), so the head starts random and accuracy rises "
+                  "everywhere at first; what matters is whether positions 512 and later keep up with the rest."
+                  + ("" if (OUT / "minilm_1024" / "model.safetensors").is_file() else
                      " (Unfinished: the evaluations so far; the script runs it again from the start.)"), "",
                   "| step | masked_lm_accuracy_beyond_512 | masked_lm_accuracy |", "|---:|---:|---:|"]
         lines += [f"| {r['step']} | {100 * r['eval_masked_lm_accuracy_beyond_512']:.1f} | "
@@ -496,8 +682,12 @@ def main() -> int:
                                              "wall_seconds": round(seconds, 1),
                                              "command": finetune.shown_command(seed, data)}) + "\n")
                 write_report(steps, data)
+    if not args.report_only and args.part in (None, "long"):
+        score_positions()
     if (OUT / SCHEDULE[0] / "metrics.jsonl").is_file():
         plot(PLOT)
+    if read_position_scores():
+        plot_positions(POSITIONS_PLOT)
     write_report(steps, data)
     return 0
 

@@ -282,6 +282,71 @@ def test_pretraining_report_and_plot(monkeypatch, tmp_path):
     assert (tmp_path / "curves.png").stat().st_size > 10_000
 
 
+def position_score(init, seed, accuracy_beyond, accuracy_before=0.3):
+    """A score file's content: 100 masked positions per bucket of 128 (10 of them at [MASK])."""
+    correct = [round(100 * accuracy_before)] * 4 + [round(100 * accuracy_beyond)] * 4
+    return {"position_init": init, "seed": seed, "total": [100] * 8, "correct": correct,
+            "mask_total": [10] * 8, "mask_correct": [c // 10 for c in correct]}
+
+
+def test_pretraining_positions_table_and_plot(monkeypatch, tmp_path):
+    tool = load_tool("pretraining_results", monkeypatch)
+    monkeypatch.setattr(tool, "OUT", tmp_path / "out")
+    monkeypatch.setattr(tool, "POSITIONS_PLOT", tmp_path / "positions.png")
+    beyond = {"random": (0.05, 0.10), "tile": (0.15, 0.20), "hierarchical": (0.14, 0.26), "interpolate": (0.02, 0.12)}
+    for name, init, seed in tool.position_scores_needed():
+        step0, trained = beyond[init]
+        value = step0 if name.startswith("step0_") else trained + seed / 100
+        path = tmp_path / "out" / "positions" / f"{name}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(position_score(init, seed, value)))
+    lines = tool.positions_section()
+    report = "\n".join(lines)
+    # random's step 0 has three seeds (its rows depend on the seed), the others one; the trained runs three
+    assert "| random | drawn at random (the initializer's normal) | 5.0 ± 0.0 | 17.5 ± 0.0 | 0.0 ± 0.0 | " \
+           "12.0 ± 1.0 | 21.0 ± 0.5 | 10.0 ± 0.0 | 1, 2, 3 |" in report
+    assert "| tile | copies of rows 0-511 | 15.0 | 22.5 | 10.0 | 22.0 ± 1.0 | 26.0 ± 0.5 | 20.0 ± 0.0 |" in report
+    # one seed each at step 0, but 400 positions beyond 512 leave a standard error of 2.5 points
+    assert "- At step 0, beyond 512: tile is best (15.0), 1.0 points ahead of hierarchical: within the seeds' range " \
+           "or the held-out sample's noise, so not a clear lead." in report
+    assert "- After 150 steps, beyond 512: hierarchical is best (28.0), 6.0 points ahead of tile: more than the " \
+           "seeds' range and twice the held-out sample's standard error, so a real lead." in report
+    tool.plot_positions(tmp_path / "positions.png")
+    assert (tmp_path / "positions.png").stat().st_size > 10_000
+
+
+def test_position_counts_match_an_unbatched_count(monkeypatch, tmp_path):
+    """The per-bucket scores of the position comparison equal, summed, what one instance at a time gives."""
+    from bertkit.data.pretraining import PretrainingDataConfig, PretrainingDataset
+    from bertkit.heads import BertForPreTraining
+    from helpers import TINY_VOCAB, tiny_config, tiny_shards
+
+    tool = load_tool("pretraining_results", monkeypatch)
+    monkeypatch.setattr(tool, "LONG_LENGTH", 64)
+    monkeypatch.setattr(tool, "BUCKET", 16)
+    data = PretrainingDataset(tiny_shards(tmp_path, documents=6, sentences=8, words_per_sentence=9,
+                                          config=PretrainingDataConfig(max_seq_length=64, max_predictions_per_seq=10,
+                                                                       dupe_factor=2)))
+    vocab = TINY_VOCAB.read_text(encoding="utf-8").splitlines()
+    torch.manual_seed(0)
+    model = BertForPreTraining(tiny_config(vocab_size=len(vocab))).eval()
+    mask_id = vocab.index("[MASK]")
+    counts = tool.position_counts(model, data, mask_id, batch_size=3)
+    expected = {name: [0] * 4 for name in counts}
+    with torch.no_grad():
+        for item in (data[i] for i in range(len(data))):
+            batch = {k: torch.tensor([v]) for k, v in item.items()}
+            predicted = model(**batch).prediction_logits.argmax(-1)[0]
+            for position, label, guess in zip(item["masked_lm_positions"], item["labels"], predicted.tolist()):
+                at_mask = item["input_ids"][position] == mask_id
+                for name, hit in (("total", True), ("correct", guess == label), ("mask_total", at_mask),
+                                  ("mask_correct", at_mask and guess == label)):
+                    expected[name][position // 16] += int(hit)
+    assert counts == expected
+    assert sum(counts["total"]) == sum(len(data[i]["labels"]) for i in range(len(data))) > 0
+    assert 0 < sum(counts["mask_total"]) < sum(counts["total"])
+
+
 def test_pretraining_verdict_compares_each_model_at_its_best_rate(monkeypatch):
     tool = load_tool("pretraining_results", monkeypatch)
     accuracies = {("SST-2", 1e-4): {"pretrained": [0.70, 0.71, 0.72], "scratch": [0.78, 0.78, 0.78]},

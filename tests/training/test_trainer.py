@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import logging
 import os
 import shutil
 import signal
@@ -26,6 +27,8 @@ from bertkit.heads import (BertForMultipleChoice, BertForPreTraining, BertForQue
 from bertkit.training import Trainer, TrainingArguments, TrainingError
 from bertkit.training.logging import read_metrics
 from bertkit.training.optim import linear_lambda
+from bertkit.training import trainer as trainer_module
+from bertkit.training.trainer import cpu_has_native_bf16
 from helpers import make_examples, tiny_config
 
 TESTS_DIR = Path(__file__).resolve().parents[1]
@@ -170,6 +173,26 @@ def test_bf16_autocast(tmp_path):
     result = trainer.train()
     assert np.isfinite(result.training_loss) and np.isfinite(result.metrics["eval_loss"])
     assert all(p.dtype == torch.float32 for p in trainer.model.parameters())
+
+
+@pytest.mark.parametrize("flags, native", [("fpu avx2 avx512f", False), ("avx512f avx512_bf16", True),
+                                           ("amx_bf16 amx_tile", True)])
+def test_native_bf16_is_read_from_the_cpu_flags(tmp_path, flags, native):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(f"processor\t: 0\nmodel name\t: test\nflags\t\t: {flags}\n")
+    assert cpu_has_native_bf16(cpuinfo) is native
+    assert cpu_has_native_bf16(tmp_path / "missing") is None
+
+
+def test_bf16_on_a_cpu_without_bf16_instructions_warns(tmp_path, monkeypatch, caplog):
+    monkeypatch.setattr(trainer_module, "cpu_has_native_bf16", lambda: False)
+    with caplog.at_level(logging.WARNING, logger="bertkit"):
+        make_trainer(tmp_path / "bf16", bf16=True)
+    assert "several times slower than fp32" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="bertkit"):
+        make_trainer(tmp_path / "fp32", bf16=False)
+    assert "bf16" not in caplog.text
 
 
 class Crash(Exception):

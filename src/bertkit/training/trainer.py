@@ -227,6 +227,18 @@ def _resolve_device(name: str, local_rank: int) -> torch.device:
     return torch.device(name)
 
 
+def cpu_has_native_bf16(cpuinfo: str | os.PathLike = "/proc/cpuinfo") -> bool | None:
+    """Whether the CPU computes in bf16 natively (AVX-512 BF16 or AMX); None where it cannot be told.
+    Without either, bf16 autocast converts every operand in software: on an AVX2 EPYC a BERT-Tiny
+    training step took 10x as long as in fp32."""
+    try:
+        flags = next((line.split(":", 1)[1].split() for line in Path(cpuinfo).read_text().splitlines()
+                      if line.startswith("flags")), None)
+    except OSError:
+        return None
+    return None if flags is None else bool({"avx512_bf16", "amx_bf16"} & set(flags))
+
+
 def _concat(arrays: list[np.ndarray], pad_value: float = -100) -> np.ndarray:
     """Concatenate along dim 0, padding later dims (dynamic padding gives batches different T)."""
     shape = np.max([a.shape for a in arrays], axis=0)
@@ -277,6 +289,9 @@ class Trainer:
             if getattr(args, name) % self.world_size:
                 raise ConfigError(f"TrainingArguments.{name}={getattr(args, name)} is the global batch size "
                                   f"and must be divisible by the {self.world_size} processes")
+        if args.bf16 and self.device.type == "cpu" and cpu_has_native_bf16() is False:
+            logger.warning("bf16 autocast on a CPU without bf16 instructions (no avx512_bf16 or amx_bf16 in "
+                           "/proc/cpuinfo) is emulated and several times slower than fp32: leave bf16 off here")
         self.model = model.to(self.device)
         self.train_dataset = train_dataset
         self.eval_dataset = eval_dataset
