@@ -192,6 +192,29 @@ def test_glue_results_claims_share_the_job_list(monkeypatch, tmp_path):
         assert not mine  # finished jobs are not run again
 
 
+def test_glue_parity_rows_count_only_seeded_runs_and_say_how_far_apart(monkeypatch, tmp_path):
+    tool = load_tool("glue_results", monkeypatch)
+    monkeypatch.setattr(tool, "RECORDS", tmp_path / "runs.jsonl")
+    ours = tool.parity_run("RTE", "MiniLM-L6, pretrained", tool.SEEDS)
+    reference = tool.PARITY["RTE"]
+    assert reference.key == "transformers-google-schedule-RTE-minilm-lr2e-05-ep3"
+    assert tool.PARITY["MRPC"].key == "transformers-google-schedule-MRPC-minilm-lr2e-05-ep3"  # the recorded runs'
+    # a run recorded before the seeded init (no seeded_init) is not a parity result: it runs again
+    with open(tmp_path / "runs.jsonl", "w") as handle:
+        handle.write(json.dumps({"key": ours.key, "seed": 1, "metrics": {"eval_accuracy": 0.9}}) + "\n")
+        handle.write(json.dumps({"key": "RTE-minilm-lr2e-05-ep3", "seed": 1, "metrics": {"eval_accuracy": 0.5}}) + "\n")
+    assert (ours.key, 1) not in tool.read_records() and ("RTE-minilm-lr2e-05-ep3", 1) in tool.read_records()
+    for seed, (mine, theirs) in enumerate([(0.60, 0.58), (0.62, 0.60), (0.58, 0.56)], start=1):
+        tool.record(ours.key, seed, {"eval_accuracy": mine}, 1.0, "bertkit ...")
+        tool.record(reference.key, seed, {"accuracy": theirs}, 1.0, "python ...")
+    records = tool.read_records()
+    assert records[(ours.key, 1)]["metrics"]["eval_accuracy"] == 0.60  # the seeded re-run, not the old one
+    lines = tool.parity_lines("RTE", records)
+    assert "by +2.0 points (means over 3 and 3 seeds): within the seeds' spread (the larger std, 2.0)" in lines[1]
+    tool.record(ours.key, 3, {"eval_accuracy": 0.70}, 1.0, "bertkit ...")
+    assert "outside both 1 point and the seeds' spread" in tool.parity_lines("RTE", tool.read_records())[1]
+
+
 def test_glue_report_reads_the_keys_the_metrics_write(monkeypatch, tmp_path):
     """Every row's headline metrics come from glue_compute_metrics, as run_classifier writes them."""
     import numpy as np
@@ -211,6 +234,23 @@ def test_glue_report_reads_the_keys_the_metrics_write(monkeypatch, tmp_path):
     report = (tmp_path / "results.md").read_text()
     cola = report[report.index("## CoLA"):]
     assert "| MiniLM-L6, pretrained | 0.0001 | 3 | 100.0 | 1 |" in cola
+    # each parity task's transformers reference fills the same metric columns as bertkit's rows
+    for task in tool.PARITY_TASKS:
+        reference = tool.PARITY[task]
+        labels_ = labels + 0.1 * np.arange(6) if task == "STS-B" else labels
+        for seed in (1, 2):
+            tool.record(reference.key, seed, glue_compute_metrics(task, labels_, labels), 1.0, "python ...")
+            if seed == 2:
+                tool.record(tool.parity_run(task, "", tool.SEEDS).key, seed,
+                            {f"eval_{k}": v for k, v in glue_compute_metrics(task, labels_, labels).items()}, 1.0, "b")
+    tool.write_report(runs, DATA)
+    report = (tmp_path / "results.md").read_text()
+    cola = report[report.index("## CoLA"):report.index("## STS-B") if report.index("## STS-B") > report.index(
+        "## CoLA") else None]
+    assert "| transformers Trainer, MiniLM-L6 pretrained, random batches, Google's linear schedule (the same " \
+           "hyperparameters) | 2e-05 | 3 | 100.0 ± 0.0 | 2 | **the parity reference**" in cola
+    assert "**Parity (random batches, as transformers):** bertkit's mean mcc" in cola
+    assert "by +0.0 points (means over 2 and 2 seeds): within 1 point" in cola
 
 
 def test_task_results_commands_parse(monkeypatch, tmp_path):
