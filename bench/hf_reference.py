@@ -183,3 +183,38 @@ def run_hf_multiple_choice(task_name: str, data_dir: str | Path, model_dir: str 
         output = trainer.predict(dev)
     accuracy = float((np.argmax(output.predictions, axis=-1) == output.label_ids).mean())
     return {"accuracy": accuracy, "train_seconds": train_seconds}
+
+
+def run_hf_ner(data_dir: str | Path, model_dir: str | Path, *, seed: int = 42, learning_rate: float = 5e-5,
+               num_train_epochs: float = 3.0, batch_size: int = 32, max_seq_length: int = 128,
+               warmup_proportion: float = 0.1, max_train_examples: int | None = None,
+               max_eval_examples: int | None = None) -> dict:
+    """transformers' BertForTokenClassification on bertkit's CoNLL window features (each word's
+    label on its first piece), its predictions aligned back to words as run_ner does and scored
+    by the same seqeval metric: {"testa": ..., "testb": ...} in run_ner's eval_results.json form, as
+    task_results records bertkit's runs."""
+    import transformers
+
+    from bertkit.tasks.ner import NerTask, entity_types_of, summarize, training_labels
+    from bertkit.tokenization import FullTokenizer
+
+    transformers.logging.set_verbosity_error()
+    transformers.set_seed(seed)
+    task = NerTask(data_dir=str(data_dir), max_seq_length=max_seq_length, do_train=True, do_eval=True,
+                   do_predict=True, max_train_examples=max_train_examples, max_eval_examples=max_eval_examples)
+    task.label_list = training_labels(task)
+    tokenizer = FullTokenizer.from_pretrained(Path(model_dir) / "vocab.txt")
+    train = task.dataset("train", tokenizer, None)
+    model = transformers.BertForTokenClassification.from_pretrained(
+        str(model_dir), num_labels=len(task.label_list), id2label=dict(enumerate(task.label_list)),
+        label2id={label: i for i, label in enumerate(task.label_list)})
+    results = {}
+    with tempfile.TemporaryDirectory() as scratch:
+        trainer, train_seconds = _train_hf(model, train, seed=seed, learning_rate=learning_rate,
+                                           num_train_epochs=num_train_epochs, batch_size=batch_size,
+                                           warmup_proportion=warmup_proportion, output_dir=scratch)
+        for split, name in (("dev", "testa"), ("test", "testb")):
+            logits = trainer.predict(task.dataset(split, tokenizer, None)).predictions  # (windows, T, labels)
+            results[name] = summarize(task.metrics(split, logits.argmax(axis=-1)), entity_types_of(task.label_list),
+                                      task.path(split), trainer.state.global_step)
+    return {**results, "train_seconds": train_seconds}

@@ -256,7 +256,8 @@ def test_glue_report_reads_the_keys_the_metrics_write(monkeypatch, tmp_path):
 def test_task_results_commands_parse(monkeypatch, tmp_path):
     tool = load_tool("task_results", monkeypatch)
     runs = tool.planned(DATA)
-    assert [(run.task, run.seed) for run in runs] == [("ner", 1), ("squad", 1), ("csqa", 1), ("csqa", 2), ("csqa", 3)]
+    assert [(run.task, run.seed) for run in runs] == [("ner", 1), ("ner", 2), ("ner", 3), ("squad", 1), ("csqa", 1),
+                                                      ("csqa", 2), ("csqa", 3)]
     assert len({run.output for run in runs}) == len(runs)
     for run in runs:
         assert_parses(run.argv)
@@ -269,6 +270,14 @@ def test_task_results_commands_parse(monkeypatch, tmp_path):
         tool.record("bertkit-csqa", seed, {"eval_accuracy": ours}, 1.0, "bertkit run_multiple_choice ...")
         tool.record("transformers-csqa", seed, {"accuracy": theirs}, 1.0, "bench/hf_reference.py: ...")
     tool.record("bertkit-csqa", 3, {"eval_accuracy": 0.50}, 1.0, "bertkit run_multiple_choice ...")
+
+    def ner(f1_a, f1_b):  # run_ner's eval_results.json / test_results.json form
+        return {split: {"precision": f1, "recall": f1, "f1": f1, "support": 10,
+                        "per_type": {"PER": {"precision": f1, "recall": f1, "f1": f1, "support": 10}}}
+                for split, f1 in (("testa", f1_a), ("testb", f1_b))}
+    for seed, ours, theirs in ((1, (0.88, 0.84), (0.87, 0.85)), (2, (0.90, 0.86), (0.88, 0.83))):
+        tool.record("bertkit-ner", seed, ner(*ours), 1.0, "bertkit run_ner ...")
+        tool.record("transformers-ner", seed, ner(*theirs), 1.0, "bench/hf_reference.py: ...")
     tool.write_report(runs, DATA)
     report = (tmp_path / "tasks.md").read_text()
     assert "| bertkit | 50.0 | 60.0 |" in report and "F1 difference: +0.5" in report
@@ -276,6 +285,11 @@ def test_task_results_commands_parse(monkeypatch, tmp_path):
     assert "| transformers BertForMultipleChoice (reference) | 45.5 ± 0.7 | 46.0 | 45.0 | – |" in report
     # seed 3 has no reference run yet, so the gap is over seeds 1 and 2 only
     assert "difference from the reference, seed by seed (seeds 1, 2): +0.5 points." in report
+    assert "| bertkit | 89.0 ± 1.4 | 85.0 ± 1.4 | 88.0 / 84.0 | 90.0 / 86.0 | – |" in report
+    assert "| transformers BertForTokenClassification (reference) | 87.5 ± 0.7 | 84.0 ± 1.4 | 87.0 / 85.0 |" in report
+    assert ("Mean F1 difference from the reference, seed by seed (seeds 1, 2): +1.5 on eng.testa, +1.0 on eng.testb; "
+            "the goal is at most 1 point: missed.") in report
+    assert "| PER | 88.0 / 88.0 / 88.0 | 84.0 / 84.0 / 84.0 |" in report
 
 
 def test_pretraining_report_and_plot(monkeypatch, tmp_path):
@@ -422,6 +436,29 @@ def test_transformers_references_run_on_fixtures(tmp_path, monkeypatch):
     assert 0 <= choice["accuracy"] <= 1 and choice["train_seconds"] > 0
 
 
+def test_transformers_ner_reference_runs_on_fixtures(tmp_path, monkeypatch):
+    """The CoNLL-2003 reference scores both files with run_ner's word alignment and seqeval."""
+    pytest.importorskip("transformers")
+    pytest.importorskip("accelerate")
+    monkeypatch.syspath_prepend(str(ROOT / "bench"))
+    from helpers import TINY_VOCAB, tiny_config
+    from hf_reference import run_hf_ner
+
+    from bertkit.data.ner import count_entities, read_conll
+    from bertkit.heads import BertForPreTraining
+    from bertkit.tokenization import FullTokenizer
+
+    fixtures = ROOT / "tests" / "fixtures" / "ner"
+    tokenizer = FullTokenizer(TINY_VOCAB)
+    BertForPreTraining(tiny_config(vocab_size=len(tokenizer))).bert.save_pretrained(tmp_path, tokenizer=tokenizer)
+    results = run_hf_ner(fixtures, tmp_path, num_train_epochs=1, batch_size=4, max_seq_length=16)
+    for name in ("testa", "testb"):
+        gold = sum(count_entities(read_conll(fixtures / f"eng.{name}")).values())
+        assert results[name]["support"] == gold > 0  # every entity of the file was scored
+        assert 0 <= results[name]["f1"] <= 1
+    assert results["train_seconds"] > 0
+
+
 def test_run_command_times_a_step_and_stops_on_failure(monkeypatch):
     tool = load_tool("report_common", monkeypatch)
     seconds, stdout = tool.run_command("help", tool.bertkit(["--help"]))
@@ -433,11 +470,11 @@ def test_run_command_times_a_step_and_stops_on_failure(monkeypatch):
 def test_task_results_rejects_a_seed_no_run_has(monkeypatch, capsys):
     tool = load_tool("task_results", monkeypatch)
     monkeypatch.setattr(tool, "require_data", lambda: DATA)
-    monkeypatch.setattr(sys, "argv", ["task_results.py", "--only", "ner", "--seed", "2", "--list"])
+    monkeypatch.setattr(sys, "argv", ["task_results.py", "--only", "squad", "--seed", "2", "--list"])
     with pytest.raises(SystemExit) as exit_info:
         tool.main()
     assert exit_info.value.code == 2
-    assert "--seed 2: no run has that seed; the seeds per task are ner 1, squad 1," in capsys.readouterr().err
+    assert "--seed 2: no run has that seed; the seeds per task are ner 1/2/3, squad 1," in capsys.readouterr().err
 
 
 def test_task_results_list_shows_only_the_selected_runs(monkeypatch, capsys):

@@ -212,16 +212,22 @@ def per_type_table(metrics: dict[str, float], entity_types: Sequence[str]) -> st
     return "\n".join(lines) + "\n"
 
 
+def summarize(plain: dict, entity_types: Sequence[str], path: Path, global_step: int | None = None) -> dict:
+    """<prefix>_results.json's content from ner_metrics' keys: the micro averages, then per type."""
+    types = [t for t in entity_types if f"{t}_f1" in plain] or sorted(
+        k[: -len("_f1")] for k in plain if k.endswith("_f1") and k != "f1")
+    return {"file": str(path), "global_step": global_step, "loss": plain.get("loss"),
+            **{k: plain[k] for k in ("precision", "recall", "f1", "accuracy") if k in plain},
+            "support": int(plain.get("support", 0)),
+            "per_type": {t: {"precision": plain[f"{t}_precision"], "recall": plain[f"{t}_recall"],
+                             "f1": plain[f"{t}_f1"], "support": int(plain[f"{t}_support"])} for t in types}}
+
+
 def write_report(output_dir: Path, prefix: str, results: dict, entity_types: Sequence[str], path: Path) -> None:
     """<prefix>_results.json and <prefix>_per_type.txt from a `<prefix>_`-keyed result dict."""
     plain = {k[len(prefix) + 1:]: v for k, v in results.items() if k.startswith(prefix + "_")}
-    types = [t for t in entity_types if f"{t}_f1" in plain] or sorted(
-        k[: -len("_f1")] for k in plain if k.endswith("_f1") and k != "f1")
-    summary = {"file": str(path), "global_step": results.get("global_step"), "loss": plain.get("loss"),
-               **{k: plain[k] for k in ("precision", "recall", "f1", "accuracy") if k in plain},
-               "support": int(plain.get("support", 0)),
-               "per_type": {t: {"precision": plain[f"{t}_precision"], "recall": plain[f"{t}_recall"],
-                                "f1": plain[f"{t}_f1"], "support": int(plain[f"{t}_support"])} for t in types}}
+    summary = summarize(plain, entity_types, path, results.get("global_step"))
+    types = list(summary["per_type"])
     with atomic_write(output_dir / f"{prefix}_results.json") as handle:
         json.dump(summary, handle, indent=2)
         handle.write("\n")
