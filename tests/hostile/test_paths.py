@@ -33,6 +33,10 @@ def ws(tmp_path) -> dict[str, Path]:
     bad = tmp_path / "bad_glue"
     bad.mkdir()
     (bad / "train.tsv").write_text("Quality\t#1 ID\t#2 ID\t#1 String\t#2 String\n1\tonly two columns\n")
+    bad_test = tmp_path / "bad_test"
+    bad_test.mkdir()
+    shutil.copy(SAMPLE / "train.tsv", bad_test)
+    (bad_test / "test.tsv").write_text("index\t#1 ID\t#2 ID\t#1 String\t#2 String\n0\tonly two columns\n")
     return {"tmp": tmp_path, "out": tmp_path / "out", **{p.name: p for p in tmp_path.iterdir()}}
 
 
@@ -54,6 +58,9 @@ INPUTS = {  # argv, what the message must name (templates over the ws paths)
                       "--max_query_length=16"], "{tmp}/nope.json: file not found"),
     "malformed-tsv-line": (["run_classifier", "--task_name=MRPC", "--data_dir={bad_glue}", "--do_train", *QUICK],
                            "{bad_glue}/train.tsv:2: expected at least 5 tab-separated columns"),
+    # The prediction file is read before training starts, not after it (nothing written proves it).
+    "malformed-test-tsv-line": (["run_classifier", "--task_name=MRPC", "--data_dir={bad_test}", "--do_train",
+                                 "--do_predict", *QUICK], "{bad_test}/test.tsv:2: expected at least"),
 }
 
 

@@ -116,6 +116,8 @@ def run_task(task: Task, model, tokenizer, args: TrainingArguments, resume: bool
     output_dir = Path(args.output_dir)
     train = task.dataset("train", tokenizer, args) if task.do_train else None
     evaluate = task.dataset(task.eval_split, tokenizer, args) if task.do_eval else None
+    # Read now, not after training: a bad line in the prediction file must stop the run before the hours of work.
+    predict = task.dataset(task.predict_split, tokenizer, args) if task.do_predict else None
     if train is not None:
         logger.info("***** Running training *****  %d examples, batch size %d, %s", len(train), args.train_batch_size,
                     f"{args.max_steps} steps" if args.max_steps else f"{args.num_train_epochs} epochs")
@@ -137,9 +139,8 @@ def run_task(task: Task, model, tokenizer, args: TrainingArguments, resume: bool
             results.update(last)
         if trainer.is_main:
             results.update(task.write_predictions(output_dir, task.eval_split, last.predictions, dict(last)))
-    if task.do_predict:
-        split = task.predict_split
-        data = task.dataset(split, tokenizer, args)
+    if predict is not None:
+        split, data = task.predict_split, predict
         logger.info("***** Running predictions *****  %d examples (%s), batch size %d", len(data), split,
                     args.eval_batch_size)
         if task.has_labels(split):  # scored like the dev set; writes <split>_results.txt
