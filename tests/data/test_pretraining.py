@@ -244,9 +244,11 @@ def test_memory_stays_bounded_as_the_corpus_grows(tokenizer, tmp_path):
             peaks[documents] = tracemalloc.get_traced_memory()[1]
         finally:
             tracemalloc.stop()
-    # 16 times the corpus, about the same peak (what grows is the list of ~50 shards for index.json); the
-    # big corpus's instances as int32 token ids alone (as Python lists: several times more) are 3x that peak.
-    assert peaks[2400] < 1.25 * peaks[150]
+    # 16 times the corpus, about the same peak: what grows is only the list of shards for index.json, about
+    # 1 KB per shard (4 shards -> 54: 250 KB -> 307 KB here; 1.25x was too tight for another machine's
+    # allocator). Holding the corpus would grow with it: the big corpus's instances as int32 token ids
+    # alone (as Python lists: several times more) are 3x that peak.
+    assert peaks[2400] < 1.5 * peaks[150]
     assert index["num_tokens"] * 4 > 3 * peaks[2400]
 
 

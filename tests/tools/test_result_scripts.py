@@ -213,6 +213,10 @@ def test_glue_parity_rows_count_only_seeded_runs_and_say_how_far_apart(monkeypat
     assert "by +2.0 points (means over 3 and 3 seeds): within the seeds' spread (the larger std, 2.0)" in lines[1]
     tool.record(ours.key, 3, {"eval_accuracy": 0.70}, 1.0, "bertkit ...")
     assert "outside both 1 point and the seeds' spread" in tool.parity_lines("RTE", tool.read_records())[1]
+    # a gap outside both bounds on 3 seeds (STS-B's) gets 5 seeds on both sides
+    five = [run for run in tool.planned_runs() if run.parity and run.task == "STS-B"]
+    assert [run.seeds for run in five] == [tool.PARITY_SEEDS] and tool.PARITY["STS-B"].seeds == tool.PARITY_SEEDS
+    assert tool.PARITY["RTE"].seeds == tool.SEEDS
 
 
 def test_glue_report_reads_the_keys_the_metrics_write(monkeypatch, tmp_path):

@@ -46,16 +46,23 @@ def multiple_choice_examples(n: int, seed: int, choices: int = 3) -> list[dict]:
     return rows
 
 
-@pytest.mark.parametrize("head, make_rows", [("BertForSequenceClassification", make_examples),
-                                             ("BertForMultipleChoice", multiple_choice_examples)])
-def test_same_weights_after_training(transformers_module, tmp_path, head, make_rows):
+def regression_examples(n: int, seed: int) -> list[dict]:
+    """STS-B's shape: one float label per row (here the first token scaled to [0, 5])."""
+    return [{**row, "labels": row["input_ids"][0] / 20.0} for row in make_examples(n, seed)]
+
+
+@pytest.mark.parametrize("head, make_rows, num_labels", [
+    ("BertForSequenceClassification", make_examples, 2),
+    ("BertForSequenceClassification", regression_examples, 1),  # STS-B: MSE on one output
+    ("BertForMultipleChoice", multiple_choice_examples, 2)])
+def test_same_weights_after_training(transformers_module, tmp_path, head, make_rows, num_labels):
     pytest.importorskip("accelerate", reason="transformers' Trainer needs: pip install accelerate")
     from hf_reference import _train_hf
 
     import bertkit.heads
 
     torch.manual_seed(0)
-    config = tiny_config(num_labels=2, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    config = tiny_config(num_labels=num_labels, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
     ours = getattr(bertkit.heads, head)(config)
     ours.save_pretrained(tmp_path / "init")
     theirs = getattr(transformers_module, head).from_pretrained(tmp_path / "init")
@@ -77,7 +84,10 @@ def test_same_weights_after_training(transformers_module, tmp_path, head, make_r
     # that no prediction or loss sees. Measured: 6e-8 (classification), 7e-7 (multiple choice).
     # transformers' own linear schedule (decay from the end of warmup, not from step 0) ends 0.1
     # away: see test_transformers_schedule_is_not_googles.
-    assert (ours_after.log_softmax(-1) - theirs_after.log_softmax(-1)).abs().max().item() < 1e-5
+    if num_labels == 1:  # a regression output is compared as it is
+        assert (ours_after - theirs_after).abs().max().item() < 1e-5
+    else:
+        assert (ours_after.log_softmax(-1) - theirs_after.log_softmax(-1)).abs().max().item() < 1e-5
 
 
 def test_transformers_schedule_is_not_googles():
