@@ -33,6 +33,7 @@ Needs ../shared/data (corpus, GLUE, the uncased vocab).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import sys
@@ -389,6 +390,27 @@ def read_records(data: Path) -> dict[tuple[str, int], dict]:
             if current.get((r["key"], r["seed"])) == r.get("command")}
 
 
+def phase2_fingerprint() -> str | None:
+    """The first 16 hex digits of the SHA-256 of phase 2's weights: each pre-trained fine-tuning record
+    carries it, so that the report can say which rows came from another run's phase-2 model."""
+    weights = OUT / "phase2_512" / "model.safetensors"
+    return hashlib.sha256(weights.read_bytes()).hexdigest()[:16] if weights.is_file() else None
+
+
+def provenance_note(records: dict[tuple[str, int], dict]) -> list[str]:
+    """Recorded runs are kept when pre-training is re-run, so say which pre-trained rows came from
+    another phase-2 model than the one this report describes."""
+    current = phase2_fingerprint()
+    pretrained = [r for (key, _), r in records.items() if "-tiny-pretrained" in key]
+    other = [r for r in pretrained if r.get("phase2_sha256") != current]
+    if not other:
+        return []
+    return [f"{len(other)} of the {len(pretrained)} pre-trained runs were fine-tuned from the phase-2 model of an "
+            "earlier run of this script (the same commands and data), not from the one in the tables above: recorded "
+            f"runs are kept when pre-training is run again. Deleting their lines from `docs/{RECORDS.name}` makes the "
+            "script fine-tune them again.", ""]
+
+
 def read_metrics(name: str) -> list[dict]:
     path = OUT / name / "metrics.jsonl"
     return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
@@ -589,7 +611,7 @@ def write_report(steps: list[Step], data: Path) -> None:
             lines.append(f"| {run.task} | {run.epochs} | {run.learning_rate:g} | {run.model} | "
                          f"{mean_std([r['eval_accuracy'] for r in results])} | {f1} | "
                          f"{', '.join(map(str, seeds))} |")
-        lines += ["", *finetune_verdicts(accuracies), ""]
+        lines += ["", *finetune_verdicts(accuracies), "", *provenance_note(records)]
     commands = [shown(step_line(step), data) for step in steps]
     commands += [run.shown_command(1, data) for run in FINETUNES]
     lines += ["<details><summary>commands, in order (fine-tuning shown for seed 1; $MINILM is the packaged "
@@ -678,8 +700,9 @@ def main() -> int:
                 seconds, _ = run_command(f"{finetune.key} seed {seed}", bertkit(argv))
                 metrics = read_eval_results(OUT / "finetune" / finetune.key / f"seed{seed}" / "eval_results.txt")
                 with open(RECORDS, "a", encoding="utf-8") as handle:
+                    provenance = {"phase2_sha256": phase2_fingerprint()} if finetune.model == "pretrained" else {}
                     handle.write(json.dumps({"key": finetune.key, "seed": seed, "metrics": metrics,
-                                             "wall_seconds": round(seconds, 1),
+                                             "wall_seconds": round(seconds, 1), **provenance,
                                              "command": finetune.shown_command(seed, data)}) + "\n")
                 write_report(steps, data)
     if not args.report_only and args.part in (None, "long"):

@@ -338,6 +338,28 @@ def test_pretraining_report_and_plot(monkeypatch, tmp_path):
     assert "Dropout 0.1 slows the escape: 10.0 at [MASK] by step 1,000 against 20.0 without it." in report
     assert "| MRPC | 3 | 0.0005 | pretrained | 71.5 ± 0.7 | 80.0 ± 0.0 | 1, 2 |" in report
     assert (tmp_path / "curves.png").stat().st_size > 10_000
+    assert "fine-tuned from the phase-2 model of an earlier run" not in report
+    # phase 2 run again: the recorded pre-trained rows came from another model, and the report says so
+    import torch
+    from safetensors.torch import save_file
+
+    save_file({"bert.embeddings.word_embeddings.weight": torch.randn(8192, 128)},
+              str(out / "phase2_512" / "model.safetensors"))
+    tool.write_report(tool.plan(DATA), DATA)
+    assert ("2 of the 2 pre-trained runs were fine-tuned from the phase-2 model of an earlier run"
+            in (tmp_path / "pretraining.md").read_text())
+
+
+def test_pretraining_records_carry_the_phase2_fingerprint(monkeypatch, tmp_path):
+    tool = load_tool("pretraining_results", monkeypatch)
+    monkeypatch.setattr(tool, "OUT", tmp_path)
+    (tmp_path / "phase2_512").mkdir()
+    (tmp_path / "phase2_512" / "model.safetensors").write_bytes(b"weights")
+    fingerprint = tool.phase2_fingerprint()
+    records = {("MRPC-tiny-pretrained", 1): {"phase2_sha256": fingerprint}, ("MRPC-tiny-scratch", 1): {}}
+    assert tool.provenance_note(records) == []
+    records[("MRPC-tiny-pretrained", 2)] = {"phase2_sha256": "0" * 16}
+    assert tool.provenance_note(records)[0].startswith("1 of the 2 pre-trained runs")
 
 
 def position_score(init, seed, accuracy_beyond, accuracy_before=0.3):
