@@ -486,7 +486,7 @@ def recipe_lines() -> list[str]:
     """Why phase 1 starts without NSP: [MASK] accuracy of phase 1a against the probes, step by step."""
     curves = {name: {r["step"]: r.get("eval_masked_lm_accuracy_at_mask") for r in read_metrics(name)
                      if r["event"] == "eval"} for name in PROBES}
-    if not all(curves.values()):
+    if not all(PHASE1A_STEPS in curve for curve in curves.values()):  # a probe still running, or not run
         return []
     steps = sorted(set.intersection(*(set(c) for c in curves.values())))[1::2]
     lines = ["### Why phase 1 starts with the masked LM alone", "",

@@ -311,12 +311,12 @@ def test_pretraining_report_and_plot(monkeypatch, tmp_path):
         extra = {"eval_masked_lm_accuracy_beyond_512": 0.25} if beyond else {}
         (out / name / "eval_results.txt").write_text(
             "".join(f"{k} = {v}\n" for k, v in {**metrics, **extra, "global_step": 10}.items()))
-        # each probe's [MASK] accuracy at steps 250..1000 differs, so the table shows whose row is whose
+        # each probe's [MASK] accuracy at steps 500..2000 differs, so the table shows whose row is whose
         at_mask = {"phase1a_128": 0.2, "probe_with_nsp": 0.05, "probe_dropout": 0.1,
                    "probe_bert_defaults": 0.04}.get(name, 0.2)
         rows = [{"event": "train", "step": 10, "loss": 5.0}]
         rows += [{"event": "eval", "step": step, **metrics, **extra, "eval_masked_lm_accuracy_at_mask": at_mask}
-                 for step in (250, 500, 750, 1000)]
+                 for step in (500, 1000, 1500, 2000)]  # the probes ran to PHASE1A_STEPS
         (out / name / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     mrpc = next(run for run in tool.FINETUNES if run.key == "MRPC-tiny-pretrained")
     for seed, command in ((1, mrpc.shown_command(1, DATA)), (2, mrpc.shown_command(2, DATA)),
@@ -329,13 +329,13 @@ def test_pretraining_report_and_plot(monkeypatch, tmp_path):
     tool.write_report(tool.plan(DATA), DATA)
     report = (tmp_path / "pretraining.md").read_text()
     assert "| phase 1a: from scratch, masked LM only" in report and "| 30.0 | 20.0 | 4.00 | 80.0 |" in report
-    assert "### Positions beyond 512: all-MiniLM-L6-v2" in report and "| 250 | 25.0 | 30.0 |" in report
+    assert "### Positions beyond 512: all-MiniLM-L6-v2" in report and "| 500 | 25.0 | 30.0 |" in report
     # the probes table: every second evaluation step, one row per run
-    assert "| run | 500 | 1,000 |" in report
+    assert "| run | 1,000 | 2,000 |" in report
     assert "| the same with NSP from the start (probe_with_nsp) | 5.0 | 5.0 |" in report
     assert "(probe_bert_defaults) | 4.0 | 4.0 |" in report
     assert "| the same with dropout 0.1 (probe_dropout) | 10.0 | 10.0 |" in report
-    assert "Dropout 0.1 slows the escape: 10.0 at [MASK] by step 1,000 against 20.0 without it." in report
+    assert "Dropout 0.1 slows the escape: 10.0 at [MASK] by step 2,000 against 20.0 without it." in report
     assert "| MRPC | 3 | 0.0005 | pretrained | 71.5 ± 0.7 | 80.0 ± 0.0 | 1, 2 |" in report
     assert (tmp_path / "curves.png").stat().st_size > 10_000
     assert "fine-tuned from the phase-2 model of an earlier run" not in report
