@@ -30,7 +30,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from bertkit import modeling  # noqa: E402
-from bertkit.compress.quantize import quantize  # noqa: E402
+from bertkit.int8 import quantize  # noqa: E402
 from bertkit.export.onnx import export_onnx  # noqa: E402
 from bertkit.heads import BertModel  # noqa: E402
 from bertkit.paths import minilm_dir, shared_data_dir  # noqa: E402

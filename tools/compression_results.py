@@ -43,7 +43,7 @@ from report_common import ROOT, bertkit, require_data, run_command, shown  # noq
 import torch  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
 
-from bertkit.compress.quantize import Int8Linear  # noqa: E402
+from bertkit.int8 import Int8Linear  # noqa: E402
 from bertkit.data.batching import PaddingCollator  # noqa: E402
 from bertkit.data.glue import get_processor  # noqa: E402
 from bertkit.heads import BertForSequenceClassification  # noqa: E402

@@ -9,6 +9,7 @@ from bertkit.checkpoint.report import LoadReport
 from bertkit.checkpoint.surgery import Surgery, reinit_parameters, reinit_top_layers, resize_position_embeddings
 from bertkit.config import BertConfig
 from bertkit.errors import BertkitError, CheckpointError, ConfigError, DataError
+from bertkit.int8 import quantize
 from bertkit.heads import (
     BertForMultipleChoice,
     BertForPreTraining,
@@ -23,16 +24,11 @@ __version__ = "0.1.0"
 
 
 def __getattr__(name):
-    # `bertkit.pipeline` imports every task's data code, and `bertkit.quantize` lives in
-    # bertkit.compress, whose package imports the Trainer: each only when it is asked for.
+    # `bertkit.pipeline` imports every task's code (and the Trainer): only when it is asked for.
     if name == "pipeline":
         from bertkit.inference.pipeline import pipeline
 
         return pipeline
-    if name == "quantize":
-        from bertkit.compress.quantize import quantize
-
-        return quantize
     raise AttributeError(f"module 'bertkit' has no attribute {name!r}")
 
 

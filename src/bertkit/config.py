@@ -19,6 +19,82 @@ SUPPORTED_ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "relu", "silu"
 # The per-layer structure fields, written to config.json only when set, so that the config of a model
 # that was never pruned, cut or trained with LayerDrop stays as Google and HF write it.
 LAYER_FIELDS = ("layer_num_heads", "layer_intermediate_sizes", "pruned_heads", "layerdrop", "kept_layers")
+# transformers' problem_type values (PretrainedConfig.problem_type): what a sequence-classification
+# head's logits mean, and so which loss trains it and which postprocessing reads it.
+PROBLEM_TYPES = ("regression", "single_label_classification", "multi_label_classification")
+QUANTIZATION_METHOD = "dynamic-int8"
+
+
+@dataclass
+class TaskMetadata:
+    """What a fine-tuned model records for prediction, so that `pipeline(dir)` needs nothing else.
+
+    Written at the top level of config.json, with transformers' keys where transformers has them
+    (`finetuning_task`, `problem_type`); the others are bertkit's. None: not recorded.
+    """
+
+    finetuning_task: str | None = None  # the runner's task name (mrpc, ner, squad, ...)
+    problem_type: str | None = None  # one of PROBLEM_TYPES (sequence classification)
+    max_seq_length: int | None = None  # the input length the model was trained with
+    do_lower_case: bool | None = None  # the tokenizer's casing at training time
+    label_scheme: str | None = None  # token classification's tag scheme (IOB2)
+    doc_stride: int | None = None  # windows over long inputs (token classification, question answering)
+    max_query_length: int | None = None  # question answering: questions are cut to this many pieces
+
+    @classmethod
+    def keys(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in dataclasses.fields(cls))
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], source: str = "config") -> "TaskMetadata":
+        metadata = cls(**{k: values[k] for k in cls.keys() if k in values})
+        metadata.validate(source)
+        return metadata
+
+    def validate(self, source: str = "config") -> None:
+        for key in ("max_seq_length", "doc_stride", "max_query_length"):
+            value = getattr(self, key)
+            if value is not None and (not _is_int(value) or value < 1):
+                raise ConfigError(f"{source}: key '{key}' must be a positive integer, got {value!r}")
+        for key in ("finetuning_task", "label_scheme"):
+            value = getattr(self, key)
+            if value is not None and not isinstance(value, str):
+                raise ConfigError(f"{source}: key '{key}' must be a string, got {value!r}")
+        if self.do_lower_case is not None and not isinstance(self.do_lower_case, bool):
+            raise ConfigError(f"{source}: key 'do_lower_case' must be true or false, got {self.do_lower_case!r}")
+        if self.problem_type is not None and self.problem_type not in PROBLEM_TYPES:
+            raise ConfigError(f"{source}: key 'problem_type' is {self.problem_type!r}; transformers' values are "
+                              f"{', '.join(PROBLEM_TYPES)}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+
+
+@dataclass
+class QuantizationConfig:
+    """config.json's `quantization_config` of an int8 model (bertkit.quantize): enough to rebuild the
+    int8 structure before the int8 tensors load into it by name."""
+
+    method: str = QUANTIZATION_METHOD
+    per_channel: bool = True  # one weight scale per output channel (else one per matrix)
+    keep_fp32: list[str] = field(default_factory=list)  # projections of every layer left in fp32
+
+    @classmethod
+    def from_dict(cls, values: Any, source: str = "config") -> "QuantizationConfig":
+        if not isinstance(values, dict) or values.get("method") != QUANTIZATION_METHOD:
+            raise ConfigError(f"{source}: quantization_config {values!r}: bertkit reads method "
+                              f"'{QUANTIZATION_METHOD}' only")
+        keep = values.get("keep_fp32", [])
+        if not isinstance(keep, (list, tuple)) or not all(isinstance(k, str) for k in keep):
+            raise ConfigError(f"{source}: quantization_config's keep_fp32 must be a list of projection names, "
+                              f"got {keep!r}")
+        per_channel = values.get("per_channel", True)
+        if not isinstance(per_channel, bool):
+            raise ConfigError(f"{source}: quantization_config's per_channel must be true or false, got {per_channel!r}")
+        return cls(QUANTIZATION_METHOD, per_channel, list(keep))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"method": self.method, "per_channel": self.per_channel, "keep_fp32": list(self.keep_fp32)}
 
 
 @dataclass
@@ -26,7 +102,8 @@ class BertConfig:
     """Google's BertConfig fields, plus what HF configs and the task heads add.
 
     Keys the dataclass does not know (for example HF's `architectures` or `use_cache`) are kept in
-    `extra`, so that a config read and written again loses nothing.
+    `extra`, so that a config read and written again loses nothing. The task metadata
+    (finetuning_task, max_seq_length, ...) and quantization_config are typed fields, never `extra`.
     """
 
     vocab_size: int = 30522
@@ -51,6 +128,9 @@ class BertConfig:
     pruned_heads: dict[int, list[int]] = field(default_factory=dict)  # HF's key: {layer: original heads removed}
     layerdrop: float = 0.0  # P(skip a layer) in training (Fan et al., 2019)
     kept_layers: list[int] | None = None  # which layers of the model this one was cut from these are
+    # What prediction needs (written as top-level keys) and the int8 record; see TaskMetadata.
+    task_metadata: TaskMetadata = field(default_factory=TaskMetadata)
+    quantization_config: QuantizationConfig | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -83,6 +163,7 @@ class BertConfig:
         if not _is_int(self.num_labels) or self.num_labels < 1:
             raise ConfigError(f"{source}: key 'num_labels' must be a positive integer, got {self.num_labels!r}")
         self._validate_floats(source)
+        self.task_metadata.validate(source)
         self._validate_labels(source)
         self._validate_layers(source)
 
@@ -198,8 +279,17 @@ class BertConfig:
                 f"{', '.join(sorted(cls.field_names()))}"
             )
         merged = {**values, **overrides}
-        known = {k: v for k, v in merged.items() if k in cls.field_names()}
-        extra = {k: v for k, v in merged.items() if k not in cls.field_names() and k != "extra"}
+        typed = set(TaskMetadata.keys()) | {"task_metadata", "quantization_config"}
+        known = {k: v for k, v in merged.items() if k in cls.field_names() and k not in typed}
+        extra = {k: v for k, v in merged.items()
+                 if k not in cls.field_names() and k not in typed and k != "extra"}
+        metadata = merged.get("task_metadata")
+        known["task_metadata"] = (metadata if isinstance(metadata, TaskMetadata)
+                                  else TaskMetadata.from_dict(merged, source))
+        quantization = merged.get("quantization_config")
+        if quantization is not None and not isinstance(quantization, QuantizationConfig):
+            quantization = QuantizationConfig.from_dict(quantization, source)
+        known["quantization_config"] = quantization
         if "id2label" in known and known["id2label"] and "num_labels" not in overrides and "num_labels" not in values:
             known["num_labels"] = len(known["id2label"])
         # Build without __post_init__'s check first, so that a bad value is reported with its file.
@@ -238,7 +328,11 @@ class BertConfig:
 
     # ------------------------------------------------------------------ serialisation
     def to_dict(self) -> dict[str, Any]:
-        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "extra"}
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                  if f.name not in ("extra", "task_metadata", "quantization_config")}
+        values.update(self.task_metadata.to_dict())
+        if self.quantization_config is not None:
+            values["quantization_config"] = self.quantization_config.to_dict()
         if values["id2label"] is not None:
             values["id2label"] = {str(k): v for k, v in values["id2label"].items()}
         for key in ("id2label", "label2id"):

@@ -3,7 +3,9 @@
 Google's format is one JSON line per input line:
     {"linex_index": 0, "features": [{"token": "[CLS]", "layers": [{"index": -1, "values": [...]}, ...]}, ...]}
 Sentence vectors pool the top layer over the tokens ([CLS], mean or max) into one row per text,
-which is what sentence-transformers' all-MiniLM-L6-v2 does (mean, then L2 normalisation).
+which is what sentence-transformers' all-MiniLM-L6-v2 does (mean, then L2 normalisation). They are
+the feature-extraction pipeline's (bertkit.tasks.feature_extraction): the same encoding, batching
+and pooling, so the same model gives the same vector through every command.
 """
 
 from __future__ import annotations
@@ -17,12 +19,14 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from bertkit.data.batching import length_sorted_batches, pad_rows
+from bertkit.data.glue import encode_text_pair
 from bertkit.errors import ConfigError, DataError
 from bertkit.io_utils import atomic_save_with, atomic_write, read_text_lines
 from bertkit.modeling import BertModel
+from bertkit.tasks.feature_extraction import POOLINGS, FeatureExtractionPipeline, pool  # noqa: F401 (pool: kept here)
 from bertkit.tokenization import FullTokenizer
 
-POOLINGS = ("cls", "mean", "max")
 GOOGLE_LAYERS = (-1, -2, -3, -4)  # Google's default: the top four layers
 
 
@@ -45,18 +49,6 @@ def read_examples(input_file: str | Path) -> list[InputExample]:
     return examples
 
 
-def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, pooling: str) -> torch.Tensor:
-    """(B, T, H) -> (B, H) over the real tokens ([CLS] and [SEP] included, as sentence-transformers does)."""
-    if pooling == "cls":
-        return hidden[:, 0]
-    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)  # (B, T, 1)
-    if pooling == "mean":
-        return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
-    if pooling == "max":
-        return hidden.masked_fill(mask == 0, torch.finfo(hidden.dtype).min).max(dim=1).values
-    raise ValueError(f"pooling {pooling!r} is not one of {POOLINGS}")
-
-
 class FeatureExtractor:
     """Runs a BertModel over texts in length-sorted batches, so that padding stays minimal."""
 
@@ -73,34 +65,24 @@ class FeatureExtractor:
 
     def _batches(self, examples: Sequence[InputExample]) -> Iterator[tuple[list[int], dict]]:
         """Yield (positions in the input, padded batch), shortest texts first."""
-        # One call per example: a file may mix single texts and pairs.
-        encoded = [self.tokenizer.encode(e.text_a, e.text_b, max_seq_length=self.max_seq_length) for e in examples]
-        ids = [row["input_ids"] for row in encoded]
-        order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
-        for start in tqdm(range(0, len(order), self.batch_size), disable=not self.progress,
-                          desc="encoding", unit="batch"):
-            rows = order[start:start + self.batch_size]
-            width = max(len(ids[i]) for i in rows)
-            batch = {key: torch.tensor([encoded[i][key] + [0] * (width - len(ids[i])) for i in rows],
-                                       device=self.device)
-                     for key in ("input_ids", "token_type_ids", "attention_mask")}
-            yield rows, batch
+        encoded = [encode_text_pair(self.tokenizer, e.text_a, e.text_b, self.max_seq_length)[:2] for e in examples]
+        batches = length_sorted_batches([len(ids) for ids, _ in encoded], self.batch_size)
+        for rows in tqdm(batches, disable=not self.progress, desc="encoding", unit="batch"):
+            input_ids, attention_mask = pad_rows([encoded[i][0] for i in rows])
+            token_type_ids, _ = pad_rows([encoded[i][1] for i in rows])
+            yield rows, {"input_ids": input_ids.to(self.device), "token_type_ids": token_type_ids.to(self.device),
+                         "attention_mask": attention_mask.to(self.device)}
 
-    @torch.inference_mode()
     def sentence_vectors(self, examples: Sequence[InputExample] | Sequence[str], pooling: str = "mean",
                          normalize: bool = False) -> np.ndarray:
-        """One (H,) float32 row per example, in input order."""
+        """One (H,) float32 row per example, in input order: the feature-extraction pipeline's vectors."""
         if pooling not in POOLINGS:
             raise ValueError(f"pooling {pooling!r} is not one of {POOLINGS}")
         examples = [e if isinstance(e, InputExample) else InputExample(i, e) for i, e in enumerate(examples)]
-        out = np.zeros((len(examples), self.model.config.hidden_size), dtype=np.float32)
-        for rows, batch in self._batches(examples):
-            hidden = self.model(**batch).sequence_output
-            vectors = pool(hidden, batch["attention_mask"], pooling)
-            if normalize:
-                vectors = torch.nn.functional.normalize(vectors, dim=-1)
-            out[rows] = vectors.float().cpu().numpy()
-        return out
+        pipeline = FeatureExtractionPipeline(self.model, self.tokenizer, max_seq_length=self.max_seq_length,
+                                             device=self.device, batch_size=self.batch_size, progress=self.progress)
+        vectors = pipeline.run([(e.text_a, e.text_b) for e in examples], {"pooling": pooling, "normalize": normalize})
+        return np.asarray(vectors, dtype=np.float32).reshape(len(examples), self.model.config.hidden_size)
 
     def check_layers(self, layers: Sequence[int] | None = None) -> list[int]:
         """`layers` checked against the model; None: Google's top four, or every layer of a smaller model."""

@@ -2,6 +2,12 @@
 (`bert.*`, `classifier.*`, `qa_outputs.*`, `cls.*`).
 
 Each head adds only its output layer and its loss; the encoder is the same BertModel everywhere.
+Each head also declares what the layers below the task registry need to know of it, so that none
+of them keeps a table keyed by class name: `output_names` (its outputs, in order: the ONNX graph's
+output names), `token_outputs` (those with a sequence axis), `head_prefixes` (the parameters only a
+trained head has), `choice_inputs` (inputs carry a choices axis) and `distillation_kind` (what its
+logits are, for the distillation loss); `output_tuple` / `output_from` convert its output to and
+from a tuple of tensors in `output_names`' order.
 Every class here gets from_pretrained / save_pretrained from PretrainedMixin (bertkit.checkpoint),
 which modeling.py, pure nn code below the checkpoint layer, does not import.
 """
@@ -9,6 +15,7 @@ which modeling.py, pure nn code below the checkpoint layer, does not import.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -20,8 +27,42 @@ from bertkit.config import BertConfig
 from bertkit.modeling import ACTIVATIONS, BertModelOutput, BertPreTrainedModel, Dropout
 
 
-class BertModel(PretrainedMixin, modeling.BertModel):
+class HeadDeclarations:
+    """The declarations every model class makes (see the module docstring); the defaults are a head
+    with one `logits` output per example."""
+
+    output_names: ClassVar[tuple[str, ...]] = ("logits",)
+    token_outputs: ClassVar[frozenset[str]] = frozenset()
+    head_prefixes: ClassVar[tuple[str, ...]] = ()
+    choice_inputs: ClassVar[bool] = False
+
+    @property
+    def distillation_kind(self) -> str | None:
+        """"classification", "regression", "token" or "qa"; None: not a head distillation can train."""
+        return None
+
+    def output_tuple(self, output) -> tuple:
+        return tuple(getattr(output, name) for name in self.output_names)
+
+    @classmethod
+    def output_from(cls, tensors):
+        return HeadOutput(logits=tensors[0])
+
+
+class BertModel(PretrainedMixin, HeadDeclarations, modeling.BertModel):
     """modeling.BertModel, the encoder without a head, with from_pretrained / save_pretrained."""
+
+    output_names = ("last_hidden_state", "pooler_output")
+    token_outputs = frozenset({"last_hidden_state"})
+
+    def output_tuple(self, output) -> tuple:
+        if output.pooled_output is None:  # built without the pooling layer
+            return (output.sequence_output,)
+        return output.sequence_output, output.pooled_output
+
+    @classmethod
+    def output_from(cls, tensors):
+        return BertModelOutput(sequence_output=tensors[0], pooled_output=tensors[1] if len(tensors) > 1 else None)
 
 
 @dataclass
@@ -60,8 +101,14 @@ def _encoder_kwargs(kwargs: dict) -> dict:
     return kwargs
 
 
-class BertForSequenceClassification(PretrainedMixin, BertPreTrainedModel):
+class BertForSequenceClassification(PretrainedMixin, HeadDeclarations, BertPreTrainedModel):
     """[CLS] pooled vector -> dropout -> linear. num_labels=1 is regression (MSE), else cross-entropy."""
+
+    head_prefixes = ("classifier.",)
+
+    @property
+    def distillation_kind(self) -> str:
+        return "regression" if self.num_labels == 1 else "classification"
 
     def __init__(self, config: BertConfig):
         super().__init__(config)
@@ -83,8 +130,15 @@ class BertForSequenceClassification(PretrainedMixin, BertPreTrainedModel):
         return HeadOutput(logits=logits, loss=loss, encoder_output=encoded)
 
 
-class BertForMultipleChoice(PretrainedMixin, BertPreTrainedModel):
+class BertForMultipleChoice(PretrainedMixin, HeadDeclarations, BertPreTrainedModel):
     """Inputs (B, C, T): every choice is encoded on its own, then scored; softmax runs over C."""
+
+    head_prefixes = ("classifier.",)
+    choice_inputs = True
+
+    @property
+    def distillation_kind(self) -> str:
+        return "classification"
 
     def __init__(self, config: BertConfig):
         super().__init__(config)
@@ -103,8 +157,15 @@ class BertForMultipleChoice(PretrainedMixin, BertPreTrainedModel):
         return HeadOutput(logits=logits, loss=loss, encoder_output=encoded)
 
 
-class BertForTokenClassification(PretrainedMixin, BertPreTrainedModel):
+class BertForTokenClassification(PretrainedMixin, HeadDeclarations, BertPreTrainedModel):
     """One label per token; label -100 (sub-word continuations, padding) is ignored by the loss."""
+
+    token_outputs = frozenset({"logits"})
+    head_prefixes = ("classifier.",)
+
+    @property
+    def distillation_kind(self) -> str:
+        return "token"
 
     def __init__(self, config: BertConfig):
         super().__init__(config)
@@ -123,8 +184,20 @@ class BertForTokenClassification(PretrainedMixin, BertPreTrainedModel):
         return HeadOutput(logits=logits, loss=loss, encoder_output=encoded)
 
 
-class BertForQuestionAnswering(PretrainedMixin, BertPreTrainedModel):
+class BertForQuestionAnswering(PretrainedMixin, HeadDeclarations, BertPreTrainedModel):
     """Start and end logits per token (SQuAD)."""
+
+    output_names = ("start_logits", "end_logits")
+    token_outputs = frozenset(output_names)
+    head_prefixes = ("qa_outputs.",)
+
+    @property
+    def distillation_kind(self) -> str:
+        return "qa"
+
+    @classmethod
+    def output_from(cls, tensors):
+        return QuestionAnsweringOutput(*tensors)
 
     def __init__(self, config: BertConfig):
         super().__init__(config)
@@ -182,8 +255,16 @@ class BertPreTrainingHeads(nn.Module):
         self.seq_relationship = nn.Linear(config.hidden_size, 2)
 
 
-class BertForPreTraining(PretrainedMixin, BertPreTrainedModel):
+class BertForPreTraining(PretrainedMixin, HeadDeclarations, BertPreTrainedModel):
     """Masked LM + next-sentence prediction, with the decoder tied to the word embeddings."""
+
+    output_names = ("prediction_logits", "seq_relationship_logits")
+    token_outputs = frozenset({"prediction_logits"})
+    head_prefixes = ("cls.predictions.",)
+
+    @classmethod
+    def output_from(cls, tensors):
+        return PreTrainingOutput(*tensors)
 
     tied_weights = {"cls.predictions.decoder.weight": "bert.embeddings.word_embeddings.weight"}
 
@@ -240,6 +321,7 @@ class BertForPreTraining(PretrainedMixin, BertPreTrainedModel):
                                  next_sentence_loss, encoded)
 
 
+# The model classes by the name config.json's `architectures` records (the class's own name).
 MODEL_CLASSES = {
     cls.__name__: cls
     for cls in (BertModel, BertForSequenceClassification, BertForMultipleChoice, BertForTokenClassification,

@@ -170,7 +170,7 @@ class BertSelfAttention(nn.Module):
 
         One matmul for q, k and v: fewer, larger GEMMs are faster on CPU and GPU alike, while the
         parameters keep HF's three names. The concatenation is cheap next to the matmul.
-        bertkit.compress.quantize overrides this with one int8 matmul.
+        bertkit.int8 overrides this with one int8 matmul.
         """
         qkv_weight = torch.cat((self.query.weight, self.key.weight, self.value.weight))
         qkv_bias = torch.cat((self.query.bias, self.key.bias, self.value.bias))
@@ -386,6 +386,15 @@ class BertPreTrainedModel(nn.Module):
 
     def tie_weights(self) -> None:
         """Re-point tied parameters at their source (after init, loading or resizing)."""
+
+    @property
+    def base_model(self) -> "BertModel":
+        """The encoder inside a head (`model.bert`), or the model itself: transformers' base_model."""
+        inner = getattr(self, self.base_model_prefix, None) if self.base_model_prefix else self
+        if not isinstance(inner, BertModel):
+            raise TypeError(f"{type(self).__name__} has no BertModel inside (expected a `{self.base_model_prefix}` "
+                            "attribute)")
+        return inner
 
     @property
     def may_leave_parameters_unused(self) -> bool:

@@ -136,7 +136,7 @@ def test_teacher_gets_no_gradient_and_stays_in_eval(tmp_path):
                                   DistillationArguments(hidden_weight=1.0, attention_weight=1.0))
     batch = PaddingCollator()([_dataset(student.config)[i] for i in range(4)])
     student.train()
-    loss = trainer._training_loss(student, batch)
+    loss = trainer.compute_loss(student, batch)
     loss.backward()
     assert all(p.grad is None for p in teacher.parameters())
     assert all(p.requires_grad for p in teacher.parameters())  # the caller's flags are left alone
@@ -187,13 +187,13 @@ def test_unlabelled_transfer_examples_learn_from_the_teacher_alone(tmp_path):
     unlabelled = PaddingCollator()([{**row, "labels": -100} for row in rows])
     mixed = PaddingCollator()([{**row, "labels": -100} if i % 2 else row for i, row in enumerate(rows)])
     student.eval()  # no dropout: the three batches see the same logits
-    trainer._training_loss(student, labelled)
+    trainer.compute_loss(student, labelled)
     soft = trainer.last_losses.soft
-    loss = trainer._training_loss(student, unlabelled)
+    loss = trainer.compute_loss(student, unlabelled)
     # A batch of transfer examples only: the soft loss alone, not NaN from a cross-entropy over no labels.
     assert trainer.last_losses.hard is None and torch.isfinite(loss)
     assert torch.allclose(loss, 0.5 * 2.0 ** 2 * soft)
-    trainer._training_loss(student, mixed)
+    trainer.compute_loss(student, mixed)
     logits = student(**{k: v for k, v in labelled.items() if k != "labels"}).logits
     expected_hard = F.cross_entropy(logits[0::2], labelled["labels"][0::2])
     assert torch.allclose(trainer.last_losses.hard, expected_hard, atol=1e-6)

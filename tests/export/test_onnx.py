@@ -6,13 +6,13 @@ import torch
 from bertkit import heads
 from bertkit.cli.main import main
 from bertkit.errors import CheckpointError, ConfigError
-from bertkit.heads import BertModel
+from bertkit.heads import MODEL_CLASSES, BertModel
 from helpers import random_batch, tiny_config
 
 pytest.importorskip("onnx", reason="ONNX export needs: pip install 'bertkit[onnx]'")
 pytest.importorskip("onnxruntime", reason="the ONNX backend needs: pip install 'bertkit[onnx]'")
 
-from bertkit.export.onnx import HEAD_OUTPUTS, OnnxModel, export_onnx  # noqa: E402
+from bertkit.export.onnx import OnnxModel, export_onnx  # noqa: E402
 
 SHAPES = [(3, 11), (5, 17), (1, 6), (2, 40)]
 
@@ -45,14 +45,14 @@ def at_real_tokens(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("unpad", [False, True])
-@pytest.mark.parametrize("name", list(HEAD_OUTPUTS))
+@pytest.mark.parametrize("name", list(MODEL_CLASSES))
 def test_every_head_matches_pytorch_on_padded_batches(tmp_path, name, unpad):
     model = build(name)
     path = export_onnx(model, tmp_path / "model.onnx", unpad=unpad)
     onnx_model = OnnxModel(path)
     assert onnx_model.model_class == name and onnx_model.config.to_dict() == model.config.to_dict()
     assert [o.name for o in onnx_model.session.get_inputs()] == ["input_ids", "attention_mask", "token_type_ids"]
-    assert [o.name for o in onnx_model.session.get_outputs()] == list(HEAD_OUTPUTS[name])
+    assert [o.name for o in onnx_model.session.get_outputs()] == list(MODEL_CLASSES[name].output_names)
     for shape in SHAPES:
         batch = batch_for(name, model.config, *shape)
         with torch.no_grad():
@@ -105,7 +105,7 @@ def test_export_command_and_its_errors(tmp_path, capsys):
 
 
 def test_a_bertkit_int8_model_is_refused_with_a_pointer(tmp_path):
-    from bertkit.compress.quantize import quantize
+    from bertkit.int8 import quantize
 
     with pytest.raises(ConfigError, match="--int8"):
         export_onnx(quantize(build("BertModel")), tmp_path / "x.onnx")

@@ -10,7 +10,7 @@ import torch
 
 from bertkit import heads, quantize
 from bertkit.cli.main import main
-from bertkit.compress.quantize import Int8Linear
+from bertkit.int8 import Int8Linear
 from bertkit.errors import ConfigError
 from bertkit.inference.pipeline import pipeline
 from helpers import TINY_VOCAB, tiny_config

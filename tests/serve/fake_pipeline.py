@@ -1,4 +1,4 @@
-"""A pipeline with bertkit.pipeline's low-level contract and a fake model, so that the server's
+"""A pipeline with the interface bertkit.tasks.pipeline.Pipeline declares and a fake model, so that the server's
 batching, backpressure, drain and error handling are tested apart from any real model.
 
 Its "embedding" of a text identifies it: [real tokens, sum of ids, first id, last id] (before [SEP]),
@@ -16,18 +16,22 @@ from helpers import TINY_VOCAB
 
 from bertkit.config import BertConfig
 from bertkit.errors import ConfigError
-from bertkit.inference.pipeline import Feature
+from bertkit.tasks.pipeline import Feature, Pipeline
 from bertkit.tokenization import FullTokenizer
 
 
-class FakePipeline:
+class FakePipeline(Pipeline):
+    """Pipeline's declared interface (split_options, warmup_input, embeddings, ...) over a fake model;
+    its own __init__, since there is no model to load."""
+
     def __init__(self, task: str = "feature-extraction", max_seq_length: int = 16, delay: float = 0.0,
                  gate: threading.Event | None = None):
         self.task = task
+        self.embeddings = task == "feature-extraction"
         self.tokenizer = FullTokenizer(TINY_VOCAB)
-        self.config = BertConfig(vocab_size=len(self.tokenizer), hidden_size=4, num_attention_heads=1)
+        labels = {0: "short", 1: "long"} if task == "text-classification" else None
+        self.config = BertConfig(vocab_size=len(self.tokenizer), hidden_size=4, num_attention_heads=1, id2label=labels)
         self.max_seq_length = max_seq_length
-        self.labels = ["short", "long"] if task == "text-classification" else None
         self.delay = delay
         self.gate = gate
         self.batches: list[list[list[int]]] = []  # the input_ids of every batch run

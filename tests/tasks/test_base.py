@@ -58,7 +58,8 @@ def test_record_task_names_unnamed_labels_as_transformers_does(tmp_path):
     config = BertConfig(num_labels=1)
     record_task(config, "sts-b", 64, FullTokenizer(TF_CLASSIFIER / "vocab.txt", do_lower_case=False))
     assert config.id2label == {0: "LABEL_0"} and config.label2id == {"LABEL_0": 0}
-    assert config.extra["do_lower_case"] is False and config.extra["finetuning_task"] == "sts-b"
+    assert config.task_metadata.do_lower_case is False and config.task_metadata.finetuning_task == "sts-b"
+    assert "finetuning_task" not in config.extra and config.to_dict()["max_seq_length"] == 64
 
 
 def test_results_are_printed_on_the_main_process_only(monkeypatch, capsys):

@@ -6,33 +6,27 @@ import logging
 import shutil
 from pathlib import Path
 
-from bertkit import heads
 from bertkit.checkpoint.inspect import inspect_checkpoint
+from bertkit.checkpoint.load import resolve_checkpoint
 from bertkit.io_utils import atomic_save_with
 
 logger = logging.getLogger("bertkit.checkpoint")
 
 
-def guess_model_class(mapped_names: dict[str, tuple[int, ...]]) -> tuple[type, dict]:
-    """The head the checkpoint was trained with, read off its tensor names (and label count)."""
-    if "classifier.weight" in mapped_names:
-        return heads.BertForSequenceClassification, {"num_labels": mapped_names["classifier.weight"][0]}
-    if "qa_outputs.weight" in mapped_names:
-        return heads.BertForQuestionAnswering, {}
-    if any(name.startswith("cls.") for name in mapped_names):
-        return heads.BertForPreTraining, {}
-    return heads.BertModel, {}
+def mapped_names(source) -> dict[str, tuple[int, ...]]:
+    """The checkpoint's parameters, by the HF name each maps to, with their shapes."""
+    _, rows = inspect_checkpoint(source)
+    return {row.maps_to: row.shape for row in rows if row.maps_to is not None}
 
 
-def convert_checkpoint(source, destination):
-    """Load `source` with the head its names imply and save it to `destination` in HF layout.
+def convert_checkpoint(source, destination, model_class, **overrides):
+    """Load `source` as `model_class` (the head its weights were trained with: the task registry's
+    `for_weights(mapped_names(source))` tells) and save it to `destination` in HF layout.
 
     Returns the model; its load_report says what was converted and what was left out
     (optimizer slots, global_step).
     """
-    files, rows = inspect_checkpoint(source)
-    mapped = {row.maps_to: row.shape for row in rows if row.maps_to is not None}
-    model_class, overrides = guess_model_class(mapped)
+    files = resolve_checkpoint(source)
     model = model_class.from_pretrained(source, **overrides)
     destination = Path(destination)
     model.save_pretrained(destination)

@@ -294,10 +294,10 @@ def from_pretrained(cls, path, *, config: BertConfig | None = None, surgery: Sur
     report = LoadReport(source=str(path), format=files.description, model_class=cls.__name__)
     state = read_state_dict(files, report)
     model = cls(config)
-    if config.extra.get("quantization_config"):
-        from bertkit.compress.quantize import prepare_quantized
+    if config.quantization_config is not None:
+        from bertkit.int8 import prepare_quantized
 
-        prepare_quantized(model, config.extra["quantization_config"])  # int8 modules for the int8 tensors
+        prepare_quantized(model, config.quantization_config)  # int8 modules for the int8 tensors
     load_state_into(model, state, report, ignore_mismatched_sizes)
     model.load_report = report
     if surgery is not None:

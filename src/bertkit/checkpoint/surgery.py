@@ -14,17 +14,14 @@ from torch import nn
 
 from bertkit.checkpoint.report import LoadReport
 from bertkit.errors import ConfigError
-from bertkit.modeling import BertModel, init_module
+from bertkit.modeling import BertModel, BertPreTrainedModel, init_module
 
 
 def base_model(model: nn.Module) -> BertModel:
-    """The BertModel inside a task model (`model.bert`), or the model itself."""
-    if isinstance(model, BertModel):
-        return model
-    inner = getattr(model, "bert", None)
-    if isinstance(inner, BertModel):
-        return inner
-    raise TypeError(f"{type(model).__name__} has no BertModel inside (expected a `bert` attribute)")
+    """`model.base_model` (a method of the model now); this function is kept for one release."""
+    if not isinstance(model, BertPreTrainedModel):
+        raise TypeError(f"{type(model).__name__} has no BertModel inside (expected a bertkit model)")
+    return model.base_model
 
 
 def _report(model: nn.Module, report: LoadReport | None) -> LoadReport:
@@ -77,7 +74,7 @@ def reinit_top_layers(model: nn.Module, num_layers: int, include_pooler: bool = 
                       report: LoadReport | None = None) -> list[str]:
     """Re-initialise the top `num_layers` encoder layers (and the pooler), as in "Revisiting
     Few-sample BERT Fine-tuning" (Zhang et al., 2021): the top layers are the most task-specific."""
-    bert = base_model(model)
+    bert = model.base_model
     total = len(bert.encoder.layer)
     if not 0 < num_layers <= total:
         raise ConfigError(f"reinit_top_layers={num_layers}, but the model has {total} encoder layers; "
@@ -141,7 +138,7 @@ def resize_position_embeddings(model: nn.Module, max_position_embeddings: int, i
     """
     if init not in POSITION_INITS:
         raise ConfigError(f"position init {init!r} is not supported; use one of {', '.join(POSITION_INITS)}")
-    bert = base_model(model)
+    bert = model.base_model
     old = bert.embeddings.position_embeddings
     old_rows, hidden = old.weight.shape
     if max_position_embeddings == old_rows:

@@ -28,17 +28,6 @@ from pathlib import Path
 from bertkit.errors import ConfigError, DataError
 from bertkit.io_utils import atomic_write
 
-# What one input's fields are, in positional order, for each task kind.
-FIELDS = {
-    "text-classification": ("text", "text_pair"),
-    "feature-extraction": ("text", "text_pair"),
-    "token-classification": ("text",),
-    "fill-mask": ("text",),
-    "question-answering": ("question", "context"),
-    "multiple-choice": ("question", "choices"),
-}
-
-
 def add_arguments(parser) -> None:
     parser.add_argument("texts", nargs="*", help="the input's fields in order (see above)")
     parser.add_argument("--model", "--init_checkpoint", dest="model", default=None,
@@ -106,17 +95,6 @@ def fields_from_texts(texts: list[str], fields: tuple[str, ...], where: str) -> 
     return dict(zip(fields, texts))
 
 
-def call_inputs(task: str, records: list[dict]):
-    """Records -> the list the pipeline takes: dicts for pairs, QA and choices; strings otherwise."""
-    if task in ("token-classification", "fill-mask"):
-        return [record.get("text") for record in records]
-    if task == "feature-extraction":
-        if any(record.get("text_pair") for record in records):
-            raise ConfigError("embeddings take one text per input")
-        return [record.get("text") for record in records]
-    return records
-
-
 def run(args) -> int:
     from bertkit.inference.pipeline import pipeline
 
@@ -133,7 +111,7 @@ def run(args) -> int:
                  max_seq_length=args.max_seq_length, progress=None if args.output_file else False)
     if "top_k" in options and "top_k" not in p.options:
         raise ConfigError(f"--top_k does not apply to {p.task}")
-    fields = FIELDS[p.task]
+    fields = p.input_fields
     if args.input_file:
         records = read_inputs(Path(args.input_file), fields)
     else:
@@ -143,7 +121,7 @@ def run(args) -> int:
         if unknown:
             raise DataError(f"input {i + 1}: unknown field(s) {', '.join(sorted(unknown))}; {p.task} takes "
                             f"{', '.join(fields)}")
-    answers = p(call_inputs(p.task, records), **options)
+    answers = p(p.call_inputs(records), **options)
     if args.output_file:
         with atomic_write(args.output_file) as handle:
             handle.writelines(json.dumps(answer, ensure_ascii=False) + "\n" for answer in answers)

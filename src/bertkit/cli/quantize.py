@@ -10,7 +10,7 @@ The output loads with from_pretrained / --model like any checkpoint (its config.
 from __future__ import annotations
 
 from bertkit.cli.common import ModelSource, add_model_arguments
-from bertkit.compress.quantize import PROJECTIONS, quantization_config, quantize
+from bertkit.int8 import PROJECTIONS, quantization_config, quantize
 from bertkit.export.files import load_for_export, save_with_companions
 from bertkit.io_utils import check_output_dir
 

@@ -42,8 +42,6 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from bertkit.errors import ConfigError
-from bertkit.heads import (BertForMultipleChoice, BertForQuestionAnswering, BertForSequenceClassification,
-                           BertForTokenClassification)
 from bertkit.io_utils import atomic_save_with
 from bertkit.training.trainer import Trainer, TrainingArguments
 
@@ -195,16 +193,12 @@ def default_layer_map(student_config, teacher_config) -> dict[int, int]:
 
 
 def infer_task(model: nn.Module) -> str:
-    if isinstance(model, BertForQuestionAnswering):
-        return "qa"
-    if isinstance(model, BertForTokenClassification):
-        return "token"
-    if isinstance(model, BertForSequenceClassification):
-        return "regression" if model.num_labels == 1 else "classification"
-    if isinstance(model, BertForMultipleChoice):
-        return "classification"
-    raise ConfigError(f"cannot tell the distillation task of {type(model).__name__}; "
-                      f"pass task= one of {', '.join(TASKS)}")
+    """The distillation kind the head declares (bertkit.heads: its `distillation_kind`)."""
+    kind = getattr(model, "distillation_kind", None)
+    if kind is None:
+        raise ConfigError(f"cannot tell the distillation task of {type(model).__name__}; "
+                          f"pass task= one of {', '.join(TASKS)}")
+    return kind
 
 
 def output_logits(output, task: str):
@@ -384,7 +378,7 @@ class DistillationArguments:
 
 
 class DistillationTrainer(Trainer):
-    """The Trainer with the distillation loss: `_training_loss` runs the student with labels (its
+    """The Trainer with the distillation loss: `compute_loss` runs the student with labels (its
     own loss is the hard loss) and the teacher (eval, no_grad) or its cached logits.
 
     A projection from the student's width to the teacher's (for hidden-state MSE) is trained with
@@ -456,7 +450,7 @@ class DistillationTrainer(Trainer):
             cache.save(path)
         return cache
 
-    def _training_loss(self, model, batch: dict) -> torch.Tensor:
+    def compute_loss(self, model, batch: dict) -> torch.Tensor:
         args = self.distill_args
         batch = self._to_device(batch)
         indices = batch.pop(EXAMPLE_INDEX, None)

@@ -25,7 +25,6 @@ from typing import Any, Callable, Sequence
 
 from torch import nn
 
-from bertkit.checkpoint.surgery import base_model
 from bertkit.compress.student import LayerSpec, keep_layers, resolve_layers, uniform_layers
 from bertkit.errors import ConfigError
 
@@ -58,7 +57,7 @@ def evaluate_depths(model: nn.Module, eval_fn: Callable[[nn.Module], Any], depth
     top layer is always kept, as LayerDrop's every-other pruning does); or give `layer_sets`
     explicitly (lists of indices or specs such as "every_other").
     """
-    num_layers = len(base_model(model).encoder.layer)
+    num_layers = len(model.base_model.encoder.layer)
     if layer_sets is None:
         depths = list(depths) if depths is not None else list(range(num_layers, 0, -1))
         layer_sets = [uniform_layers(num_layers, d) for d in depths]

@@ -39,7 +39,6 @@ from typing import Callable, Iterable, Mapping
 import torch
 from torch import nn
 
-from bertkit.checkpoint.surgery import base_model
 from bertkit.errors import ConfigError
 
 logger = logging.getLogger("bertkit.compress")
@@ -57,7 +56,7 @@ def remaining_heads(config, layer: int) -> list[int]:
 
 def _record_sizes(model: nn.Module) -> None:
     """Write the per-layer head counts and FFN sizes of the built model into its config."""
-    layers = base_model(model).encoder.layer
+    layers = model.base_model.encoder.layer
     model.config.layer_num_heads = [layer.attention.self.num_heads for layer in layers]
     model.config.layer_intermediate_sizes = [layer.intermediate.dense.out_features for layer in layers]
 
@@ -94,7 +93,7 @@ def prune_heads(model: nn.Module, heads_to_prune: Mapping[int, Iterable[int]]) -
     Heads already pruned are ignored; removing every head of a layer is refused (drop the layer
     with compress.student.keep_layers instead). Returns {layer: heads removed by this call}.
     """
-    bert = base_model(model)
+    bert = model.base_model
     config = model.config
     done: dict[int, list[int]] = {}
     for layer_index, heads in sorted(heads_to_prune.items()):
@@ -132,7 +131,7 @@ def prune_heads(model: nn.Module, heads_to_prune: Mapping[int, Iterable[int]]) -
 @torch.no_grad()
 def prune_neurons(model: nn.Module, neurons_to_prune: Mapping[int, Iterable[int]]) -> dict[int, list[int]]:
     """Remove FFN neurons: {layer: [positions in the layer's current intermediate dense]}."""
-    bert = base_model(model)
+    bert = model.base_model
     done = {}
     for layer_index, neurons in sorted(neurons_to_prune.items()):
         layer = bert.encoder.layer[int(layer_index)]
@@ -182,7 +181,7 @@ def importance_scores(model: nn.Module, batches: Iterable[dict], *, normalize: b
     batches: dicts of tensors as the model takes them, with labels. loss_fn(model, batch,
     head_mask) -> loss replaces `model(**batch, head_mask=head_mask).loss`.
     """
-    bert = base_model(model)
+    bert = model.base_model
     device = torch.device(device) if device is not None else next(model.parameters()).device
     layers = bert.encoder.layer
     head_gates = [torch.ones(layer.attention.self.num_heads, device=device, requires_grad=True) for layer in layers]
@@ -231,7 +230,7 @@ def _l2_normalized(score: torch.Tensor) -> torch.Tensor:
 def magnitude_scores(model: nn.Module, normalize: bool = True) -> PruningScores:
     """Data-free scores: a head's ||W_O[:, h] W_V[h]||_F, a neuron's ||W_in[j]|| * ||W_out[:, j]||."""
     heads, neurons = [], []
-    for layer in base_model(model).encoder.layer:
+    for layer in model.base_model.encoder.layer:
         attention = layer.attention
         size, n = attention.self.head_size, attention.self.num_heads
         value = attention.self.value.weight.view(n, size, -1)  # (nh, hs, H)

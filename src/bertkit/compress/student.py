@@ -24,7 +24,6 @@ import torch
 from torch import nn
 
 from bertkit.checkpoint.report import LoadReport
-from bertkit.checkpoint.surgery import base_model
 from bertkit.config import BertConfig
 from bertkit.errors import ConfigError
 
@@ -98,7 +97,7 @@ def keep_layers(model: nn.Module, layers: LayerSpec, inplace: bool = False) -> n
     """
     if not inplace:
         model = copy.deepcopy(model)
-    bert = base_model(model)
+    bert = model.base_model
     chosen = resolve_layers(layers, len(bert.encoder.layer))
     bert.encoder.layer = nn.ModuleList(bert.encoder.layer[i] for i in chosen)
     _cut_config(model.config, chosen)  # one config object: the encoder's is the model's
@@ -112,7 +111,7 @@ def student_from_teacher(teacher: nn.Module, layers: LayerSpec = "every_other") 
     (the teacher is not changed). The student's `load_report` lists every copied tensor in `loaded`
     and says which layers became which in `notes`; `config.kept_layers` records them too.
     """
-    num_layers = len(base_model(teacher).encoder.layer)
+    num_layers = len(teacher.base_model.encoder.layer)
     chosen = resolve_layers(layers, num_layers)
     report = getattr(teacher, "load_report", None)
     source = report.source if report is not None and report.source else "(in memory)"
@@ -123,7 +122,7 @@ def student_from_teacher(teacher: nn.Module, layers: LayerSpec = "every_other") 
         teacher.load_report = report
     for param in student.parameters():
         param.requires_grad_(True)
-    others = [name for name, module in (("pooler", base_model(student).pooler),) if module is not None]
+    others = [name for name, module in (("pooler", student.base_model.pooler),) if module is not None]
     others += [name for name, _ in student.named_children() if name not in ("bert", "dropout")]
     notes = [
         f"student from teacher {source}: teacher layers {chosen} of {num_layers} copied as student layers "

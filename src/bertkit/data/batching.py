@@ -281,3 +281,24 @@ def dataset_lengths(dataset: Dataset) -> list[int]:
     if lengths is not None:
         return [int(n) for n in lengths]
     return [example_length(dataset[i]) for i in range(len(dataset))]
+
+
+def pad_rows(rows: Sequence[Sequence[int]], pad_value: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows of ids of any lengths -> (B, longest) long tensors: the rows padded with `pad_value`, and
+    the attention mask (1 on real tokens). The one padding helper of inference (pipelines and
+    FeatureExtractor); training batches are padded by PaddingCollator, which also pads labels."""
+    width = max(map(len, rows), default=0)
+    ids = torch.full((len(rows), width), pad_value, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for r, row in enumerate(rows):
+        ids[r, :len(row)] = torch.as_tensor(list(row), dtype=torch.long)
+        mask[r, :len(row)] = 1
+    return ids, mask
+
+
+def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
+    """Indices grouped into batches of similar length (shortest first), so that padding stays
+    small; inference's batching (pipelines and FeatureExtractor)."""
+    order = sorted(range(len(lengths)), key=lengths.__getitem__)
+    return [order[s:s + batch_size] for s in range(0, len(order), batch_size)]
+

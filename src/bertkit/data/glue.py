@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 from bertkit.data.batching import InputFeatures
 from bertkit.errors import ConfigError, DataError
 from bertkit.io_utils import first_non_utf8_line, open_input
-from bertkit.tokenization import input_lists, pack, truncate_seq_pair
+from bertkit.tokenization import input_lists, pack, truncate_for_packing
 
 logger = logging.getLogger(__name__)
 
@@ -337,6 +337,29 @@ def get_processor(task_name: str) -> DataProcessor:
 # Examples to features.
 
 
+def pack_text_pair(tokenizer, text_a: str, text_b: str | None, max_seq_length: int
+                   ) -> tuple[list[str], list[int], int]:
+    """The one text -> features step of text classification, for training, evaluation and every
+    prediction path (pipeline(), predict, serve): [CLS] a [SEP] (b [SEP]) as word pieces, its
+    segment ids, and how many pieces were cut to fit max_seq_length (Google's rule)."""
+    tokens_a = tokenizer.tokenize(text_a)
+    tokens_b = tokenizer.tokenize(text_b) if text_b else None
+    # Account for [CLS], [SEP], [SEP] with "- 3" (trimming the longer text first, in place), or
+    # [CLS] and [SEP] with "- 2". A second text that tokenizes to nothing leaves a single
+    # sequence, as in Google's run_classifier.
+    removed = truncate_for_packing(tokens_a, tokens_b or None, max_seq_length)
+    # BERT's convention: [CLS] a [SEP] b [SEP] with segment (token type) ids 0 ... 0 1 ... 1.
+    tokens, segment_ids = pack(tokens_a, tokens_b or None, "[CLS]", "[SEP]")
+    return tokens, segment_ids, removed
+
+
+def encode_text_pair(tokenizer, text_a: str, text_b: str | None, max_seq_length: int
+                     ) -> tuple[list[int], list[int], int]:
+    """pack_text_pair as vocabulary ids: (input_ids, segment_ids, pieces cut)."""
+    tokens, segment_ids, removed = pack_text_pair(tokenizer, text_a, text_b, max_seq_length)
+    return list(tokenizer.convert_tokens_to_ids(tokens)), segment_ids, removed
+
+
 def convert_single_example(
     ex_index: int,
     example: InputExample | PaddingInputExample,
@@ -362,21 +385,7 @@ def convert_single_example(
         length = max_seq_length if pad_to_max_length else 0
         return ClassifierFeatures([0] * length, [0] * length, [0] * length, labels=0, is_real_example=False)
 
-    tokens_a = tokenizer.tokenize(example.text_a)
-    tokens_b = None
-    if example.text_b:
-        tokens_b = tokenizer.tokenize(example.text_b)
-
-    if tokens_b:
-        # Account for [CLS], [SEP], [SEP] with "- 3"; trims the longer sequence first, in place.
-        truncate_seq_pair(tokens_a, tokens_b, max_seq_length - 3)
-    elif len(tokens_a) > max_seq_length - 2:
-        # Account for [CLS] and [SEP] with "- 2".
-        tokens_a = tokens_a[: max_seq_length - 2]
-
-    # BERT's convention: [CLS] a [SEP] b [SEP] with segment (token type) ids 0 ... 0 1 ... 1.
-    # A second sentence that tokenizes to nothing leaves a single-sequence input, as in Google.
-    tokens, segment_ids = pack(tokens_a, tokens_b or None, "[CLS]", "[SEP]")
+    tokens, segment_ids, _ = pack_text_pair(tokenizer, example.text_a, example.text_b, max_seq_length)
 
     input_ids, input_mask, segment_ids = input_lists(tokenizer, tokens, segment_ids,
                                                      max_seq_length if pad_to_max_length else None)

@@ -180,7 +180,7 @@ def _article_slice(article_range: slice | tuple[int, int] | None) -> slice:
     return slice(start, stop)
 
 
-def _is_whitespace(c: str) -> bool:
+def is_whitespace(c: str) -> bool:
     # U+202F (narrow no-break space) separates numbers from units in a few SQuAD contexts; Google
     # splits on it, and so must we for the word offsets to agree.
     return c in " \t\r\n" or ord(c) == 0x202F
@@ -196,7 +196,7 @@ def split_context(paragraph_text: str) -> tuple[list[str], list[int]]:
     char_to_word_offset: list[int] = []
     prev_is_whitespace = True
     for c in paragraph_text:
-        if _is_whitespace(c):
+        if is_whitespace(c):
             prev_is_whitespace = True
         else:
             if prev_is_whitespace:

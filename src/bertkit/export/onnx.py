@@ -6,7 +6,8 @@
     out = onnx_model(input_ids, attention_mask=mask, token_type_ids=types)   # same dataclass as model(...)
 
 Inputs are named as transformers' (input_ids, attention_mask, token_type_ids), with dynamic batch
-and sequence axes (and choices, for multiple choice); outputs are named by head (HEAD_OUTPUTS).
+and sequence axes (and choices, for multiple choice); outputs are named as the head declares them
+(its `output_names`, see bertkit.heads).
 The graph is traced with torch.onnx.export's TorchScript exporter: it records the data flow of
 one padded example, so the padding mask is always applied (an unpadded batch gives the same
 answer through it) and the padded or padding-free path is fixed at export time.
@@ -26,20 +27,10 @@ from torch import nn
 
 from bertkit.config import BertConfig
 from bertkit.errors import CheckpointError, ConfigError
-from bertkit.heads import HeadOutput, PreTrainingOutput, QuestionAnsweringOutput
+from bertkit.heads import MODEL_CLASSES, HeadDeclarations
 from bertkit.io_utils import atomic_save_with
-from bertkit.modeling import BertModelOutput
 
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
-# Output names per head class, in the order the graph returns them.
-HEAD_OUTPUTS = {
-    "BertModel": ("last_hidden_state", "pooler_output"),
-    "BertForSequenceClassification": ("logits",),
-    "BertForMultipleChoice": ("logits",),
-    "BertForTokenClassification": ("logits",),
-    "BertForQuestionAnswering": ("start_logits", "end_logits"),
-    "BertForPreTraining": ("prediction_logits", "seq_relationship_logits"),
-}
 OPSET = 17
 
 
@@ -59,13 +50,7 @@ class _Exportable(nn.Module):
 
     def forward(self, input_ids, attention_mask, token_type_ids):
         out = self.model(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids, unpad=self.unpad)
-        if isinstance(out, BertModelOutput):
-            return (out.sequence_output,) if out.pooled_output is None else (out.sequence_output, out.pooled_output)
-        if isinstance(out, QuestionAnsweringOutput):
-            return out.start_logits, out.end_logits
-        if isinstance(out, PreTrainingOutput):
-            return out.prediction_logits, out.seq_relationship_logits
-        return (out.logits,)
+        return self.model.output_tuple(out)
 
 
 def _example(model: nn.Module) -> tuple[torch.Tensor, ...]:
@@ -77,7 +62,7 @@ def _example(model: nn.Module) -> tuple[torch.Tensor, ...]:
     token_type_ids = torch.zeros_like(input_ids)
     token_type_ids[:, 4:] = 1
     example = (input_ids * attention_mask, attention_mask, token_type_ids)
-    if type(model).__name__ == "BertForMultipleChoice":
+    if model.choice_inputs:
         example = tuple(x.unsqueeze(1).expand(-1, 3, -1).contiguous() for x in example)
     return example
 
@@ -86,22 +71,20 @@ def export_onnx(model: nn.Module, path, *, int8: bool = False, unpad: bool = Fal
     """Write `model` to `path` as ONNX (atomically); int8 quantizes its MatMul weights per channel
     with ONNX Runtime's dynamic quantizer. unpad=True traces the padding-free path instead."""
     name = type(model).__name__
-    if name not in HEAD_OUTPUTS:
-        raise ConfigError(f"cannot export {name}: ONNX export covers {', '.join(HEAD_OUTPUTS)}")
-    if model.config.extra.get("quantization_config"):
+    if not isinstance(model, HeadDeclarations):
+        raise ConfigError(f"cannot export {name}: ONNX export covers bertkit's model classes "
+                          f"({', '.join(MODEL_CLASSES)})")
+    if model.config.quantization_config is not None:
         raise ConfigError("export the fp32 checkpoint with --int8 rather than a bertkit int8 one: the int8 "
                           "kernels bertkit runs are PyTorch's and have no ONNX form")
     _need("onnx")
-    outputs = HEAD_OUTPUTS[name]
-    if name == "BertModel" and model.pooler is None:
-        outputs = outputs[:1]
     example = _example(model)
-    token_axes = {0: "batch", 1: "choices", 2: "sequence"} if example[0].dim() == 3 else {0: "batch", 1: "sequence"}
-    per_token = {"last_hidden_state", "prediction_logits", "start_logits", "end_logits"}
-    per_token |= {"logits"} if name == "BertForTokenClassification" else set()
+    with torch.no_grad():  # the names of the outputs this model gives (BertModel without a pooler: one)
+        outputs = model.output_names[:len(_Exportable(model, unpad).eval()(*example))]
+    token_axes = {0: "batch", 1: "choices", 2: "sequence"} if model.choice_inputs else {0: "batch", 1: "sequence"}
     dynamic_axes = {key: token_axes for key in INPUT_NAMES}
-    dynamic_axes |= {out: ({0: "batch", 1: "sequence"} if out in per_token else
-                           {0: "batch", 1: "choices"} if name == "BertForMultipleChoice" else {0: "batch"})
+    dynamic_axes |= {out: ({0: "batch", 1: "sequence"} if out in model.token_outputs else
+                           {0: "batch", 1: "choices"} if model.choice_inputs else {0: "batch"})
                      for out in outputs}
     model = model.eval()
     path = Path(path)
@@ -151,6 +134,9 @@ class OnnxModel:
         if "bertkit_class" not in meta:
             raise CheckpointError(f"{path} was not exported by bertkit (no bertkit_class in its metadata)")
         self.model_class = meta["bertkit_class"]
+        if self.model_class not in MODEL_CLASSES:
+            raise CheckpointError(f"{path} holds a {self.model_class}, which this bertkit does not know")
+        self.head = MODEL_CLASSES[self.model_class]
         self.output_names = tuple(json.loads(meta["bertkit_outputs"]))
         self.config = BertConfig.from_dict(json.loads(meta["bertkit_config"]))
         self.int8 = json.loads(meta.get("bertkit_int8", "false"))
@@ -178,16 +164,10 @@ class OnnxModel:
         }
         feeds = {k: np.ascontiguousarray(v.cpu().numpy().astype(np.int64)) for k, v in feeds.items()}
         outputs = [torch.from_numpy(x) for x in self.session.run(list(self.output_names), feeds)]
-        if self.model_class == "BertModel":
-            return BertModelOutput(sequence_output=outputs[0], pooled_output=outputs[1] if len(outputs) > 1 else None)
-        if self.model_class == "BertForQuestionAnswering":
-            return QuestionAnsweringOutput(*outputs)
-        if self.model_class == "BertForPreTraining":
-            if masked_lm_positions is not None:  # the graph scores every position; keep the asked ones
-                index = torch.as_tensor(masked_lm_positions).unsqueeze(-1).expand(-1, -1, outputs[0].size(-1))
-                outputs[0] = outputs[0].gather(1, index)
-            return PreTrainingOutput(*outputs)
-        return HeadOutput(logits=outputs[0])
+        if masked_lm_positions is not None:  # the graph scores every position; keep the asked ones
+            index = torch.as_tensor(masked_lm_positions).unsqueeze(-1).expand(-1, -1, outputs[0].size(-1))
+            outputs[0] = outputs[0].gather(1, index)
+        return self.head.output_from(outputs)
 
     forward = __call__
 

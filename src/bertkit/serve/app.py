@@ -34,20 +34,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from bertkit.errors import BertkitError
 from bertkit.serve.batcher import Batcher, BatchLimits
 from bertkit.serve.metrics import ServeMetrics
+from bertkit.tasks.pipeline import Pipeline
 
 logger = logging.getLogger(__name__)
 
 # A small input of each task, run once at start-up so the first request does not pay for lazy init.
-WARMUP_INPUTS = {
-    "feature-extraction": "Warm up the model.",
-    "text-classification": "Warm up the model.",
-    "token-classification": "Warm up the model.",
-    "fill-mask": "Warm up the [MASK].",
-    "question-answering": {"question": "What is warmed up?", "context": "The model is warmed up."},
-    "multiple-choice": {"question": "What is warmed up?", "choices": ["the model", "the server"]},
-}
-
-
 @dataclass
 class ServeSettings:
     limits: BatchLimits = field(default_factory=BatchLimits)
@@ -108,8 +99,8 @@ class TokenizeRequest(BaseModel):
 @dataclass
 class ModelSlot:
     name: str
-    load: Callable[[], Any]  # -> a bertkit pipeline (or anything with its low-level contract)
-    pipeline: Any = None
+    load: Callable[[], Pipeline]  # -> a bertkit pipeline: the interface bertkit.tasks.pipeline declares
+    pipeline: Pipeline | None = None
     batcher: Batcher | None = None
 
 
@@ -134,7 +125,7 @@ class ServerState:
                 p = slot.pipeline
                 slot.batcher = Batcher(slot.name, p.forward, p.num_tokens, self.settings.limits, self.metrics)
                 slot.batcher.start()
-                call = _prepare(p, WARMUP_INPUTS[p.task], {}, truncate=True)
+                call = _prepare(p, p.warmup_input, {}, truncate=True)
                 await slot.batcher.submit([f for feats in call.features for f in feats])
                 logger.info("model %s ready: %s, max_seq_length %d", slot.name, p.task, p.max_seq_length)
             self.ready = True
@@ -193,8 +184,7 @@ def _prepare(p, inputs: Any, parameters: dict, truncate: bool) -> _Call:
         raise ApiError(400, "inputs is empty: send one input or a non-empty list")
     # As the pipeline's own __call__: its options (top_k, normalize, ...) go to pre/postprocessing,
     # the other keywords (text_pair, context, choices, ...) to parse.
-    options = {**p.options, **{k: v for k, v in parameters.items() if k in p.options}}
-    keywords = {k: v for k, v in parameters.items() if k not in p.options}
+    options, keywords = p.split_options(parameters)
     try:
         single, items = p.parse(**keywords) if inputs is None else p.parse(inputs, **keywords)
         call = _Call(single, items, [p.preprocess(item, **options) for item in items], options)
@@ -319,7 +309,7 @@ def create_app(loaders: dict[str, Callable[[], Any]], settings: ServeSettings | 
         async def handle():
             slot = state.slot(body.model)
             p = slot.pipeline
-            if p.task != "feature-extraction":
+            if not p.embeddings:
                 raise ApiError(400, f"model {slot.name!r} is a {p.task} model, not an embedding model; "
                                     f"use POST /predict")
             call = _prepare(p, body.input, {}, body.truncate)

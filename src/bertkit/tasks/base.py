@@ -32,21 +32,24 @@ from bertkit.training.trainer import EvalResults, Trainer, TrainingArguments
 logger = logging.getLogger("bertkit")
 
 
-def record_task(config: BertConfig, task: str, max_seq_length: int, tokenizer, **extra) -> None:
+def record_task(config: BertConfig, task: str, max_seq_length: int, tokenizer, **metadata) -> None:
     """Put into `config` what `pipeline(saved_dir)` needs to predict with the model it describes.
 
-    HF's keys where HF has them: `finetuning_task`, and `id2label`/`label2id` (HF's default
-    `LABEL_i` names for a head without named classes, as transformers writes them, so that
-    transformers' own pipeline reads the labels too). Beside them, bertkit's: `max_seq_length`
-    and `do_lower_case` (the inputs the model was trained on), and what `extra` adds (NER's
-    `label_scheme`, SQuAD's `doc_stride`).
+    HF's keys where HF has them: `finetuning_task`, `problem_type`, and `id2label`/`label2id` (HF's
+    default `LABEL_i` names for a head without named classes, as transformers writes them, so that
+    transformers' own pipeline reads the labels too). Beside them, bertkit's: `max_seq_length` and
+    `do_lower_case` (the inputs the model was trained on), and the task's own (`metadata`: NER's
+    `label_scheme` and `doc_stride`, SQuAD's `doc_stride` and `max_query_length`), all in the
+    config's typed TaskMetadata.
     """
     if config.id2label is None:
         config.id2label = {i: f"LABEL_{i}" for i in range(config.num_labels)}
         config.label2id = {label: i for i, label in config.id2label.items()}
-    config.extra.update({"finetuning_task": task, "max_seq_length": int(max_seq_length), **extra})
     if tokenizer is not None:
-        config.extra["do_lower_case"] = bool(tokenizer.do_lower_case)
+        metadata["do_lower_case"] = bool(tokenizer.do_lower_case)
+    config.task_metadata = dataclasses.replace(config.task_metadata, finetuning_task=task,
+                                               max_seq_length=int(max_seq_length), **metadata)
+    config.task_metadata.validate()
 
 
 class Task:
@@ -80,6 +83,8 @@ class Task:
                               f"with --max_position_embeddings={self.max_seq_length}")
 
     def metadata(self) -> dict:
+        """The task's own TaskMetadata fields (config.json) beyond finetuning_task, max_seq_length
+        and do_lower_case, which run_task records for every task."""
         return {}
 
     def dataset(self, split: str, tokenizer, args: TrainingArguments) -> Dataset:

@@ -23,6 +23,7 @@ from bertkit.heads import BertForSequenceClassification
 from bertkit.errors import ConfigError
 from bertkit.io_utils import atomic_write
 from bertkit.tasks.base import Task, run_task
+from bertkit.tasks.pipeline import Feature, Pipeline, check_text, softmax_rows
 from bertkit.tokenization import FullTokenizer
 from bertkit.training.metrics import glue_compute_metrics
 from bertkit.training.trainer import TrainingArguments
@@ -63,6 +64,9 @@ class ClassifierTask(Task):
     def dataset(self, split: str, tokenizer: FullTokenizer, args) -> FeatureDataset:
         return build_dataset(self.processor, self, split, tokenizer, str(tokenizer.vocab_file), args.pad_to_max_length,
                              args.progress)[1]
+
+    def metadata(self) -> dict:
+        return {"problem_type": "regression" if self.processor.is_regression else "single_label_classification"}
 
     def metrics(self, split: str, predictions: np.ndarray, labels: np.ndarray) -> dict[str, float]:
         return glue_metrics_fn(self.task_name, self.processor.is_regression)(predictions, labels)
@@ -159,3 +163,78 @@ def distill_classifier(teacher: BertForSequenceClassification, student: BertForS
         return DistillationTrainer(model, teacher, args, distill_args, train_dataset=train_dataset, **kwargs)
 
     return run_task(task, student, tokenizer, args, resume=resume, make_trainer=make_trainer)
+
+
+class TextClassificationPipeline(Pipeline):
+    """p("a"), p("a", "b"), p(["a", "b"]), p([("a", "b"), ...]), p({"text": "a", "text_pair": "b"})."""
+
+    task = "text-classification"
+    input_fields = ("text", "text_pair")
+
+    def default_options(self) -> dict:
+        return {"top_k": 1}
+
+    def parse(self, texts=None, text_pair=None, **kwargs) -> tuple[bool, list]:
+        if texts is None and "text" in kwargs:
+            texts = kwargs.pop("text")
+        if kwargs:
+            raise ConfigError(f"text-classification takes texts (and text_pair), not {', '.join(sorted(kwargs))}")
+        single = isinstance(texts, (str, dict))
+        if single:
+            texts = [texts if text_pair is None else (texts, text_pair)]
+        elif not isinstance(texts, (list, tuple)) or not texts:
+            raise ConfigError("give a text, a pair of texts, or a non-empty list of texts or (a, b) pairs")
+        elif text_pair is not None:
+            if not isinstance(text_pair, (list, tuple)) or len(text_pair) != len(texts):
+                raise ConfigError("text_pair must be a list as long as the list of texts")
+            texts = list(zip(texts, text_pair))
+        items = []
+        for i, item in enumerate(texts):
+            if isinstance(item, dict):
+                unknown = set(item) - {"text", "text_pair"}
+                if unknown or "text" not in item:
+                    raise ConfigError(f"input {i}: expected keys 'text' (and 'text_pair'), got {sorted(item)}")
+                pair = item.get("text_pair")
+                items.append((check_text(item["text"], f"input {i}: text"),
+                              None if pair is None else check_text(pair, f"input {i}: text_pair")))
+            elif isinstance(item, (tuple, list)):
+                if len(item) != 2:
+                    raise ConfigError(f"input {i}: a pair is two texts, got {len(item)}")
+                items.append((check_text(item[0], f"input {i}"), check_text(item[1], f"input {i}")))
+            else:
+                items.append((check_text(item, f"input {i}"), None))
+        return single, items
+
+    def preprocess(self, item, **options) -> list[Feature]:
+        return [self._encode(*item)]
+
+    def _outputs(self, batch, features) -> list:
+        return list(self.model(**batch).logits.float().cpu().numpy())
+
+    @property
+    def problem_type(self) -> str:
+        """transformers' problem_type: the checkpoint's, else regression for one output (STS-B)."""
+        if self.metadata.problem_type:
+            return self.metadata.problem_type
+        return "regression" if self.config.num_labels == 1 else "single_label_classification"
+
+    def postprocess(self, item, features, outputs, top_k=1, **options):
+        logits = outputs[0]
+        if self.problem_type == "regression":
+            return {"score": float(logits[0])}
+        if self.problem_type == "multi_label_classification":  # one independent probability per label
+            probabilities = 1.0 / (1.0 + np.exp(-np.asarray(logits, dtype=np.float64)))
+        else:
+            probabilities = softmax_rows(logits)
+        labels = self.labels or [f"LABEL_{i}" for i in range(len(probabilities))]
+        ranked = sorted(range(len(probabilities)), key=lambda k: -probabilities[k])
+        answers = [{"label": labels[k], "score": float(probabilities[k])} for k in ranked]
+        if top_k == 1:
+            return answers[0]
+        return answers if top_k is None else answers[:top_k]
+
+    def shape_output(self, single: bool, answers: list):
+        # As transformers: one input gives a list (of its one dict, or of its top k).
+        if single:
+            return answers[0] if isinstance(answers[0], list) else [answers[0]]
+        return answers

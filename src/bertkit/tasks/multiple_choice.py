@@ -18,7 +18,7 @@ import numpy as np
 from scipy.special import softmax
 
 from bertkit.data.batching import FeatureDataset
-from bertkit.data.multiple_choice import (MultipleChoiceExample, MultipleChoiceProcessor,
+from bertkit.data.multiple_choice import (MultipleChoiceExample, MultipleChoiceProcessor, convert_example,
                                           convert_examples_to_features, get_processor)
 from bertkit.errors import DataError
 from bertkit.heads import BertForMultipleChoice
@@ -26,6 +26,7 @@ from bertkit.io_utils import atomic_write
 from bertkit.tokenization import FullTokenizer
 from bertkit.training.metrics import accuracy
 from bertkit.tasks.base import Task, run_task
+from bertkit.tasks.pipeline import Feature, Pipeline, check_text, question_records, softmax_rows
 from bertkit.training.trainer import TrainingArguments
 
 logger = logging.getLogger("bertkit")
@@ -108,3 +109,54 @@ def run_multiple_choice(model: BertForMultipleChoice, tokenizer: FullTokenizer, 
                         args: TrainingArguments, resume: bool = False) -> dict:
     """Train, evaluate and predict as asked (run_task); returns the results."""
     return run_task(task, model, tokenizer, args, resume=resume)
+
+
+class MultipleChoicePipeline(Pipeline):
+    """p("Where do you keep milk?", choices=["fridge", "oven", "garden"]) -> the chosen index and the probabilities."""
+
+    task = "multiple-choice"
+    input_fields = ("question", "choices")
+    warmup_input = {"question": "What is warmed up?", "choices": ["the model", "the server"]}
+
+    def parse(self, question=None, choices=None, **kwargs) -> tuple[bool, list]:
+        single, records = question_records(self.task, "choices", question, choices, kwargs)
+        items = []
+        for i, record in enumerate(records):
+            choices_i = record["choices"]
+            if not isinstance(choices_i, list) or len(choices_i) < 2:
+                raise ConfigError(f"input {i}: choices must be a list of at least two texts")
+            items.append((check_text(record["question"], f"input {i}: question"),
+                          [check_text(c, f"input {i}: choice {k}") for k, c in enumerate(choices_i)]))
+        return single, items
+
+    def preprocess(self, item, **options) -> list[Feature]:
+        question, choices = item
+        # CommonsenseQA's layout, as run_multiple_choice reads it: the question, then each choice.
+        example = MultipleChoiceExample("predict", [question] * len(choices), choices)
+        features = convert_example(example, self.max_seq_length, self.tokenizer)
+        lengths = [len(self.tokenizer.tokenize(question)) + len(self.tokenizer.tokenize(c)) + 3 for c in choices]
+        return [Feature(features.input_ids, features.token_type_ids, truncated=max(lengths) > self.max_seq_length)]
+
+    def _batch(self, features):
+        # Items may have different numbers of choices: all choices go in as one (1, rows, T)
+        # batch, since the head scores every choice on its own.
+        rows = [row for f in features for row in f.input_ids]
+        types = [row for f in features for row in f.token_type_ids]
+        input_ids, attention_mask = self._pad(rows)
+        token_type_ids, _ = self._pad(types)
+        return {"input_ids": input_ids[None].to(self.device), "attention_mask": attention_mask[None].to(self.device),
+                "token_type_ids": token_type_ids[None].to(self.device)}
+
+    def _outputs(self, batch, features) -> list:
+        logits = self.model(**batch).logits[0].float().cpu().numpy()
+        out, row = [], 0
+        for feature in features:
+            out.append(logits[row:row + len(feature.input_ids)])
+            row += len(feature.input_ids)
+        return out
+
+    def postprocess(self, item, features, outputs, **options):
+        probabilities = softmax_rows(outputs[0])
+        best = int(probabilities.argmax())
+        return {"choice": best, "answer": item[1][best], "score": float(probabilities[best]),
+                "scores": [float(p) for p in probabilities]}

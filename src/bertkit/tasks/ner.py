@@ -33,11 +33,14 @@ from bertkit.errors import ConfigError
 from bertkit.heads import BertForTokenClassification
 from bertkit.io_utils import atomic_write
 from bertkit.tasks.base import Task, run_task
+from bertkit.tasks.pipeline import Feature, Pipeline, check_texts, softmax_rows
 from bertkit.tokenization import FullTokenizer
 from bertkit.training.trainer import TrainingArguments
 
 logger = logging.getLogger("bertkit")
 
+# The tag schemes the entity grouping reads (B-X starts an entity, I-X continues one of type X).
+LABEL_SCHEMES = ("IOB1", "IOB2")
 # CoNLL-2003's file names; the dev set is eng.testa, the test set eng.testb.
 CONLL2003_FILES = {"train": "eng.train", "dev": "eng.testa", "test": "eng.testb"}
 
@@ -248,3 +251,73 @@ def run_ner(model: BertForTokenClassification, tokenizer: FullTokenizer, task: N
                           "build it with id2label/label2id from the training file (training_labels)")
     task.label_list = label_list
     return run_task(task, model, tokenizer, args, resume=resume)
+
+
+class TokenClassificationPipeline(Pipeline):
+    """p("Angela Merkel visited Paris.") -> entities with character offsets into the caller's string.
+
+    Words are the tokenizer's basic tokens (words and punctuation marks); each gets the tag
+    predicted at its first word piece, in the window where it has the most context (run_ner's
+    windows, so sentences longer than max_seq_length are covered). Tags are grouped into
+    entities: B-X starts one, I-X continues an entity of type X and starts one after anything
+    else, which reads IOB1 and IOB2 alike. An entity's score is the mean of its words' scores.
+    """
+
+    task = "token-classification"
+    input_fields = ("text",)
+
+    def default_options(self) -> dict:
+        # The windows of training (run_ner --doc_stride), as the checkpoint recorded them.
+        if self.metadata.label_scheme not in LABEL_SCHEMES + (None,):
+            raise ConfigError(f"label_scheme {self.metadata.label_scheme!r} in the model's config.json: the "
+                              f"token-classification pipeline reads {', '.join(LABEL_SCHEMES)} tags")
+        return {"doc_stride": self.metadata.doc_stride, "aggregate": True}
+
+    def call_inputs(self, records: list[dict]) -> list:
+        return [record.get("text") for record in records]
+
+    def parse(self, texts=None, **kwargs) -> tuple[bool, list]:
+        if texts is None and "text" in kwargs:
+            texts = kwargs.pop("text")
+        if kwargs:
+            raise ConfigError(f"token-classification takes texts, not {', '.join(sorted(kwargs))}")
+        return check_texts(texts)
+
+    def preprocess(self, text, doc_stride=None, **options) -> list[Feature]:
+        words = self.tokenizer.words_with_offsets(text)
+        example = NerExample("predict", [w for w, _, _ in words])
+        windows = convert_examples_to_features([example], None, self.max_seq_length, self.tokenizer,
+                                                        doc_stride)
+        return [Feature(f.input_ids, f.token_type_ids, meta=(f, words)) for f in windows]
+
+    def _outputs(self, batch, features) -> list:
+        logits = self.model(**batch).logits.float().cpu().numpy()
+        return [row[:len(f.input_ids)] for row, f in zip(logits, features)]
+
+    def postprocess(self, text, features, outputs, aggregate=True, **options):
+        words = features[0].meta[1] if features else []
+        labels = self.labels or [f"LABEL_{i}" for i in range(self.config.num_labels)]
+        tags: list[tuple[str, float] | None] = [None] * len(words)
+        for feature, logits in zip(features, outputs):
+            probabilities = softmax_rows(logits)
+            for position, word in enumerate(feature.meta[0].predict_words):
+                if word >= 0:
+                    best = int(probabilities[position].argmax())
+                    tags[word] = (labels[best], float(probabilities[position, best]))
+        if not aggregate:
+            return [{"entity": tag, "score": score, "word": text[start:end], "start": start, "end": end}
+                    for (tag, score), (_, start, end) in zip(tags, words) if tag != "O"]
+        entities, current = [], None
+        for (tag, score), (_, start, end) in zip(tags, words):
+            kind = entity_type(tag)
+            if kind is None:
+                current = None
+                continue
+            if current is not None and tag.startswith("I-") and current["entity_group"] == kind:
+                current["end"] = end
+                current["scores"].append(score)
+                continue
+            current = {"entity_group": kind, "scores": [score], "start": start, "end": end}
+            entities.append(current)
+        return [{"entity_group": e["entity_group"], "score": float(np.mean(e["scores"])),
+                 "word": text[e["start"]:e["end"]], "start": e["start"], "end": e["end"]} for e in entities]

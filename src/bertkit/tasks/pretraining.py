@@ -26,12 +26,15 @@ import logging
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 import torch.nn.functional as F
 
 from bertkit.data.pretraining import PretrainingDataset, expand_shard_dirs, load_index, vocab_fingerprint
 from bertkit.errors import ConfigError
 from bertkit.heads import BertForPreTraining, PreTrainingOutput
 from bertkit.tasks.base import Task, run_task
+from bertkit.tasks.pipeline import Feature, Pipeline, check_texts, softmax_rows
+from bertkit.tokenization import FullTokenizer
 from bertkit.training.trainer import TrainingArguments
 
 logger = logging.getLogger("bertkit")
@@ -184,3 +187,83 @@ def run_pretraining(model: BertForPreTraining, tokenizer, task: PretrainingTask,
                     resume: bool = False) -> dict:
     """Train and/or evaluate (run_task); returns the last evaluation's metrics (`eval_masked_lm_accuracy`, ...)."""
     return run_task(task, model, tokenizer, args, resume=resume)
+
+
+class FillMaskPipeline(Pipeline):
+    """p("Paris is the [MASK] of France.") -> the top_k fillers, as transformers' fill-mask."""
+
+    task = "fill-mask"
+    warmup_input = "Warm up the [MASK]."
+    keep_special_tokens = True
+
+    def default_options(self) -> dict:
+        return {"top_k": 5}
+
+    def call_inputs(self, records: list[dict]) -> list:
+        return [record.get("text") for record in records]
+
+    def parse(self, texts=None, **kwargs) -> tuple[bool, list]:
+        if texts is None and "text" in kwargs:
+            texts = kwargs.pop("text")
+        if kwargs:
+            raise ConfigError(f"fill-mask takes texts, not {', '.join(sorted(kwargs))}")
+        single, items = check_texts(texts)
+        for i, text in enumerate(items):
+            if "[MASK]" not in text:
+                raise ConfigError(f"input {i} has no [MASK] token to fill: {text[:60]!r}")
+        return single, items
+
+    def preprocess(self, text, **options) -> list[Feature]:
+        feature = self._encode(text)
+        positions = [i for i, t in enumerate(feature.input_ids) if t == self.tokenizer.mask_token_id]
+        if not positions:
+            raise ConfigError(f"every [MASK] of {text[:60]!r} lies beyond max_seq_length={self.max_seq_length}")
+        feature.meta = positions
+        return [feature]
+
+    def _outputs(self, batch, features) -> list:
+        width = max(len(f.meta) for f in features)
+        positions = torch.zeros((len(features), width), dtype=torch.long)
+        for r, f in enumerate(features):
+            positions[r, :len(f.meta)] = torch.as_tensor(f.meta)
+        logits = self.model(**batch, masked_lm_positions=positions.to(self.device)).prediction_logits
+        logits = logits.float().cpu().numpy()
+        return [row[:len(f.meta)] for row, f in zip(logits, features)]
+
+    def postprocess(self, text, features, outputs, top_k=5, **options):
+        feature = features[0]
+        results = []
+        for m, logits in enumerate(outputs[0]):
+            probabilities = softmax_rows(logits)
+            best = np.argsort(-probabilities, kind="stable")[:top_k]
+            candidates = []
+            for token_id in best:
+                token = self.tokenizer.inv_vocab[int(token_id)]
+                filled = list(feature.input_ids)
+                filled[feature.meta[m]] = int(token_id)
+                candidates.append({"score": float(probabilities[token_id]), "token": int(token_id),
+                                   "token_str": token, "sequence": _decode(self.tokenizer, filled)})
+            results.append(candidates)
+        return results[0] if len(results) == 1 else results
+
+
+def _decode(tokenizer: FullTokenizer, ids: list[int]) -> str:
+    """Word pieces back to text, without [CLS]/[SEP]/[PAD] (transformers' decode with
+    skip_special_tokens): "##" pieces join their word, punctuation keeps the spaces it had."""
+    skip = {tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.pad_token_id}
+    text = " ".join(tokenizer.inv_vocab[i] for i in ids if i not in skip)
+    text = text.replace(" ##", "")
+    for mark in (".", "?", "!", ",", "'", "n't", "'m", "'s", "'ve", "'re"):
+        text = text.replace(f" {mark}", mark)
+    return text
+
+
+def _decode(tokenizer: FullTokenizer, ids: list[int]) -> str:
+    """Word pieces back to text, without [CLS]/[SEP]/[PAD] (transformers' decode with
+    skip_special_tokens): "##" pieces join their word, punctuation keeps the spaces it had."""
+    skip = {tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.pad_token_id}
+    text = " ".join(tokenizer.inv_vocab[i] for i in ids if i not in skip)
+    text = text.replace(" ##", "")
+    for mark in (".", "?", "!", ",", "'", "n't", "'m", "'s", "'ve", "'re"):
+        text = text.replace(f" {mark}", mark)
+    return text

@@ -24,14 +24,16 @@ from pathlib import Path
 from typing import Mapping
 
 from bertkit.data.batching import FeatureDataset
-from bertkit.data.squad import (SquadExample, collect_raw_results, convert_examples_to_features, load_squad_dataset,
-                                read_squad_examples, split_articles, squad_evaluate,
-                                write_predictions, write_squad_dataset)
+from bertkit.data.squad import (RawResult, SquadExample, collect_raw_results, convert_examples_to_features,
+                                decode_predictions, is_whitespace, load_squad_dataset, read_squad_examples,
+                                split_articles, split_context, squad_evaluate, write_predictions,
+                                write_squad_dataset)
 from bertkit.errors import ConfigError
 from bertkit.heads import BertForQuestionAnswering
 from bertkit.tokenization import FullTokenizer
 from bertkit.training.logging import write_eval_results
 from bertkit.tasks.base import Task, run_task
+from bertkit.tasks.pipeline import Feature, Pipeline, check_text, question_records
 from bertkit.training.trainer import TrainingArguments
 
 logger = logging.getLogger("bertkit")
@@ -212,3 +214,87 @@ def write_outputs(output_dir: Path, task: SquadTask, data: SquadData, features, 
     logger.info("exact_match = %.2f | f1 = %.2f on %d questions", scores["exact_match"], scores["f1"],
                 len(data.eval_examples))
     return scores
+
+
+class QuestionAnsweringPipeline(Pipeline):
+    """p(question=..., context=...) -> {"answer", "start", "end", "score"} with context[start:end] == answer.
+
+    The context is cut into run_squad's doc-stride windows and decoded as run_squad decodes its
+    predictions (the n-best spans over all windows, max-context rule, max_answer_length).
+    """
+
+    task = "question-answering"
+    input_fields = ("question", "context")
+    warmup_input = {"question": "What is warmed up?", "context": "The model is warmed up."}
+
+    def default_options(self) -> dict:
+        # The windows and question length of training (run_squad), as the checkpoint recorded them.
+        saved = self.metadata
+        return {"doc_stride": saved.doc_stride or SquadTask.doc_stride,
+                "max_query_length": saved.max_query_length or SquadTask.max_query_length,
+                "max_answer_length": SquadTask.max_answer_length, "n_best_size": SquadTask.n_best_size, "top_k": 1}
+
+    def parse(self, question=None, context=None, **kwargs) -> tuple[bool, list]:
+        single, records = question_records(self.task, "context", question, context, kwargs)
+        items = []
+        for i, record in enumerate(records):
+            items.append((check_text(record["question"], f"input {i}: question"),
+                          check_text(record["context"], f"input {i}: context")))
+        return single, items
+
+    def preprocess(self, item, doc_stride=128, max_query_length=64, **options) -> list[Feature]:
+        question, context = item
+        doc_tokens, _ = split_context(context)
+        example = SquadExample("0", question, doc_tokens)
+        if self.max_seq_length < max_query_length + 4:
+            max_query_length = self.max_seq_length - 4
+        windows = convert_examples_to_features(
+            [example], self.tokenizer, self.max_seq_length, doc_stride, max_query_length, is_training=False,
+            progress=False, log=False)
+        return [Feature(w.input_ids, w.token_type_ids, meta=(example, w)) for w in windows]
+
+    def _outputs(self, batch, features) -> list:
+        output = self.model(**batch)
+        start, end = output.start_logits.float().cpu().numpy(), output.end_logits.float().cpu().numpy()
+        return [(s[:len(f.input_ids)], e[:len(f.input_ids)]) for s, e, f in zip(start, end, features)]
+
+    def postprocess(self, item, features, outputs, max_answer_length=30, n_best_size=20, top_k=1, **options):
+        question, context = item
+        example = features[0].meta[0]
+        windows = [f.meta[1] for f in features]
+        results = [RawResult(w.unique_id, s, e) for w, (s, e) in zip(windows, outputs)]
+        decoded = decode_predictions([example], windows, results, n_best_size, max_answer_length,
+                                                self.tokenizer.do_lower_case)[0]
+        word_starts = _word_starts(context)
+        answers = []
+        for entry, probability in zip(decoded.nbest, decoded.probabilities):
+            if entry.doc_start is None:
+                continue
+            start = _context_position(example.doc_tokens, word_starts, entry.doc_start, entry.char_start)
+            end = _context_position(example.doc_tokens, word_starts, entry.doc_start, entry.char_end - 1) + 1
+            answers.append({"score": float(probability), "start": start, "end": end, "answer": context[start:end]})
+            if top_k is not None and len(answers) >= top_k:
+                break
+        if not answers:
+            answers = [{"score": 0.0, "start": 0, "end": 0, "answer": ""}]
+        return answers[0] if top_k == 1 else answers
+
+
+def _word_starts(context: str) -> list[int]:
+    """The character where each of split_context's whitespace-separated words starts."""
+    starts, previous_space = [], True
+    for i, char in enumerate(context):
+        space = is_whitespace(char)
+        if not space and previous_space:
+            starts.append(i)
+        previous_space = space
+    return starts
+
+
+def _context_position(doc_tokens: list[str], word_starts: list[int], first_word: int, position: int) -> int:
+    """A character position in " ".join(doc_tokens[first_word:...]) -> the position in the context."""
+    word = first_word
+    while position >= len(doc_tokens[word]) + 1:  # the word and the one space after it
+        position -= len(doc_tokens[word]) + 1
+        word += 1
+    return word_starts[word] + min(position, len(doc_tokens[word]) - 1)

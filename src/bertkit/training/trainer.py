@@ -389,7 +389,7 @@ class Trainer:
                         # Gradients are all-reduced only on the group's last backward.
                         sync = contextlib.nullcontext() if step_done or self.world_size == 1 else model.no_sync()
                         with sync:
-                            loss = self._training_loss(model, batch)
+                            loss = self.compute_loss(model, batch)
                             (loss / group_size).backward()
                         step_loss += loss.detach() / group_size
                         if not step_done:
@@ -420,13 +420,19 @@ class Trainer:
                 self._metrics = None
         return TrainOutput(self.state.global_step, self.state.loss_sum / max(1, self.state.global_step), metrics)
 
-    def _training_loss(self, model, batch: dict) -> torch.Tensor:
+    def compute_loss(self, model, batch: dict) -> torch.Tensor:
+        """The loss of one training batch (fp32), which the loop backpropagates: the model's own
+        loss here; a subclass changes what is trained (distillation's DistillationTrainer)."""
         with self._autocast():
             output = model(**self._to_device(batch))
         if output.loss is None:
             raise ConfigError(f"the model returned no loss for a training batch with keys {sorted(batch)}; "
                               f"the batch must hold its labels ({', '.join(self.args.label_names)})")
         return output.loss.float()
+
+    def _training_loss(self, model, batch: dict) -> torch.Tensor:
+        """compute_loss's former private name, kept for one release."""
+        return self.compute_loss(model, batch)
 
     def _optimizer_step(self, model, optimizer, scheduler, step_loss, batches_per_epoch, total_steps, bar,
                         clock) -> bool:

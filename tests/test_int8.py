@@ -7,7 +7,7 @@ import torch
 
 from bertkit import heads, quantize
 from bertkit.cli.main import main
-from bertkit.compress.quantize import WEIGHT_LEVELS, Int8Linear, Int8SelfAttention
+from bertkit.int8 import WEIGHT_LEVELS, Int8Linear, Int8SelfAttention
 from bertkit.errors import ConfigError
 from bertkit.extract_features import FeatureExtractor
 from bertkit.heads import BertModel
@@ -54,7 +54,7 @@ def test_quantized_models_save_load_and_stay_close(tmp_path, name):
     int8.save_pretrained(tmp_path)
     loaded = cls.from_pretrained(tmp_path)
     assert not loaded.load_report.missing and not loaded.load_report.unexpected
-    assert loaded.config.extra["quantization_config"]["method"] == "dynamic-int8"
+    assert loaded.config.quantization_config.method == "dynamic-int8"
     with torch.no_grad():
         assert torch.equal(first(loaded(**batch)), first(b))
 
