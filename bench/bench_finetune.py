@@ -30,7 +30,8 @@ from bertkit.paths import minilm_dir, shared_data_dir  # noqa: E402
 
 def run_bertkit(data_dir: Path, model_dir: Path, epochs: float, seed: int) -> dict:
     from bertkit.heads import BertForSequenceClassification
-    from bertkit.tasks.classifier import ClassifierTask, run_classifier
+    from bertkit.tasks.base import run_task
+    from bertkit.tasks.classifier import ClassifierTask
     from bertkit.tokenization import FullTokenizer
     from bertkit.training.trainer import TrainingArguments
 
@@ -43,7 +44,7 @@ def run_bertkit(data_dir: Path, model_dir: Path, epochs: float, seed: int) -> di
                                  save_checkpoints_steps=None, plot=False, tensorboard=False, eval_steps=10**9,
                                  max_seq_length=128)
         start = time.perf_counter()
-        metrics = run_classifier(model, tokenizer, task, args)
+        metrics = run_task(task, model, tokenizer, args)
         elapsed = time.perf_counter() - start
     return {**metrics, "seconds": elapsed}
 

@@ -132,7 +132,7 @@ def task_plan(task: str, data: Path) -> tuple[list[Step], list[Row]]:
                                  f"--output_dir={outputs / name if name != 'teacher' else teacher}"])
 
     # MRPC's 3,668 pairs show the student few of the teacher's decisions; the teacher also labels
-    # these inputs (bertkit distill --transfer_set; compress/transfer.py).
+    # these inputs (bertkit distill --transfer_set; data/transfer.py).
     transfer = f"--transfer_set=swap,STS-B={data / 'glue' / 'STS-B'},RTE={data / 'glue' / 'RTE'}"
     epochs = TEACHER_EPOCHS[task]
     teacher_row = Row(f"teacher: MiniLM-L6 fine-tuned ({epochs} epoch{'s' * (epochs != 1)})", task, "teacher")

@@ -24,7 +24,7 @@ from bertkit.data.glue import encode_text_pair
 from bertkit.errors import ConfigError, DataError
 from bertkit.io_utils import atomic_save_with, atomic_write, read_text_lines
 from bertkit.modeling import BertModel
-from bertkit.tasks.feature_extraction import POOLINGS, FeatureExtractionPipeline, pool  # noqa: F401 (pool: kept here)
+from bertkit.tasks.feature_extraction import POOLINGS, FeatureExtractionPipeline, pool  # noqa: F401 (pool: moved, kept importable)
 from bertkit.tokenization import FullTokenizer
 
 GOOGLE_LAYERS = (-1, -2, -3, -4)  # Google's default: the top four layers

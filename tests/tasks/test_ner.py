@@ -60,16 +60,15 @@ def test_evaluation_scores_word_tags_from_windowed_token_predictions(tmp_path):
     tokenizer = FullTokenizer(VOCAB, do_lower_case=True)
     labels = ["O", "B-LOC", "B-MISC", "B-ORG", "B-PER", "I-ORG", "I-PER"]
     task = NerTask(data_dir=str(FIXTURES), max_seq_length=8, label_list=labels)  # windows in testb's long sentence
-    task.dataset("test", tokenizer, None)
-    split = task._splits["test"]
+    split = task.dataset("test", tokenizer, None)
     assert len(split.features) > len(split.examples)
     # Predict the gold label at every labelled position: the words' tags come back exactly.
     predictions = np.array([f.labels + [-100] * (8 - len(f.labels)) for f in split.features])
     predictions = np.where(predictions < 0, 0, predictions)
-    metrics = task.metrics("test", predictions)
-    assert task.tags("test", predictions) == [e.labels for e in split.examples]
+    metrics = task.metrics(split, predictions)
+    assert task.tags(split, predictions) == [e.labels for e in split.examples]
     assert metrics["f1"] == 1.0 and metrics["support"] == 5 and metrics["MISC_support"] == 0
-    write_conll_predictions(tmp_path / "p.txt", split.examples, task.tags("test", predictions))
+    write_conll_predictions(tmp_path / "p.txt", split.examples, task.tags(split, predictions))
     assert read_conll(tmp_path / "p.txt", label_column=1)[0].words == split.examples[0].words
     assert (tmp_path / "p.txt").read_text().startswith("John B-PER B-PER\nand O O\nMary B-PER B-PER\n")
     write_conll_predictions(tmp_path / "u.txt", [NerExample("u", ["a", "b"])], [["O", "B-PER"]])

@@ -10,7 +10,7 @@ uniform:N; embeddings, those layers, pooler and classifier are copied), built fr
 projection to the teacher's width), or given as --student (a saved model, e.g. a pruned one).
 loss = alpha * T^2 * KL(teacher || student) + (1 - alpha) * cross-entropy (MSE for STS-B).
 --teacher_cache_dir stores the teacher's logits so that it runs once. --transfer_set adds inputs that
-only the teacher labels (swapped pairs, masked copies, another task's inputs; compress/transfer.py).
+only the teacher labels (swapped pairs, masked copies, another task's inputs; data/transfer.py).
 Data, evaluation and outputs are run_classifier's; the student is saved in --output_dir.
 """
 
@@ -26,7 +26,7 @@ from bertkit.cli.main import positive_int, str2bool
 from bertkit.compress.distill import DistillationArguments
 from bertkit.compress.layerdrop import set_layerdrop
 from bertkit.compress.student import student_from_teacher
-from bertkit.compress.transfer import parse_transfer_set
+from bertkit.data.transfer import parse_transfer_set
 from bertkit.config import BertConfig
 from bertkit.data.glue import get_processor
 from bertkit.errors import ConfigError

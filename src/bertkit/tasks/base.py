@@ -3,21 +3,25 @@
 A task says what is particular to it, as Lightning's LightningModule does; run_task owns the rest
 (the order of the steps, the log banners, the results, writing on the main process only):
 
-    dataset(split, tokenizer, args)     "train" / "dev" / "test" read and converted into features
-                                        named as the model's arguments
+    check(model, tokenizer)             the flags against the model, before any work (changes nothing)
+    configure(model)                    what the task sets on the model for its run (default: nothing)
+    dataset(split, tokenizer, args)     "train" / "dev" / "test" read and converted: a Split, whose
+                                        `dataset` holds features named as the model's arguments
     eval_step(output, batch)            what evaluation and prediction collect per row
-    metrics(split, predictions, labels) the split's scores
-    write_predictions(output_dir, split, predictions, results)
+    metrics(data, predictions, labels)  the split's scores (`data`: the Split, examples included)
+    write_predictions(output_dir, data, predictions, results)
                                         prediction files (and any scores made from them)
-    metadata()                          what a saved model records for prediction (config.json)
+    metadata()                          what a saved model records for prediction (TaskMetadata)
 
-Adding a task is one module: a Task subclass with its data, head (`model_class`), metric and
-postprocessing, plus a thin CLI command.
+A task keeps no per-split state: what metrics and prediction files need of a split travels in
+its Split. Adding a task is one module (a Task subclass with its data, head (`model_class`),
+metric and postprocessing; its Pipeline), one line in tasks/registry.py and a thin CLI command.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass
 import functools
 import logging
 from pathlib import Path
@@ -52,6 +56,22 @@ def record_task(config: BertConfig, task: str, max_seq_length: int, tokenizer, *
     config.task_metadata.validate()
 
 
+@dataclass
+class Split:
+    """One split of a task's data, read and converted: the Dataset the Trainer runs, and what the
+    task's metrics and prediction files need of it (its examples, features, file, ...)."""
+
+    name: str  # "train", "dev" or "test"
+    dataset: Dataset
+    examples: Any = None
+    features: Any = None
+    source: Path | None = None  # the file it was read from
+    extra: dict = dataclasses.field(default_factory=dict)  # anything else the task's outputs need
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+
 class Task:
     """What one task is; subclasses are dataclasses holding the task's flags (data, lengths, do_*)."""
 
@@ -75,19 +95,22 @@ class Task:
             raise ConfigError("at least one of --do_train, --do_eval or --do_predict must be true")
 
     def check(self, model, tokenizer) -> None:
-        """Check the flags against the model before any work (and keep what the task needs of it)."""
+        """Check the flags against the model before any work; changes neither."""
         positions = model.config.max_position_embeddings
         if self.max_seq_length > positions:
             raise ConfigError(f"--max_seq_length={self.max_seq_length} is more than the model's "
                               f"max_position_embeddings={positions}; lower it, or extend the position table "
                               f"with --max_position_embeddings={self.max_seq_length}")
 
+    def configure(self, model) -> None:
+        """Set what the task's flags change on the model for this run (a training choice, not a check)."""
+
     def metadata(self) -> dict:
         """The task's own TaskMetadata fields (config.json) beyond finetuning_task, max_seq_length
         and do_lower_case, which run_task records for every task."""
         return {}
 
-    def dataset(self, split: str, tokenizer, args: TrainingArguments) -> Dataset:
+    def dataset(self, split: str, tokenizer, args: TrainingArguments) -> Split:
         raise NotImplementedError
 
     def has_labels(self, split: str) -> bool:
@@ -97,10 +120,10 @@ class Task:
     def eval_step(self, output, batch: dict) -> Any:
         return output.logits
 
-    def metrics(self, split: str, predictions, labels) -> dict[str, float]:
+    def metrics(self, data: Split, predictions, labels) -> dict[str, float]:
         return {}
 
-    def write_predictions(self, output_dir: Path, split: str, predictions, results: dict) -> dict:
+    def write_predictions(self, output_dir: Path, data: Split, predictions, results: dict) -> dict:
         """Write the split's prediction files; return any scores computed from them."""
         return {}
 
@@ -116,6 +139,7 @@ def run_task(task: Task, model, tokenizer, args: TrainingArguments, resume: bool
     """
     task.validate()
     task.check(model, tokenizer)
+    task.configure(model)
     record_task(model.config, task.name, task.max_seq_length, tokenizer, **task.metadata())
     args = dataclasses.replace(args, label_names=task.label_names)
     output_dir = Path(args.output_dir)
@@ -127,9 +151,10 @@ def run_task(task: Task, model, tokenizer, args: TrainingArguments, resume: bool
         logger.info("***** Running training *****  %d examples, batch size %d, %s", len(train), args.train_batch_size,
                     f"{args.max_steps} steps" if args.max_steps else f"{args.num_train_epochs} epochs")
     make_trainer = make_trainer or Trainer
-    trainer = make_trainer(model, args, train_dataset=train, eval_dataset=evaluate, tokenizer=tokenizer,
+    trainer = make_trainer(model, args, train_dataset=train.dataset if train else None,
+                           eval_dataset=evaluate.dataset if evaluate else None, tokenizer=tokenizer,
                            eval_step=task.eval_step,
-                           compute_metrics=functools.partial(task.metrics, task.eval_split) if evaluate else None)
+                           compute_metrics=functools.partial(task.metrics, evaluate) if evaluate else None)
     results: dict = {}
     last = None
     if task.do_train:
@@ -143,18 +168,18 @@ def run_task(task: Task, model, tokenizer, args: TrainingArguments, resume: bool
             last = trainer.evaluate()
             results.update(last)
         if trainer.is_main:
-            results.update(task.write_predictions(output_dir, task.eval_split, last.predictions, dict(last)))
+            results.update(task.write_predictions(output_dir, evaluate, last.predictions, dict(last)))
     if predict is not None:
         split, data = task.predict_split, predict
         logger.info("***** Running predictions *****  %d examples (%s), batch size %d", len(data), split,
                     args.eval_batch_size)
         if task.has_labels(split):  # scored like the dev set; writes <split>_results.txt
-            scores = trainer.evaluate(data, prefix=split, compute_metrics=functools.partial(task.metrics, split))
+            scores = trainer.evaluate(data.dataset, prefix=split, compute_metrics=functools.partial(task.metrics, data))
             predictions = scores.predictions
             results.update({k: v for k, v in scores.items() if k.startswith(f"{split}_")})
         else:  # every process takes part in the gather
-            predictions, scores = trainer.predict(data).predictions, {}
+            predictions, scores = trainer.predict(data.dataset).predictions, {}
         if trainer.is_main:
-            results.update(task.write_predictions(output_dir, split, predictions,
+            results.update(task.write_predictions(output_dir, data, predictions,
                                                   {**scores, "global_step": trainer.state.global_step}))
     return results

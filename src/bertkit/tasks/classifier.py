@@ -15,14 +15,14 @@ import numpy as np
 from scipy.special import softmax
 
 from bertkit.compress.distill import DistillationArguments, DistillationTrainer
-from bertkit.compress.transfer import with_transfer_set
+from bertkit.data.transfer import with_transfer_set
 from bertkit.data.batching import FeatureDataset
 from bertkit.data.features import load_or_build_features
 from bertkit.data.glue import DataProcessor, InputExample, convert_examples_to_features, get_processor
 from bertkit.heads import BertForSequenceClassification
 from bertkit.errors import ConfigError
 from bertkit.io_utils import atomic_write
-from bertkit.tasks.base import Task, run_task
+from bertkit.tasks.base import Split, Task, run_task
 from bertkit.tasks.pipeline import Feature, Pipeline, check_text, softmax_rows
 from bertkit.tokenization import FullTokenizer
 from bertkit.training.metrics import glue_compute_metrics
@@ -61,18 +61,19 @@ class ClassifierTask(Task):
     def processor(self) -> DataProcessor:
         return get_processor(self.task_name)
 
-    def dataset(self, split: str, tokenizer: FullTokenizer, args) -> FeatureDataset:
-        return build_dataset(self.processor, self, split, tokenizer, str(tokenizer.vocab_file), args.pad_to_max_length,
-                             args.progress)[1]
+    def dataset(self, split: str, tokenizer: FullTokenizer, args) -> Split:
+        examples, data = build_dataset(self.processor, self, split, tokenizer, str(tokenizer.vocab_file),
+                                       args.pad_to_max_length, args.progress)
+        return Split(split, data, examples)
 
     def metadata(self) -> dict:
         return {"problem_type": "regression" if self.processor.is_regression else "single_label_classification"}
 
-    def metrics(self, split: str, predictions: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    def metrics(self, data: Split, predictions: np.ndarray, labels: np.ndarray) -> dict[str, float]:
         return glue_metrics_fn(self.task_name, self.processor.is_regression)(predictions, labels)
 
-    def write_predictions(self, output_dir: Path, split: str, predictions: np.ndarray, results: dict) -> dict:
-        if split == "test":
+    def write_predictions(self, output_dir: Path, data: Split, predictions: np.ndarray, results: dict) -> dict:
+        if data.name == "test":
             write_glue_predictions(output_dir, self.task_name, self.processor, predictions)
         return {}
 
@@ -136,19 +137,13 @@ def write_glue_predictions(output_dir: Path, task_name: str, processor: DataProc
                 output_dir / "test_results.tsv", name)
 
 
-def run_classifier(model: BertForSequenceClassification, tokenizer: FullTokenizer, task: ClassifierTask,
-                   args: TrainingArguments, resume: bool = False) -> dict:
-    """Train, evaluate and predict as asked (run_task); returns the results."""
-    return run_task(task, model, tokenizer, args, resume=resume)
-
-
 def distill_classifier(teacher: BertForSequenceClassification, student: BertForSequenceClassification, tokenizer,
                        task: ClassifierTask, args: TrainingArguments, distill_args: DistillationArguments,
                        resume: bool = False, transfer_set: list | None = None) -> dict:
     """run_classifier's data and metrics, with the student trained by distillation from `teacher`.
 
     Evaluation and prediction are the student's, as run_classifier's. `transfer_set`
-    (compress/transfer.py's sources) adds inputs that the teacher alone labels.
+    (data/transfer.py's sources) adds inputs that the teacher alone labels.
     """
     processor = task.processor
     if teacher.config.num_labels != processor.num_labels:

@@ -20,14 +20,13 @@ from scipy.special import softmax
 from bertkit.data.batching import FeatureDataset
 from bertkit.data.multiple_choice import (MultipleChoiceExample, MultipleChoiceProcessor, convert_example,
                                           convert_examples_to_features, get_processor)
-from bertkit.errors import DataError
+from bertkit.errors import ConfigError, DataError
 from bertkit.heads import BertForMultipleChoice
 from bertkit.io_utils import atomic_write
 from bertkit.tokenization import FullTokenizer
 from bertkit.training.metrics import accuracy
-from bertkit.tasks.base import Task, run_task
+from bertkit.tasks.base import Split, Task
 from bertkit.tasks.pipeline import Feature, Pipeline, check_text, question_records, softmax_rows
-from bertkit.training.trainer import TrainingArguments
 
 logger = logging.getLogger("bertkit")
 
@@ -50,28 +49,24 @@ class MultipleChoiceTask(Task):
 
     model_class = BertForMultipleChoice
 
-    def __post_init__(self):
-        self._examples: dict[str, list[MultipleChoiceExample]] = {}
-
     @property
     def name(self) -> str:
         return self.task_name.lower()
 
-    def dataset(self, split: str, tokenizer: FullTokenizer, args) -> FeatureDataset:
+    def dataset(self, split: str, tokenizer: FullTokenizer, args) -> Split:
         processor = get_processor(self.task_name)
         examples, dataset = build_dataset(processor, self, split, tokenizer, args.pad_to_max_length, args.progress)
         if split == "dev" and any(example.label is None for example in examples):
             raise DataError(f"{processor.data_file(self.data_dir, 'dev')}: has examples without an answer; "
                             "--do_eval needs a labelled dev file")
-        self._examples[split] = examples
-        return dataset
+        return Split(split, dataset, examples)
 
-    def metrics(self, split: str, logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    def metrics(self, data: Split, logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
         return {"accuracy": accuracy(logits.argmax(axis=-1), labels)}
 
-    def write_predictions(self, output_dir: Path, split: str, logits: np.ndarray, results: dict) -> dict:
-        name = EVAL_PREDICTIONS_FILE if split == "dev" else TEST_PREDICTIONS_FILE
-        write_choice_predictions(output_dir / name, self._examples[split], logits)
+    def write_predictions(self, output_dir: Path, data: Split, logits: np.ndarray, results: dict) -> dict:
+        name = EVAL_PREDICTIONS_FILE if data.name == "dev" else TEST_PREDICTIONS_FILE
+        write_choice_predictions(output_dir / name, data.examples, logits)
         return {}
 
 
@@ -103,12 +98,6 @@ def write_choice_predictions(path: str | Path, examples: list[MultipleChoiceExam
                 record["label"] = example.choice_labels[example.label]
             handle.write(json.dumps(record) + "\n")
     logger.info("wrote %d predictions to %s", len(examples), path)
-
-
-def run_multiple_choice(model: BertForMultipleChoice, tokenizer: FullTokenizer, task: MultipleChoiceTask,
-                        args: TrainingArguments, resume: bool = False) -> dict:
-    """Train, evaluate and predict as asked (run_task); returns the results."""
-    return run_task(task, model, tokenizer, args, resume=resume)
 
 
 class MultipleChoicePipeline(Pipeline):

@@ -27,15 +27,14 @@ from typing import Sequence
 import numpy as np
 
 from bertkit.data.batching import FeatureDataset
-from bertkit.data.ner import (NerExample, NerFeature, align_predictions, check_labels,
+from bertkit.data.ner import (NerExample, align_predictions, check_labels,
                               convert_examples_to_features, entity_type, get_labels, read_conll)
 from bertkit.errors import ConfigError
 from bertkit.heads import BertForTokenClassification
 from bertkit.io_utils import atomic_write
-from bertkit.tasks.base import Task, run_task
+from bertkit.tasks.base import Split, Task
 from bertkit.tasks.pipeline import Feature, Pipeline, check_texts, softmax_rows
 from bertkit.tokenization import FullTokenizer
-from bertkit.training.trainer import TrainingArguments
 
 logger = logging.getLogger("bertkit")
 
@@ -67,9 +66,6 @@ class NerTask(Task):
     model_class = BertForTokenClassification
     name = "ner"
 
-    def __post_init__(self):
-        self._splits: dict[str, NerSplit] = {}
-
     def validate(self) -> None:
         super().validate()
         if self.doc_stride is not None and self.doc_stride < 1:
@@ -87,26 +83,24 @@ class NerTask(Task):
     def has_labels(self, split: str) -> bool:
         return split != "test" or self.test_has_labels
 
-    def dataset(self, split: str, tokenizer, args) -> FeatureDataset:
-        self._splits[split] = build_split(self, split, tokenizer, self.label_list)
-        return self._splits[split].dataset
+    def dataset(self, split: str, tokenizer, args) -> "NerSplit":
+        return build_split(self, split, tokenizer, self.label_list)
 
     def eval_step(self, output, batch):
         return output.logits.argmax(dim=-1)  # the class id per token: ints, not a float per class
 
-    def tags(self, split: str, predictions: np.ndarray) -> list[list[str]]:
+    def tags(self, data: "NerSplit", predictions: np.ndarray) -> list[list[str]]:
         """Per-token predicted ids -> one tag per word of every sentence of the split."""
-        data = self._splits[split]
         ids = align_predictions(data.features, predictions, data.examples)
         return [[self.label_list[i] for i in sentence] for sentence in ids]
 
-    def metrics(self, split: str, predictions: np.ndarray, labels=None) -> dict[str, float]:
-        gold = [e.labels for e in self._splits[split].examples]
-        return ner_metrics(gold, self.tags(split, predictions), entity_types_of(self.label_list))
+    def metrics(self, data: "NerSplit", predictions: np.ndarray, labels=None) -> dict[str, float]:
+        gold = [e.labels for e in data.examples]
+        return ner_metrics(gold, self.tags(data, predictions), entity_types_of(self.label_list))
 
-    def write_predictions(self, output_dir: Path, split: str, predictions: np.ndarray, results: dict) -> dict:
-        data = self._splits[split]
-        write_conll_predictions(output_dir / f"predictions_{split}.txt", data.examples, self.tags(split, predictions))
+    def write_predictions(self, output_dir: Path, data: "NerSplit", predictions: np.ndarray, results: dict) -> dict:
+        split = data.name
+        write_conll_predictions(output_dir / f"predictions_{split}.txt", data.examples, self.tags(data, predictions))
         if data.has_labels:
             write_report(output_dir, "eval" if split == "dev" else split, results, entity_types_of(self.label_list),
                          data.path)
@@ -115,14 +109,12 @@ class NerTask(Task):
         return {}
 
 
-@dataclass
-class NerSplit:
-    """One data file, read and converted: sentences, their window features and the Dataset."""
+class NerSplit(Split):
+    """One data file, read and converted: sentences (`examples`), their window features and the Dataset."""
 
-    path: Path
-    examples: list[NerExample]
-    features: list[NerFeature]
-    dataset: FeatureDataset
+    @property
+    def path(self) -> Path:
+        return self.source
 
     @property
     def has_labels(self) -> bool:
@@ -156,7 +148,7 @@ def build_split(task: NerTask, split: str, tokenizer: FullTokenizer, label_list:
     features = convert_examples_to_features(examples, label_list, task.max_seq_length, tokenizer, task.doc_stride)
     logger.info("%s: %d sentences, %d words, %d windows", path, len(examples),
                 sum(len(e.words) for e in examples), len(features))
-    return NerSplit(path, examples, features, FeatureDataset(features))
+    return NerSplit(split, FeatureDataset(features), examples, features, path)
 
 
 # -- metrics ---------------------------------------------------------------------------------
@@ -236,21 +228,6 @@ def write_report(output_dir: Path, prefix: str, results: dict, entity_types: Seq
         handle.write("\n")
     with atomic_write(output_dir / f"{prefix}_per_type.txt") as handle:
         handle.write(f"{path}, step {results.get('global_step')}\n\n" + per_type_table(plain, types))
-
-
-# -- the runner ------------------------------------------------------------------------------
-
-
-def run_ner(model: BertForTokenClassification, tokenizer: FullTokenizer, task: NerTask, args: TrainingArguments,
-            resume: bool = False) -> dict:
-    """Train, evaluate (dev) and predict (test) as asked (run_task). The label list is the model's
-    (config.id2label). Returns the dev metrics (`eval_*`) and the test metrics (`test_*`)."""
-    label_list = model_labels(model.config)
-    if label_list is None or len(label_list) != model.config.num_labels:
-        raise ConfigError("the model's config has no NER label list (id2label with an 'O' tag for every class); "
-                          "build it with id2label/label2id from the training file (training_labels)")
-    task.label_list = label_list
-    return run_task(task, model, tokenizer, args, resume=resume)
 
 
 class TokenClassificationPipeline(Pipeline):

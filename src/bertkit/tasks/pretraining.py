@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from bertkit.data.pretraining import PretrainingDataset, expand_shard_dirs, load_index, vocab_fingerprint
 from bertkit.errors import ConfigError
 from bertkit.heads import BertForPreTraining, PreTrainingOutput
-from bertkit.tasks.base import Task, run_task
+from bertkit.tasks.base import Split, Task, run_task
 from bertkit.tasks.pipeline import Feature, Pipeline, check_texts, softmax_rows
 from bertkit.tokenization import FullTokenizer
 from bertkit.training.trainer import TrainingArguments
@@ -61,27 +61,36 @@ class PretrainingTask(Task):
     label_names = ("labels", "next_sentence_label")
 
     def check(self, model, tokenizer) -> None:
-        # No max_seq_length check here: check_data_fits names the flag that fits the shards.
-        model.next_sentence_weight = self.next_sentence_weight
-        self._model, self._tokenizer = model, tokenizer
+        # No max_seq_length check here: check_data_fits names the flag that fits the shards (all of
+        # them: the evaluation's first max_eval_steps batches are a part of its files).
+        files = {self.input_file} if self.do_train else set()
+        if self.do_eval:
+            files.add(self.eval_input_file or self.input_file)
+        for input_file in sorted(files):
+            check_data_fits(PretrainingDataset(input_file), model, tokenizer, self)
 
-    def dataset(self, split: str, tokenizer, args) -> PretrainingDataset:
+    def configure(self, model) -> None:
+        model.next_sentence_weight = self.next_sentence_weight
+
+    def _read(self, split: str, eval_batch_size: int) -> PretrainingDataset:
         if split == "train":
-            data = PretrainingDataset(self.input_file)
+            return PretrainingDataset(self.input_file)
+        limit = self.max_eval_steps * eval_batch_size
+        return PretrainingDataset(self.eval_input_file or self.input_file,
+                                  limit=min(limit, self.max_eval_examples or limit))
+
+    def dataset(self, split: str, tokenizer, args) -> Split:
+        data = self._read(split, args.eval_batch_size)
+        if split == "train":
             logger.info("%d instances (max_seq_length %d)", len(data), data.max_seq_length)
-        else:
-            limit = self.max_eval_steps * args.eval_batch_size
-            data = PretrainingDataset(self.eval_input_file or self.input_file,
-                                      limit=min(limit, self.max_eval_examples or limit))
-        check_data_fits(data, self._model, tokenizer, self)
-        return data
+        mask_token_id = tokenizer.vocab.get("[MASK]") if tokenizer is not None else None
+        return Split(split, data, extra={"mask_token_id": mask_token_id})
 
     def eval_step(self, output: PreTrainingOutput, batch: dict):
         return pretraining_step(output, batch)
 
-    def metrics(self, split: str, predictions, labels) -> dict[str, float]:
-        mask_token_id = self._tokenizer.vocab.get("[MASK]") if self._tokenizer is not None else None
-        return pretraining_metrics(predictions, labels, mask_token_id=mask_token_id)
+    def metrics(self, data: Split, predictions, labels) -> dict[str, float]:
+        return pretraining_metrics(predictions, labels, mask_token_id=data.extra["mask_token_id"])
 
     def validate(self) -> None:
         if not (self.do_train or self.do_eval):
@@ -257,13 +266,3 @@ def _decode(tokenizer: FullTokenizer, ids: list[int]) -> str:
         text = text.replace(f" {mark}", mark)
     return text
 
-
-def _decode(tokenizer: FullTokenizer, ids: list[int]) -> str:
-    """Word pieces back to text, without [CLS]/[SEP]/[PAD] (transformers' decode with
-    skip_special_tokens): "##" pieces join their word, punctuation keeps the spaces it had."""
-    skip = {tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.pad_token_id}
-    text = " ".join(tokenizer.inv_vocab[i] for i in ids if i not in skip)
-    text = text.replace(" ##", "")
-    for mark in (".", "?", "!", ",", "'", "n't", "'m", "'s", "'ve", "'re"):
-        text = text.replace(f" {mark}", mark)
-    return text

@@ -30,11 +30,9 @@ from bertkit.data.squad import (RawResult, SquadExample, collect_raw_results, co
                                 write_squad_dataset)
 from bertkit.errors import ConfigError
 from bertkit.heads import BertForQuestionAnswering
-from bertkit.tokenization import FullTokenizer
 from bertkit.training.logging import write_eval_results
-from bertkit.tasks.base import Task, run_task
+from bertkit.tasks.base import Split, Task
 from bertkit.tasks.pipeline import Feature, Pipeline, check_text, question_records
-from bertkit.training.trainer import TrainingArguments
 
 logger = logging.getLogger("bertkit")
 
@@ -67,8 +65,7 @@ class SquadTask(Task):
     model_class = BertForQuestionAnswering
 
     def __post_init__(self):
-        self._data: SquadData | None = None
-        self._features: list = []
+        self._data: SquadData | None = None  # the files, read once for both splits
 
     @property
     def name(self) -> str:
@@ -85,7 +82,7 @@ class SquadTask(Task):
             self._data = load_data(self)
         return self._data
 
-    def dataset(self, split: str, tokenizer, args) -> FeatureDataset:
+    def dataset(self, split: str, tokenizer, args) -> Split:
         data = self.data()
         convert = dict(tokenizer=tokenizer, max_seq_length=self.max_seq_length, doc_stride=self.doc_stride,
                        max_query_length=self.max_query_length, pad_to_max_length=args.pad_to_max_length,
@@ -93,18 +90,18 @@ class SquadTask(Task):
         if split == "train":
             features = convert_examples_to_features(data.train_examples, is_training=True, **convert)
             logger.info("%d questions in %d windows", len(data.train_examples), len(features))
-        else:
-            features = self._features = convert_examples_to_features(data.eval_examples, is_training=False, **convert)
-            self._do_lower_case = tokenizer.do_lower_case
-        return FeatureDataset(features)
+            return Split(split, FeatureDataset(features), data.train_examples, features)
+        features = convert_examples_to_features(data.eval_examples, is_training=False, **convert)
+        return Split(split, FeatureDataset(features), data.eval_examples, features,
+                     extra={"do_lower_case": tokenizer.do_lower_case})
 
     def eval_step(self, output, batch):
         return output.start_logits, output.end_logits
 
-    def write_predictions(self, output_dir: Path, split: str, predictions, results: dict) -> dict:
+    def write_predictions(self, output_dir: Path, data: Split, predictions, results: dict) -> dict:
         start_logits, end_logits = predictions
-        return write_outputs(output_dir, self, self.data(), self._features,
-                             collect_raw_results(self._features, start_logits, end_logits), self._do_lower_case,
+        return write_outputs(output_dir, self, self.data(), data.features,
+                             collect_raw_results(data.features, start_logits, end_logits), data.extra["do_lower_case"],
                              results.get("global_step", 0))
 
     def validate(self) -> None:
@@ -184,13 +181,6 @@ def _only_questions(dataset: dict, ids: set[str]) -> dict:
         if paragraphs:
             articles.append({**article, "paragraphs": paragraphs})
     return {**dataset, "data": articles}
-
-
-def run_squad(model: BertForQuestionAnswering, tokenizer: FullTokenizer, task: SquadTask, args: TrainingArguments,
-              resume: bool = False) -> dict:
-    """Train and predict as asked (run_task); returns the training metrics and, when the prediction
-    file has gold answers, `exact_match` and `f1` (in percent, on the main process)."""
-    return run_task(task, model, tokenizer, args, resume=resume)
 
 
 def write_outputs(output_dir: Path, task: SquadTask, data: SquadData, features, raw_results, do_lower_case: bool,

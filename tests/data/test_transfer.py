@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from bertkit.cli.main import main
-from bertkit.compress.transfer import (MASK_PROBABILITY, TransferSource, mask_words, parse_transfer_set,
+from bertkit.data.transfer import (MASK_PROBABILITY, TransferSource, mask_words, parse_transfer_set,
                                        with_transfer_set)
 from bertkit.data.glue import InputExample, get_processor
 from bertkit.errors import ConfigError, DataError
