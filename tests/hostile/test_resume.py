@@ -23,6 +23,7 @@ from bertkit.data.batching import FeatureDataset
 from bertkit.errors import CheckpointError
 from bertkit.heads import BertForSequenceClassification
 from bertkit.training import Trainer, TrainingArguments
+from bertkit.training import checkpoints as checkpoints_module
 from bertkit.training import trainer as trainer_module
 from helpers import make_examples, tiny_config
 
@@ -192,7 +193,7 @@ def test_a_full_disk_while_saving_keeps_the_previous_checkpoint(tmp_path, monkey
 
 
 def test_a_full_disk_is_told_from_other_write_errors(tmp_path):
-    is_full = trainer_module._is_disk_full
+    is_full = checkpoints_module._is_disk_full
     assert is_full(OSError(errno.ENOSPC, "No space left on device"), tmp_path)
     assert is_full(OSError(errno.EDQUOT, "Disk quota exceeded"), tmp_path)
     # safetensors quotes the OS message; torch.save's RuntimeError hides it behind the free space.
