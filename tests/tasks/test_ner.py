@@ -77,7 +77,7 @@ def test_evaluation_scores_word_tags_from_windowed_token_predictions(tmp_path):
 
 def _cli(tmp_path, *extra):
     return ["-q", "run_ner", f"--data_dir={FIXTURES}", f"--vocab_file={VOCAB}", "--max_seq_length=16",
-            "--train_batch_size=4", "--no_progress", "--cache_dir=none", *extra]
+            "--train_batch_size=4", "--no_progress", *extra]
 
 
 def test_cli_end_to_end_from_scratch_then_eval_with_the_saved_labels(tmp_path, capsys):

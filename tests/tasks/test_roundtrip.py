@@ -15,7 +15,7 @@ from helpers import TINY_VOCAB, google_tiny_config
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "tests" / "fixtures"
-TRAIN = ["--do_train", "--max_steps=2", "--train_batch_size=4", "--no_progress", "--cache_dir=none"]
+TRAIN = ["--do_train", "--max_steps=2", "--train_batch_size=4", "--no_progress"]
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -49,7 +49,7 @@ def test_text_classification(tmp_path, tiny_config):
     out = tmp_path / "out"
     assert main(["-q", "run_classifier", "--task_name=MRPC", f"--data_dir={ROOT / 'examples' / 'data' / 'mrpc_sample'}",
                  f"--bert_config_file={tiny_config}", f"--vocab_file={TINY_VOCAB}", "--do_lower_case=false",
-                 "--max_seq_length=24", f"--output_dir={out}", *TRAIN]) == 0
+                 "--max_seq_length=24", f"--output_dir={out}", "--cache_dir=none", *TRAIN]) == 0
     config, p = saved(out)
     assert p.task == "text-classification" and config.task_metadata.finetuning_task == "mrpc"
     assert config.task_metadata.do_lower_case is False and p.tokenizer.do_lower_case is False

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 from dataclasses import dataclass
@@ -152,8 +153,10 @@ def max_seq_length_for(args, config: BertConfig) -> int:
     return args.max_seq_length
 
 
-def add_training_arguments(parser, learning_rate: float = 5e-5, epochs: float = 3.0, max_seq_length: int = 128) -> None:
-    """Google's training flags plus bertkit's; shared by every task runner."""
+def add_training_arguments(parser, learning_rate: float = 5e-5, epochs: float = 3.0, max_seq_length: int = 128,
+                           feature_cache: bool = False) -> None:
+    """Google's training flags plus bertkit's; shared by every task runner. `feature_cache`: the
+    runner caches its features (--cache_dir); the others have no such flag."""
     flag = dict(type=str2bool, nargs="?", const=True, default=False, metavar="BOOL")
     google = parser.add_argument_group("Google's flags")
     google.add_argument("--output_dir", required=True)
@@ -201,8 +204,9 @@ def add_training_arguments(parser, learning_rate: float = 5e-5, epochs: float = 
     ours.add_argument("--resume", type=resume_mode, nargs="?", const=True, default=False, metavar="BOOL|strict",
                       help="continue from the newest intact checkpoint in --output_dir (a damaged newer one is "
                            "skipped with a warning); strict: stop if the newest is damaged")
-    ours.add_argument("--cache_dir", default=default_cache_dir(),
-                      help="feature cache directory ('none' disables it)")
+    if feature_cache:
+        ours.add_argument("--cache_dir", default=default_cache_dir(),
+                          help="feature cache directory ('none' disables it)")
     ours.add_argument("--no_progress", action="store_true", help="no progress bar (log lines only)")
 
 
@@ -253,12 +257,30 @@ def print_results(results: dict, name=lambda key: key) -> None:
             print(f"{name(key)} = {results[key]}")
 
 
-def train_task(args, task, training: TrainingArguments, **overrides) -> dict:
+def cache_dir(args) -> str | None:
+    """--cache_dir, None when it is 'none'."""
+    return None if args.cache_dir.lower() == "none" else args.cache_dir
+
+
+def task_from_args(task_class, args, **values):
+    """A runner's Task from its flags, declared once: every field of the Task dataclass whose flag
+    the runner's parser has (same name) takes the flag's value; `values` are what the runner
+    computes itself. Validated here, so that a bad flag fails before any model loads."""
+    names = {f.name for f in dataclasses.fields(task_class)}
+    flags = {name: getattr(args, name) for name in names if hasattr(args, name)}
+    task = task_class(**{**flags, **values})
+    task.validate()
+    return task
+
+
+def train_task(args, task, training: TrainingArguments, source: ModelSource | None = None,
+               name=lambda key: key, **overrides) -> dict:
     """What every runner does once its flags are checked: load the model (its class is the
-    task's) and the tokenizer, run the task, and print the results."""
-    source = ModelSource.from_args(args)
+    task's) and the tokenizer from `source` (default: the model flags), run the task, and print
+    the results (`name` maps a result's key to the printed one)."""
+    source = source or ModelSource.from_args(args)
     model = load_training_model(args, source, task.model_class, **overrides)
     tokenizer = load_tokenizer(source, model.config)
     results = run_task(task, model, tokenizer, training, resume=args.resume)
-    print_results(results)
+    print_results(results, name)
     return results

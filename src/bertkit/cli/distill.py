@@ -20,15 +20,14 @@ import json
 import logging
 from pathlib import Path
 
-from bertkit.cli.common import (ModelSource, add_training_arguments, is_main_process, load_tokenizer, print_results,
-                                training_arguments)
+from bertkit.cli.common import (ModelSource, add_training_arguments, cache_dir, is_main_process, load_tokenizer,
+                                print_results, task_from_args, training_arguments)
 from bertkit.cli.main import positive_int, str2bool
 from bertkit.compress.distill import DistillationArguments
 from bertkit.compress.layerdrop import set_layerdrop
 from bertkit.compress.student import student_from_teacher
 from bertkit.data.transfer import parse_transfer_set
 from bertkit.config import BertConfig
-from bertkit.data.glue import get_processor
 from bertkit.errors import ConfigError
 from bertkit.heads import BertForSequenceClassification
 from bertkit.io_utils import atomic_write
@@ -70,7 +69,7 @@ def add_arguments(parser) -> None:
     group.add_argument("--vocab_file", help="vocab.txt (default: the one beside the teacher)")
     group.add_argument("--do_lower_case", type=str2bool, default=None, metavar="BOOL",
                        help="lower-case the input (default: tokenizer_config.json, else true)")
-    add_training_arguments(parser, learning_rate=5e-5)
+    add_training_arguments(parser, learning_rate=5e-5, feature_cache=True)
 
 
 def parse_layer_map(text: str | None) -> dict[int, int] | None:
@@ -83,12 +82,11 @@ def parse_layer_map(text: str | None) -> dict[int, int] | None:
 
 
 def run(args) -> int:
-    if not (args.do_train or args.do_eval or args.do_predict):
-        raise ConfigError("at least one of --do_train, --do_eval or --do_predict must be true")
+    task = task_from_args(ClassifierTask, args, cache_dir=cache_dir(args))  # bad flags fail before any loading
     if args.reinit or args.reinit_top_layers or args.max_position_embeddings:
         raise ConfigError("--reinit, --reinit_top_layers and --max_position_embeddings are run_classifier's; "
                           "distill copies the teacher's layers as they are")
-    processor = get_processor(args.task_name)
+    processor = task.processor
     transfer_set = parse_transfer_set(args.transfer_set)
     training = training_arguments(args)
     distill_args = DistillationArguments(
@@ -129,10 +127,6 @@ def run(args) -> int:
     # The tokenizer belongs to the teacher.
     tokenizer = load_tokenizer(ModelSource.of(args.teacher, vocab_file=args.vocab_file,
                                               do_lower_case=args.do_lower_case), teacher.config)
-    task = ClassifierTask(task_name=args.task_name, data_dir=args.data_dir, max_seq_length=args.max_seq_length,
-                          do_train=args.do_train, do_eval=args.do_eval, do_predict=args.do_predict,
-                          cache_dir=None if args.cache_dir.lower() == "none" else args.cache_dir,
-                          max_train_examples=args.max_train_examples, max_eval_examples=args.max_eval_examples)
     teacher_parameters = teacher.num_parameters()
     results = distill_classifier(teacher, student, tokenizer, task, training, distill_args, resume=args.resume,
                                  transfer_set=transfer_set)

@@ -12,9 +12,9 @@ trains from scratch. Run the same command under `torchrun --nproc_per_node=N` fo
 
 from __future__ import annotations
 
-from bertkit.cli.common import add_model_arguments, add_training_arguments, train_task, training_arguments
+from bertkit.cli.common import (add_model_arguments, add_training_arguments, cache_dir, task_from_args, train_task,
+                                training_arguments)
 from bertkit.cli.main import positive_int
-from bertkit.data.glue import get_processor
 from bertkit.tasks.classifier import ClassifierTask
 
 
@@ -24,16 +24,12 @@ def add_arguments(parser) -> None:
     parser.add_argument("--max_train_examples", type=positive_int, default=None,
                         help="train on the first N examples only")
     add_model_arguments(parser)
-    add_training_arguments(parser, learning_rate=5e-5)
+    add_training_arguments(parser, learning_rate=5e-5, feature_cache=True)
 
 
 def run(args) -> int:
-    task = ClassifierTask(task_name=args.task_name, data_dir=args.data_dir, max_seq_length=args.max_seq_length,
-                          do_train=args.do_train, do_eval=args.do_eval, do_predict=args.do_predict,
-                          cache_dir=None if args.cache_dir.lower() == "none" else args.cache_dir,
-                          max_train_examples=args.max_train_examples, max_eval_examples=args.max_eval_examples)
-    task.validate()  # flags fail before the model loads
-    processor = get_processor(args.task_name)  # so does an unknown task
+    task = task_from_args(ClassifierTask, args, cache_dir=cache_dir(args))
+    processor = task.processor
     labels = processor.get_labels()
     train_task(args, task, training_arguments(args), num_labels=processor.num_labels,
                **({"id2label": dict(enumerate(labels)), "label2id": {l: i for i, l in enumerate(labels)}}

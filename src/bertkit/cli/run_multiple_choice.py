@@ -9,19 +9,18 @@ train_rand_split.jsonl, dev_rand_split.jsonl, test_rand_split_no_answers.jsonl. 
 --init_checkpoint the packaged all-MiniLM-L6-v2 is fine-tuned; with only --bert_config_file
 (and --vocab_file) the model trains from scratch. Writes eval_results.txt, eval_predictions.jsonl
 (--do_eval) and test_predictions.jsonl (--do_predict) to --output_dir. Features are built on
-every run (they take seconds); --cache_dir is accepted for the shared flags but not used here.
+every run (they take seconds), so there is no --cache_dir.
 """
 
 from __future__ import annotations
 
-from bertkit.cli.common import add_model_arguments, add_training_arguments, train_task, training_arguments
+from bertkit.cli.common import add_model_arguments, add_training_arguments, task_from_args, train_task, training_arguments
 from bertkit.cli.main import positive_int
-from bertkit.data.multiple_choice import get_processor
 from bertkit.tasks.multiple_choice import MultipleChoiceTask
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--task", "--task_name", dest="task", required=True, help="swag or commonsenseqa")
+    parser.add_argument("--task", "--task_name", dest="task_name", required=True, help="swag or commonsenseqa")
     parser.add_argument("--data_dir", required=True, help="the task's folder (see above for the file names)")
     parser.add_argument("--max_train_examples", type=positive_int, default=None,
                         help="train on the first N examples only")
@@ -30,10 +29,6 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    task = MultipleChoiceTask(task_name=args.task, data_dir=args.data_dir, max_seq_length=args.max_seq_length,
-                              do_train=args.do_train, do_eval=args.do_eval, do_predict=args.do_predict,
-                              max_train_examples=args.max_train_examples, max_eval_examples=args.max_eval_examples)
-    task.validate()  # flags fail before the model loads
-    get_processor(args.task)  # so does an unknown task
+    task = task_from_args(MultipleChoiceTask, args)
     train_task(args, task, training_arguments(args))
     return 0

@@ -11,7 +11,7 @@ training file and is stored in the model's config.json (id2label); evaluating a 
 without --do_train uses the labels in its config. Sentences longer than --max_seq_length are split
 into overlapping windows, never truncated. Results: eval_results.txt / test_results.txt,
 <prefix>_results.json, <prefix>_per_type.txt and predictions_dev.txt / predictions_test.txt
-(`word gold pred` columns). Features are built in seconds and are not cached (--cache_dir is unused).
+(`word gold pred` columns). Features are built in seconds and are not cached (no --cache_dir).
 
 --init_checkpoint defaults to the packaged all-MiniLM-L6-v2; with only --bert_config_file the
 model trains from scratch. Run under `torchrun --nproc_per_node=N` for data parallelism.
@@ -19,7 +19,7 @@ model trains from scratch. Run under `torchrun --nproc_per_node=N` for data para
 
 from __future__ import annotations
 
-from bertkit.cli.common import (ModelSource, add_model_arguments, add_training_arguments, train_task,
+from bertkit.cli.common import (ModelSource, add_model_arguments, add_training_arguments, task_from_args, train_task,
                                 training_arguments)
 from bertkit.cli.main import positive_int, str2bool
 from bertkit.config import BertConfig
@@ -51,12 +51,7 @@ def _checkpoint_labels(args) -> list[str] | None:
 
 
 def run(args) -> int:
-    task = NerTask(data_dir=args.data_dir, train_file=args.train_file, eval_file=args.eval_file,
-                   test_file=args.test_file, label_column=args.label_column, test_has_labels=args.test_has_labels,
-                   max_seq_length=args.max_seq_length, doc_stride=args.doc_stride, do_train=args.do_train,
-                   do_eval=args.do_eval, do_predict=args.do_predict, max_train_examples=args.max_train_examples,
-                   max_eval_examples=args.max_eval_examples)
-    task.validate()  # flags fail before anything is read
+    task = task_from_args(NerTask, args)
     training = training_arguments(args)
     # Training takes the labels from the training file; evaluating a fine-tuned model, from its config.
     labels = None if args.do_train else _checkpoint_labels(args)

@@ -25,11 +25,10 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from bertkit.cli.common import (ModelSource, add_model_arguments, add_training_arguments, load_tokenizer,
-                                load_training_model, print_results, training_arguments)
+from bertkit.cli.common import (ModelSource, add_model_arguments, add_training_arguments, task_from_args, train_task,
+                                training_arguments)
 from bertkit.errors import ConfigError
-from bertkit.heads import BertForPreTraining
-from bertkit.tasks.pretraining import PretrainingTask, run_pretraining
+from bertkit.tasks.pretraining import PretrainingTask
 
 
 def add_arguments(parser) -> None:
@@ -59,21 +58,14 @@ def _merge(args, google: str, ours: str) -> None:
 def run(args) -> int:
     _merge(args, "num_train_steps", "max_steps")
     _merge(args, "num_warmup_steps", "warmup_steps")
-    task = PretrainingTask(input_file=args.input_file, eval_input_file=args.eval_input_file,
-                           do_train=args.do_train, do_eval=args.do_eval, max_seq_length=args.max_seq_length,
-                           max_predictions_per_seq=args.max_predictions_per_seq, max_eval_steps=args.max_eval_steps,
-                           next_sentence_weight=args.next_sentence_weight, max_eval_examples=args.max_eval_examples)
-    task.validate()  # bad flags fail before the model loads
+    task = task_from_args(PretrainingTask, args)
     source = ModelSource.from_args(args)
     if source.vocab_file is None:
         # From scratch (or a checkpoint without a vocab.txt): the vocabulary and casing the data was built with.
         index = task.data_index()
         lower = source.do_lower_case if source.do_lower_case is not None else index["settings"].get("do_lower_case")
         source = dataclasses.replace(source, vocab_file=Path(index["vocab"]["file"]), do_lower_case=lower)
-    training = training_arguments(args)
-    model = load_training_model(args, source, BertForPreTraining)
-    tokenizer = load_tokenizer(source, model.config)
-    results = run_pretraining(model, tokenizer, task, training, resume=args.resume)
     # Google's names: masked_lm_accuracy, next_sentence_loss, ...
-    print_results(results, lambda key: key if key == "eval_loss" else key.removeprefix("eval_"))
+    train_task(args, task, training_arguments(args), source,
+               name=lambda key: key if key == "eval_loss" else key.removeprefix("eval_"))
     return 0

@@ -14,7 +14,7 @@ Writes predictions.json and nbest_predictions.json (and null_odds.json with
 --version_2_with_negative) to --output_dir and, when the predicted questions have gold answers,
 eval_results.txt with the official exact_match and f1. Without --init_checkpoint the packaged
 all-MiniLM-L6-v2 is fine-tuned. --predict_batch_size is the batch size of prediction;
---do_eval means --do_predict here. Features are built on every run; --cache_dir is not used.
+--do_eval means --do_predict here. Features are built on every run (no --cache_dir).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 
-from bertkit.cli.common import add_model_arguments, add_training_arguments, train_task, training_arguments
+from bertkit.cli.common import add_model_arguments, add_training_arguments, task_from_args, train_task, training_arguments
 from bertkit.cli.main import positive_int, str2bool
 from bertkit.tasks.squad import SquadTask
 
@@ -52,13 +52,7 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    task = SquadTask(train_file=args.train_file, predict_file=args.predict_file, do_train=args.do_train,
-                     do_predict=args.do_predict or args.do_eval, max_seq_length=args.max_seq_length,
-                     doc_stride=args.doc_stride, max_query_length=args.max_query_length, n_best_size=args.n_best_size,
-                     max_answer_length=args.max_answer_length, version_2_with_negative=args.version_2_with_negative,
-                     null_score_diff_threshold=args.null_score_diff_threshold, split_articles=args.split_articles,
-                     max_train_examples=args.max_train_examples, max_eval_examples=args.max_eval_examples)
-    task.validate()  # bad flags fail before the model loads
+    task = task_from_args(SquadTask, args, do_predict=args.do_predict or args.do_eval)
     if args.verbose_logging:
         logging.getLogger("bertkit.data.squad").setLevel(logging.DEBUG)
     training = dataclasses.replace(training_arguments(args), eval_batch_size=args.predict_batch_size)

@@ -57,6 +57,10 @@ class ClassifierTask(Task):
     def name(self) -> str:
         return self.task_name.lower()
 
+    def validate(self) -> None:
+        super().validate()
+        get_processor(self.task_name)  # an unknown task fails with the flags
+
     @property
     def processor(self) -> DataProcessor:
         return get_processor(self.task_name)

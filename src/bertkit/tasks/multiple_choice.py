@@ -53,6 +53,10 @@ class MultipleChoiceTask(Task):
     def name(self) -> str:
         return self.task_name.lower()
 
+    def validate(self) -> None:
+        super().validate()
+        get_processor(self.task_name)  # an unknown task fails with the flags
+
     def dataset(self, split: str, tokenizer: FullTokenizer, args) -> Split:
         processor = get_processor(self.task_name)
         examples, dataset = build_dataset(processor, self, split, tokenizer, args.pad_to_max_length, args.progress)

@@ -1,0 +1,48 @@
+"""The runners' flags: declared once (a Task's fields come from the flags of the same name), and
+--cache_dir only where features are cached."""
+
+import dataclasses
+
+import pytest
+
+from bertkit.cli.common import task_from_args
+from bertkit.cli.main import build_parser
+from bertkit.errors import BertkitError
+from bertkit.tasks.classifier import ClassifierTask
+from bertkit.tasks.multiple_choice import MultipleChoiceTask
+from bertkit.tasks.ner import NerTask
+from bertkit.tasks.pretraining import PretrainingTask
+from bertkit.tasks.squad import SquadTask
+
+RUNNERS = {"run_classifier": (ClassifierTask, ["--task_name=MRPC", "--data_dir=d"]),
+           "run_ner": (NerTask, ["--data_dir=d", "--doc_stride=7"]),
+           "run_squad": (SquadTask, ["--train_file=t.json", "--doc_stride=7", "--max_query_length=16"]),
+           "run_multiple_choice": (MultipleChoiceTask, ["--task=swag", "--data_dir=d"]),
+           "run_pretraining": (PretrainingTask, ["--input_file=shards"])}
+
+
+def parse(command: str, *argv: str):
+    return build_parser(command).parse_args([command, "--output_dir=o", "--do_train", "--max_seq_length=64", *argv])
+
+
+@pytest.mark.parametrize("command", RUNNERS)
+def test_every_flag_named_as_a_task_field_reaches_the_task(command):
+    task_class, argv = RUNNERS[command]
+    args = parse(command, *argv)
+    task = task_from_args(task_class, args, **({"cache_dir": None} if command == "run_classifier" else {}))
+    assert isinstance(task, task_class) and task.do_train and task.max_seq_length == 64
+    for field in dataclasses.fields(task_class):
+        if hasattr(args, field.name) and field.name != "cache_dir":
+            assert getattr(task, field.name) == getattr(args, field.name), field.name
+
+
+def test_cache_dir_is_a_flag_of_the_runners_that_cache_features_only():
+    assert parse("run_classifier", "--task_name=MRPC", "--data_dir=d", "--cache_dir=none").cache_dir == "none"
+    for command in ("run_ner", "run_squad", "run_multiple_choice", "run_pretraining"):
+        with pytest.raises(SystemExit):
+            parse(command, *RUNNERS[command][1], "--cache_dir=none")
+
+
+def test_a_bad_flag_fails_when_the_task_is_built():
+    with pytest.raises(BertkitError, match="unknown multiple-choice task .nope."):
+        task_from_args(MultipleChoiceTask, parse("run_multiple_choice", "--task=nope", "--data_dir=d"))
