@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from bertkit.cli.main import str2bool
+from bertkit.cli.main import device_name, str2bool
 from bertkit.errors import CheckpointError, ConfigError
 from bertkit.paths import minilm_dir
 
@@ -28,7 +28,8 @@ def add_arguments(parser) -> None:
                              "directory's name); the first is the default (default: the packaged all-MiniLM-L6-v2)")
     parser.add_argument("--host", default="127.0.0.1", help="bind address (0.0.0.0 to accept other machines)")
     parser.add_argument("--port", type=int, default=8080)
-    parser.add_argument("--device", default=None, help="torch device (default: the pipeline's)")
+    parser.add_argument("--device", type=device_name, default=None,
+                        help="cpu, cuda, cuda:1 or auto (default: a GPU when there is one)")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads for the model (default: torch's, one per core); on a CPU shared with "
                              "other busy processes, 1 avoids threads waiting on each other")

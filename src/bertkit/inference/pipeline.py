@@ -43,6 +43,7 @@ from bertkit.config import BertConfig
 from bertkit.data import ner as ner_data
 from bertkit.data import squad as squad_data
 from bertkit.data.multiple_choice import MultipleChoiceExample, convert_example
+from bertkit.devices import resolve_device
 from bertkit.errors import ConfigError
 from bertkit.extract_features import POOLINGS, pool
 from bertkit.heads import BertModel
@@ -124,13 +125,14 @@ def pipeline(model: str | Path | None = None, task: str | None = None, *, device
     if files.vocab_file is None:
         raise ConfigError(f"{files.directory} has no vocab.txt: save the model with its tokenizer")
     cls = PIPELINES[task]
+    resolve_device(device)  # a bad name fails here, before the weights load
     loaded = cls.model_class.from_pretrained(model)
     missing_head = [n for n in loaded.load_report.missing if n.startswith(cls.head_prefixes)]
     if missing_head:
         raise ConfigError(f"{files.directory} has no trained {task} head ({', '.join(missing_head[:3])} are not in "
                           f"the checkpoint); fine-tune it first, or pass the task it was trained for")
     if backend == "onnx" or config.extra.get("quantization_config"):
-        if device is not None and torch.device(device).type != "cpu":
+        if device is not None and resolve_device(device).type != "cpu":
             raise ConfigError(f"device={device!r}: int8 models and the ONNX backend run on CPU")
         device = "cpu"
     if backend == "onnx":
@@ -168,7 +170,7 @@ class Pipeline:
             raise ConfigError(f"batch_size must be positive, got {batch_size}")
         if max_seq_length < 3:
             raise ConfigError(f"max_seq_length must leave room for [CLS], [SEP] and a token, got {max_seq_length}")
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.device = resolve_device(device)
         self.model = model.to(self.device).eval()
         self.tokenizer = tokenizer
         self.config = model.config
@@ -195,7 +197,23 @@ class Pipeline:
         if unknown:
             allowed = ", ".join(sorted(self.options)) or "none"
             raise ConfigError(f"{self.task} does not take {', '.join(sorted(unknown))} (its options: {allowed})")
+        return self.check_option_values(options)
+
+    def check_option_values(self, options: dict) -> dict:
+        """Refuse option values that mean nothing. top_k has one meaning everywhere (Python, the CLI,
+        HTTP), transformers': a number of answers of at least 1, or None for all of them."""
+        if "top_k" in options:
+            top_k = options["top_k"]
+            if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
+                raise ConfigError(f"top_k={top_k!r}: give a whole number of answers (at least 1), or None for all")
         return options
+
+    def split_options(self, kwargs: dict) -> tuple[dict, dict]:
+        """A call's keywords -> (the options, checked and over their defaults: they go to pre- and
+        postprocessing; the other keywords, e.g. text_pair, context, choices: they go to parse)."""
+        given = {k: v for k, v in kwargs.items() if k in self.options}
+        return ({**self.options, **self.check_option_values(given)},
+                {k: v for k, v in kwargs.items() if k not in self.options})
 
     def info(self) -> dict:
         """What the pipeline is, for `bertkit serve`'s /info and the CLI's log."""
@@ -205,7 +223,7 @@ class Pipeline:
     # -- the user's call ------------------------------------------------------------------
 
     def __call__(self, *args, **kwargs):
-        options = {**self.options, **{k: kwargs.pop(k) for k in list(kwargs) if k in self.options}}
+        options, kwargs = self.split_options(kwargs)
         single, items = self.parse(*args, **kwargs)
         features = [self.preprocess(item, **options) for item in items]
         flat = [(i, j) for i, feats in enumerate(features) for j in range(len(feats))]
