@@ -154,7 +154,8 @@ def configure_logging(level: int) -> None:
     handler.setFormatter(logging.Formatter("%(message)s"))
     # Other libraries stay at INFO even with -v: their DEBUG lines (HTTP clients, font caches) are noise here.
     logging.basicConfig(level=max(level, logging.INFO), handlers=[handler])
-    logging.getLogger("bertkit").setLevel(level if level < logging.INFO else logging.NOTSET)
+    if level < logging.INFO:
+        logging.getLogger("bertkit").setLevel(level)
 
 
 def device_name(text: str) -> str:
@@ -168,6 +169,15 @@ def device_name(text: str) -> str:
     except ConfigError as err:
         raise argparse.ArgumentTypeError(str(err)) from None
     return text
+
+
+def add_runtime_arguments(parser) -> None:
+    """Where and how the commands that answer requests (predict, serve) run the model."""
+    parser.add_argument("--device", type=device_name, default=None,
+                        help="cpu, cuda, cuda:1 or auto (default: a GPU when there is one)")
+    parser.add_argument("--backend", choices=("torch", "onnx"), default="torch",
+                        help="onnx: ONNX Runtime on the model's exported model.onnx (`bertkit export`), or an "
+                             "export made at start-up when there is none; --model may also name an .onnx file")
 
 
 def show_load_report(model) -> None:

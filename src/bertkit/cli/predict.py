@@ -26,7 +26,7 @@ import json
 import sys
 from pathlib import Path
 
-from bertkit.cli.main import device_name
+from bertkit.cli.main import add_runtime_arguments
 from bertkit.errors import ConfigError, DataError
 from bertkit.io_utils import atomic_write
 
@@ -55,8 +55,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--max_seq_length", type=int, default=None,
                         help="default: the length the model was fine-tuned with (its config.json)")
-    parser.add_argument("--device", type=device_name, default=None,
-                        help="cpu, cuda, cuda:1 or auto (default: a GPU when there is one)")
+    add_runtime_arguments(parser)
 
 
 def top_k_value(text: str) -> int | str:
@@ -144,7 +143,7 @@ def run(args) -> int:
     options = {}
     if args.top_k is not None:
         options["top_k"] = None if args.top_k == "all" else args.top_k
-    p = pipeline(args.model, args.task, device=args.device, batch_size=args.batch_size,
+    p = pipeline(args.model, args.task, device=args.device, backend=args.backend, batch_size=args.batch_size,
                  max_seq_length=args.max_seq_length, progress=None if args.output_file else False)
     if "top_k" in options and "top_k" not in p.options:
         raise ConfigError(f"--top_k does not apply to {p.task}")
