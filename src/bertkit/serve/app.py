@@ -182,10 +182,10 @@ def _prepare(p, inputs: Any, parameters: dict, truncate: bool) -> _Call:
     the inputs are the client's to fix (400), an input over the length limit with truncate=false is 413."""
     if isinstance(inputs, list) and not inputs:
         raise ApiError(400, "inputs is empty: send one input or a non-empty list")
-    # As the pipeline's own __call__: its options (top_k, normalize, ...) go to pre/postprocessing,
-    # the other keywords (text_pair, context, choices, ...) to parse.
-    options, keywords = p.split_options(parameters)
     try:
+        # As the pipeline's own __call__: its options (top_k, normalize, ...) go to pre/postprocessing,
+        # the other keywords (text_pair, context, choices, ...) to parse.
+        options, keywords = p.split_options(parameters)
         single, items = p.parse(**keywords) if inputs is None else p.parse(inputs, **keywords)
         call = _Call(single, items, [p.preprocess(item, **options) for item in items], options)
     except (BertkitError, ValueError, TypeError) as err:

@@ -16,7 +16,9 @@ registry names for a checkpoint.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -29,7 +31,9 @@ from tqdm.auto import tqdm
 from bertkit.config import TaskMetadata
 from bertkit.data.batching import length_sorted_batches, pad_rows
 from bertkit.data.glue import encode_text_pair
+from bertkit.devices import resolve_device
 from bertkit.errors import ConfigError
+from bertkit.io_utils import atomic_directory
 from bertkit.tokenization import FullTokenizer
 
 logger = logging.getLogger("bertkit")
@@ -74,7 +78,7 @@ class Pipeline:
             raise ConfigError(f"batch_size must be positive, got {batch_size}")
         if max_seq_length < 3:
             raise ConfigError(f"max_seq_length must leave room for [CLS], [SEP] and a token, got {max_seq_length}")
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.device = resolve_device(device)
         self.model = model.to(self.device).eval()
         self.tokenizer = tokenizer
         self.config = model.config
@@ -103,7 +107,40 @@ class Pipeline:
         if unknown:
             allowed = ", ".join(sorted(self.options)) or "none"
             raise ConfigError(f"{self.task} does not take {', '.join(sorted(unknown))} (its options: {allowed})")
+        return self.check_option_values(options)
+
+    def check_option_values(self, options: dict) -> dict:
+        """Refuse option values that mean nothing. top_k has one meaning everywhere (Python, the CLI,
+        HTTP), transformers': a number of answers of at least 1, or None for all of them."""
+        if "top_k" in options:
+            top_k = options["top_k"]
+            if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
+                raise ConfigError(f"top_k={top_k!r}: give a whole number of answers (at least 1), or None for all")
         return options
+
+    def save_pretrained(self, directory) -> Path:
+        """Write what `pipeline(directory)` needs to answer as this pipeline does: the model (torch
+        weights, or the ONNX graph of an ONNX pipeline), its config with this pipeline's
+        max_seq_length and lower-casing, the vocabulary, and the tokenizer and pooling files of
+        the directory it was loaded from. The directory is written whole or not at all."""
+        from bertkit.export.files import copy_companions
+
+        config = self.config.copy()
+        config.task_metadata = dataclasses.replace(self.metadata, max_seq_length=self.max_seq_length,
+                                                   do_lower_case=bool(self.tokenizer.do_lower_case))
+        onnx_path = getattr(self.model, "path", None)  # an OnnxModel: its graph is the model
+        with atomic_directory(directory) as tmp:
+            if self.directory is not None:
+                copy_companions(self.directory, tmp)
+            if onnx_path is not None:
+                shutil.copyfile(onnx_path, tmp / "model.onnx")
+                architecture = self.model.model_class
+            else:
+                self.model.save_pretrained(tmp)
+                architecture = type(self.model).__name__
+            self.tokenizer.save_pretrained(tmp)
+            config.to_json_file(tmp / "config.json", architecture=architecture)
+        return Path(directory)
 
     def info(self) -> dict:
         """What the pipeline is, for `bertkit serve`'s /info and the CLI's log."""
@@ -114,10 +151,12 @@ class Pipeline:
     # -- the user's call ------------------------------------------------------------------
 
     def split_options(self, kwargs: dict) -> tuple[dict, dict]:
-        """A call's keywords -> (its options over the defaults, for pre/postprocessing; the other
-        keywords, for parse): what __call__ and a server's request both do."""
-        options = {**self.options, **{k: v for k, v in kwargs.items() if k in self.options}}
-        return options, {k: v for k, v in kwargs.items() if k not in self.options}
+        """A call's keywords -> (the options, checked and over their defaults: they go to pre- and
+        postprocessing; the other keywords, e.g. text_pair, context, choices: they go to parse).
+        What __call__ and a server's request both do."""
+        given = {k: v for k, v in kwargs.items() if k in self.options}
+        return ({**self.options, **self.check_option_values(given)},
+                {k: v for k, v in kwargs.items() if k not in self.options})
 
     def call_inputs(self, records: list[dict]) -> list:
         """`bertkit predict`'s records ({field: value}, fields from input_fields) -> what a call takes."""

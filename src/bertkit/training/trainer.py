@@ -37,6 +37,7 @@ from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from bertkit.data.batching import LengthGroupedBatchSampler, PaddingCollator, dataset_lengths
+from bertkit.devices import resolve_device
 from bertkit.errors import BertkitError, ConfigError
 # Names that moved to training/checkpoints.py stay importable from here.
 from bertkit.training.checkpoints import (CHECKPOINT_FILES, CHECKPOINT_PREFIX, TRAINER_STATE_FILE,  # noqa: F401
@@ -154,12 +155,6 @@ def init_distributed() -> tuple[int, int, int]:
     return dist.get_rank(), dist.get_world_size(), local_rank
 
 
-def _resolve_device(name: str, local_rank: int) -> torch.device:
-    if name == "auto":
-        return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
-    return torch.device(name)
-
-
 def cpu_has_native_bf16(cpuinfo: str | os.PathLike = "/proc/cpuinfo") -> bool | None:
     """Whether the CPU computes in bf16 natively (AVX-512 BF16 or AMX); None where it cannot be told.
     Without either, bf16 autocast converts every operand in software: on an AVX2 EPYC a BERT-Tiny
@@ -217,7 +212,7 @@ class Trainer(CheckpointMixin):
         self.args = args
         self.rank, self.world_size, local_rank = init_distributed()
         self.is_main = self.rank == 0
-        self.device = _resolve_device(args.device, local_rank)
+        self.device = resolve_device(args.device, local_rank=local_rank, what="--device")
         for name in ("train_batch_size", "eval_batch_size"):
             if getattr(args, name) % self.world_size:
                 raise ConfigError(f"TrainingArguments.{name}={getattr(args, name)} is the global batch size "
