@@ -204,7 +204,7 @@ def run_hf_ner(data_dir: str | Path, model_dir: str | Path, *, seed: int = 42, l
                    do_predict=True, max_train_examples=max_train_examples, max_eval_examples=max_eval_examples)
     task.label_list = training_labels(task)
     tokenizer = FullTokenizer.from_pretrained(Path(model_dir) / "vocab.txt")
-    train = task.dataset("train", tokenizer, None)
+    train = task.dataset("train", tokenizer, None).dataset
     model = transformers.BertForTokenClassification.from_pretrained(
         str(model_dir), num_labels=len(task.label_list), id2label=dict(enumerate(task.label_list)),
         label2id={label: i for i, label in enumerate(task.label_list)})
@@ -214,7 +214,8 @@ def run_hf_ner(data_dir: str | Path, model_dir: str | Path, *, seed: int = 42, l
                                            num_train_epochs=num_train_epochs, batch_size=batch_size,
                                            warmup_proportion=warmup_proportion, output_dir=scratch)
         for split, name in (("dev", "testa"), ("test", "testb")):
-            logits = trainer.predict(task.dataset(split, tokenizer, None)).predictions  # (windows, T, labels)
-            results[name] = summarize(task.metrics(split, logits.argmax(axis=-1)), entity_types_of(task.label_list),
+            data = task.dataset(split, tokenizer, None)
+            logits = trainer.predict(data.dataset).predictions  # (windows, T, labels)
+            results[name] = summarize(task.metrics(data, logits.argmax(axis=-1)), entity_types_of(task.label_list),
                                       task.path(split), trainer.state.global_step)
     return {**results, "train_seconds": train_seconds}

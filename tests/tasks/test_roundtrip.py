@@ -109,3 +109,13 @@ def test_fill_mask_after_pretraining(tmp_path):
     saved_config, p = saved(out)
     assert p.task == "fill-mask" and saved_config.task_metadata.finetuning_task == "pretraining"
     assert len(p("one two [MASK] four")) == 5
+
+
+def test_feature_extraction_saved_by_its_pipeline(tmp_path, minilm_path):
+    """No runner trains a sentence encoder: its round trip is Pipeline.save_pretrained -> pipeline(dir)."""
+    p = pipeline(minilm_path, device="cpu", max_seq_length=64)
+    p.save_pretrained(tmp_path / "saved")
+    config, q = saved(tmp_path / "saved")
+    assert q.task == "feature-extraction" and q.embeddings and config.task_metadata.max_seq_length == 64
+    assert q.options == p.options  # pooling and normalisation from the copied sentence-transformers files
+    assert q("a cat sat on the mat") == pytest.approx(p("a cat sat on the mat"), abs=1e-6)
