@@ -10,7 +10,6 @@ them under a name. Everything that needs to know a task reads it here:
     cli/predict.py           the input fields of the task (through the pipeline)
     serve/app.py             the pipeline's declared interface (warm-up input, /v1/embeddings or not)
     cli/convert.py           the head a converted checkpoint's weights were trained with
-    cli/run_*                the training Task (tasks/<task>.py) the registry names for it
 
 The layers below the tasks (export/onnx.py, compress/distill.py, checkpoint/) do not import this
 module: they read what the head class itself declares (bertkit.heads: output names, per-token
