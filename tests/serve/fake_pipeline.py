@@ -31,6 +31,7 @@ class FakePipeline:
         self.delay = delay
         self.gate = gate
         self.batches: list[list[list[int]]] = []  # the input_ids of every batch run
+        self.entered = threading.Event()  # set when a batch reaches forward (before the gate)
         self._lock = threading.Lock()
         self._fire = self.tokenizer.vocab["fire"]
         self.options = {"normalize": False}  # call options: to pre/postprocess, as the pipeline's
@@ -59,6 +60,7 @@ class FakePipeline:
         return len(feature.input_ids)
 
     def forward(self, features):
+        self.entered.set()
         if self.gate is not None:
             self.gate.wait(timeout=30)
         with self._lock:

@@ -473,7 +473,7 @@ def create_app(loaders: dict[str, Callable[[], Any]], settings: ServeSettings | 
         p = slot.pipeline
         options = {**p.options, **({} if normalize is None else {"normalize": normalize})}
         texts = [inputs] if isinstance(inputs, str) else inputs
-        if isinstance(texts[0], str):
+        if not texts or isinstance(texts[0], str):
             empty = next((i for i, text in enumerate(texts) if not text), None)
             if empty is not None:
                 where = field if isinstance(inputs, str) else f"{field}[{empty}]"

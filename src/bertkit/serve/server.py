@@ -4,10 +4,12 @@ in the API's JSON shape, and a graceful drain on SIGTERM / SIGINT that exits 0."
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import signal
 import socket
+import threading
 
 import h11
 import uvicorn
@@ -57,6 +59,9 @@ class DrainingServer(uvicorn.Server):
 
     @contextlib.contextmanager
     def capture_signals(self):
+        if threading.current_thread() is not threading.main_thread():  # a server in a thread (the tests)
+            yield
+            return
         previous = {sig: signal.signal(sig, self.handle_exit) for sig in _SIGNALS}
         try:
             yield
@@ -86,7 +91,7 @@ def bind(host: str, port: int) -> socket.socket:
     except OSError as err:
         sock.close()
         raise ConfigError(f"--port {port}: cannot listen on {host}:{port}: {err.strerror}"
-                          f"{' (another server is using it; stop it or pick another --port)' if err.errno == 98 else ''}"
+                          f"{' (another server is using it; stop it or pick another --port)' if err.errno == errno.EADDRINUSE else ''}"
                           ) from None
     sock.set_inheritable(True)
     return sock
