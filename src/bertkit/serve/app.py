@@ -447,12 +447,17 @@ def create_app(loaders: dict[str, Callable[[], Any]], settings: ServeSettings | 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, err: HTTPException):
         if err.status_code == 404:
-            message = f"no route {request.method} {brief(request.url.path)}; routes: {', '.join(sorted(routes))} (see /docs)"
+            served = ", ".join(f"{method} {route.path}" for route in app.routes if route.path in routes
+                               for method in sorted(route.methods - {"HEAD"}))
+            message = f"no route {request.method} {request.url.path[:100]}; routes: {served} (see /docs)"
             return error_response(404, message, "not_found")
         if err.status_code == 405:
-            allowed = (err.headers or {}).get("Allow", "")
+            # Starlette's Allow names the first route of the path only (GET, where HEAD is another)
+            methods = {m for route in app.routes if getattr(route, "path", None) == request.url.path
+                       for m in route.methods}
+            allowed = ", ".join(sorted(methods)) or (err.headers or {}).get("Allow", "")
             return error_response(405, f"{request.method} is not allowed on {request.url.path}; allowed: {allowed}",
-                                  "method_not_allowed", err.headers)
+                                  "method_not_allowed", {"Allow": allowed})
         if err.status_code == 400 and err.__cause__ is not None:  # FastAPI could not read the body as JSON
             cause = err.__cause__
             return error_response(400, f"the body is not JSON that can be read: {type(cause).__name__}: {cause}",
@@ -573,14 +578,16 @@ def create_app(loaders: dict[str, Callable[[], Any]], settings: ServeSettings | 
         return JsonResponse(_openai_model(state, name))
 
     # HEAD as GET: load balancers health-check with either.
-    @app.api_route("/health", methods=["GET", "HEAD"])
+    @app.head("/health", include_in_schema=False)
+    @app.get("/health")
     async def health():
         if state.ready:
             return JsonResponse({"status": "ok"})
         status = "failed" if state.load_error else "loading"
         return JsonResponse({"status": status, "error": state.load_error}, 503)
 
-    @app.api_route("/info", methods=["GET", "HEAD"])
+    @app.head("/info", include_in_schema=False)
+    @app.get("/info")
     async def info():
         limits = state.settings.limits
         return JsonResponse({
@@ -595,7 +602,8 @@ def create_app(loaders: dict[str, Callable[[], Any]], settings: ServeSettings | 
             "max_inputs_per_request": settings.max_inputs_per_request,
             "max_request_tokens": settings.max_request_tokens, "max_request_bytes": settings.max_request_bytes})
 
-    @app.api_route("/metrics", methods=["GET", "HEAD"])
+    @app.head("/metrics", include_in_schema=False)
+    @app.get("/metrics")
     async def metrics():
         return Response(state.metrics.render(), media_type=state.metrics.content_type)
 

@@ -81,7 +81,7 @@ TASK_PARAMETERS: dict[str, type[_Strict]] = {
 # OpenAPI: /predict's parameters are one of these, by the model's task.
 _PARAMETERS_SCHEMA = WithJsonSchema({
     "description": "the pipeline's options and keyword inputs, by the model's task (see GET /info)",
-    "anyOf": [{"title": task, **model.model_json_schema()} for task, model in TASK_PARAMETERS.items()]})
+    "anyOf": [{**model.model_json_schema(), "title": task} for task, model in TASK_PARAMETERS.items()]})
 Parameters = Annotated[dict[str, Any], _PARAMETERS_SCHEMA]
 
 
