@@ -44,6 +44,7 @@ from bertkit.errors import BertkitError
 from bertkit.inference.pipeline import Feature
 from bertkit.serve.batcher import Batcher, BatchLimits
 from bertkit.serve.metrics import ServeMetrics
+from bertkit.serve.server import MAX_HEAD_BYTES
 from bertkit.serve.schemas import (TASK_PARAMETERS, EmbeddingsRequest, EmbedRequest, PredictRequest, RerankRequest,
                                    TokenizeRequest, brief, check_parameters, fields_of, validation_message)
 
@@ -334,6 +335,7 @@ async def _respond(content: Any) -> JsonResponse:
 
 
 _JSON_TYPES = ("application/json",)
+_CLOSE = {"Connection": "close"}  # a client refused for its size may not have sent all it meant to
 
 
 class _Gate:
@@ -357,6 +359,9 @@ class _Gate:
             await send(message)
 
         try:
+            refusal = _oversized_head(scope)
+            if refusal is not None:
+                return await refusal(scope, receive, send_and_record)
             if scope["method"] == "POST" and route in self.body_routes:
                 refusal, receive = await self._read_body(scope, receive)
                 if refusal is not None:
@@ -387,7 +392,7 @@ class _Gate:
         length = headers.get("content-length")
         if length is not None and (not length.isdigit() or int(length) > limit):
             return error_response(413, f"the request body is {brief(length)} bytes; this server takes at most {limit} "
-                                       f"(max_request_bytes)", "request_too_large", {"Connection": "close"}), receive
+                                       f"(max_request_bytes)", "request_too_large", _CLOSE), receive
         chunks, size = [], 0
         while True:
             message = await receive()
@@ -397,7 +402,7 @@ class _Gate:
             size += len(chunks[-1])
             if size > limit:
                 return error_response(413, f"the request body is over {limit} bytes (max_request_bytes)",
-                                      "request_too_large", {"Connection": "close"}), receive
+                                      "request_too_large", _CLOSE), receive
             if not message.get("more_body", False):
                 break
         body, replayed = b"".join(chunks), False
@@ -410,6 +415,17 @@ class _Gate:
             return await receive()
 
         return None, replay
+
+
+def _oversized_head(scope) -> JsonResponse | None:
+    """414 / 431 for a request head over MAX_HEAD_BYTES that the HTTP parser let through (it bounds
+    only a head still arriving)."""
+    target = len(scope.get("raw_path") or scope["path"].encode()) + len(scope.get("query_string", b""))
+    if target > MAX_HEAD_BYTES:
+        return error_response(414, f"the request line is over {MAX_HEAD_BYTES} bytes", "uri_too_long", _CLOSE)
+    if sum(len(k) + len(v) + 4 for k, v in scope["headers"]) > MAX_HEAD_BYTES:
+        return error_response(431, f"the request headers are over {MAX_HEAD_BYTES} bytes", "headers_too_large", _CLOSE)
+    return None
 
 
 def create_app(loaders: dict[str, Callable[[], Any]], settings: ServeSettings | None = None) -> FastAPI:

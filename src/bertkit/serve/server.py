@@ -27,19 +27,34 @@ MAX_HEAD_BYTES = 16 * 1024
 class JsonErrorsH11Protocol(H11Protocol):
     """uvicorn's h11 protocol, except that a request h11 cannot parse gets the API's JSON error
     with its real status (414 for a request line over MAX_HEAD_BYTES, 431 for headers over it, 400
-    for anything else malformed) instead of a text/plain 400. h11 rather than httptools, because h11
-    bounds the request head: httptools reads headers of any size."""
+    with h11's reason for anything else malformed) instead of a text/plain 400. h11 rather than
+    httptools, because h11 bounds a request head that is still arriving; the app refuses (414, 431)
+    a complete one over the bound, which h11 lets through when it comes in one read."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._parse_error: h11.RemoteProtocolError | None = None
+        next_event = self.conn.next_event
+
+        def remember_errors():
+            try:
+                return next_event()
+            except h11.RemoteProtocolError as err:
+                self._parse_error = err
+                raise
+
+        self.conn.next_event = remember_errors
 
     def send_400_response(self, msg: str) -> None:
         head = self.conn.trailing_data[0]
         if len(head) > MAX_HEAD_BYTES:
-            line_ends = head.find(b"\r\n", 0, MAX_HEAD_BYTES)
-            if line_ends < 0:
+            if head.find(b"\r\n", 0, MAX_HEAD_BYTES) < 0:
                 status, kind, message = 414, "uri_too_long", f"the request line is over {MAX_HEAD_BYTES} bytes"
             else:
                 status, kind, message = 431, "headers_too_large", f"the request headers are over {MAX_HEAD_BYTES} bytes"
         else:
-            status, kind, message = 400, "invalid_request_error", "malformed HTTP request (not HTTP/1.1 as h11 reads it)"
+            reason = str(self._parse_error) if self._parse_error is not None else msg
+            status, kind, message = 400, "invalid_request_error", f"malformed HTTP request: {reason}"
         body = json.dumps({"error": {"message": message, "type": kind, "code": status}}).encode()
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
                    (b"connection", b"close")]
