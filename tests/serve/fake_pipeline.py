@@ -34,7 +34,8 @@ class FakePipeline:
         self.entered = threading.Event()  # set when a batch reaches forward (before the gate)
         self._lock = threading.Lock()
         self._fire = self.tokenizer.vocab["fire"]
-        self.options = {"normalize": False}  # call options: to pre/postprocess, as the pipeline's
+        # call options: to pre/postprocess, as the pipeline's
+        self.options = {"top_k": 1} if task == "text-classification" else {"normalize": False}
         self.preprocessed = 0  # items preprocessed: what a request cost before it was refused
 
     def info(self):
@@ -74,7 +75,7 @@ class FakePipeline:
         return [{"vector": [float(len(ids)), float(sum(ids)), float(ids[1]), float(ids[-2])]}
                 for ids in (f.input_ids for f in features)]
 
-    def postprocess(self, item, features, outputs, normalize=False):
+    def postprocess(self, item, features, outputs, normalize=False, top_k=1):
         (output,) = outputs
         if self.task == "text-classification":
             long = output["vector"][0] > 5

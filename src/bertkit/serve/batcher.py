@@ -5,8 +5,8 @@ what is waiting (after at most `max_wait_ms` for company when the model was idle
 length so each batch pads little, and cuts it into batches bounded by a token budget and a
 sequence count; the model threads (`workers`, one by default) run the window's batches, then the
 next window's, and hand each output back to the event loop. A window holds at most one batch per
-worker, taken from the waiting requests in turn (one sequence of each, then a second of each, ...),
-so a request that brings thousands of sequences gets a fair share of each window, not all of it: a
+worker, taken from the waiting requests in turn (one sequence of each, then a second of each, ...;
+the next window starts with the requests this one did not reach), so a request that brings thousands of sequences gets a fair share of each window, not all of it: a
 small request that arrives meanwhile runs in the next window. The threads form their batches
 themselves, so the model never waits for a busy event loop, and the event loop never runs the
 model. A batch that raises is split in halves and rerun, so a bad input fails alone.
@@ -139,7 +139,10 @@ class Batcher:
                 window.append(work)
                 taken[q] += 1
                 total, longest = total + work.tokens, max(longest, work.tokens)
-        self._pending = [queue[n:] for queue, n in zip(queues, taken) if n < len(queue)]
+        # The requests this window served wait behind those it did not, so that a window smaller than
+        # the number of waiting requests still reaches each of them in turn.
+        self._pending = [queue[n:] for queue, n in zip(queues, taken) if n == 0] + \
+                        [queue[n:] for queue, n in zip(queues, taken) if 0 < n < len(queue)]
         return window
 
     def _next_batch(self) -> list[_Work] | None:
