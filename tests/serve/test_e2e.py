@@ -66,7 +66,8 @@ def test_real_embeddings_and_classifier_under_concurrent_load(minilm_path, class
         assert pair["outputs"] == pytest.approx(classifier("the cat", "a dog", top_k=None), abs=1e-5)
 
         response = httpx.post(f"{url}/predict", json={"model": "clf", "inputs": "a", "parameters": {"top_k": "two"}})
-        assert response.status_code == 400 and "invalid parameters" in response.json()["error"]["message"]
+        assert response.status_code == 422
+        assert response.json()["error"]["message"].startswith("parameters.top_k: input should be a valid integer")
 
         long_text = "the cat sat on the mat " * 60
         response = httpx.post(f"{url}/v1/embeddings", json={"input": [long_text], "model": "minilm", "truncate": False})
