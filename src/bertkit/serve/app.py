@@ -162,8 +162,7 @@ class ServerState:
         if name is not None:
             slot = self.slots.get(name)
             if slot is None:
-                raise ApiError(404, f"model {brief(name)} is not served here; served: {', '.join(self.slots)}",
-                               "model_not_found")
+                raise self.not_served(name)
             if fits is not None and not fits(slot.pipeline):
                 raise ApiError(400, f"model {slot.name!r} is a {slot.pipeline.task} model, not {kind}{hint}")
             return slot
@@ -172,6 +171,10 @@ class ServerState:
                 return slot
         served = ", ".join(f"{s.name} ({s.pipeline.task})" for s in self.slots.values())
         raise ApiError(400, f"no {kind} is served here (served: {served}){hint}")
+
+    def not_served(self, name: str) -> ApiError:
+        return ApiError(404, f"model {brief(name)} is not served here; served: {', '.join(self.slots)}",
+                        "model_not_found")
 
     @contextlib.contextmanager
     def admission(self):
@@ -589,8 +592,7 @@ def create_app(loaders: dict[str, Callable[[], Any]], settings: ServeSettings | 
     @app.get("/v1/models/{name}")
     async def model(name: str):
         if name not in state.slots:
-            raise ApiError(404, f"model {brief(name)} is not served here; served: {', '.join(state.slots)}",
-                           "model_not_found")
+            raise state.not_served(name)
         return JsonResponse(_openai_model(state, name))
 
     # HEAD as GET: load balancers health-check with either.
