@@ -70,7 +70,7 @@ def add_arguments(parser) -> None:
                         help="no log line per request (method, route, status, inputs, tokens, milliseconds)")
     scale = parser.add_argument_group("scale-out")
     scale.add_argument("--ray", action="store_true",
-                       help='serve --replicas copies with Ray Serve on a local Ray instance (pip install "ray[serve]")')
+                       help="serve --replicas copies with Ray Serve on a local Ray instance (pip install 'bertkit[ray]')")
     scale.add_argument("--replicas", type=int, default=2, help="with --ray: how many replicas")
 
 

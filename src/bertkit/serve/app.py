@@ -170,7 +170,7 @@ class ServerState:
             if fits is None or fits(slot.pipeline):
                 return slot
         served = ", ".join(f"{s.name} ({s.pipeline.task})" for s in self.slots.values())
-        raise ApiError(400, f"no {kind} is served here (served: {served}){hint}")
+        raise ApiError(400, f"none of the served models is {kind} (served: {served}){hint}")
 
     def not_served(self, name: str) -> ApiError:
         return ApiError(404, f"model {brief(name)} is not served here; served: {', '.join(self.slots)}",
@@ -494,8 +494,9 @@ def create_app(loaders: dict[str, Callable[[], Any]], settings: ServeSettings | 
 
     async def embed(request: Request, slot: ModelSlot, inputs, field: str, truncate: bool,
                     normalize: bool | None) -> tuple[list, _Call]:
+        """The vectors of texts or of word-piece ids (the embedding routes' `input`/`inputs`)."""
         p = slot.pipeline
-        options = {**p.options, **({} if normalize is None else {"normalize": normalize})}
+        parameters = {} if normalize is None else {"normalize": normalize}
         texts = [inputs] if isinstance(inputs, str) else inputs
         if not texts or isinstance(texts[0], str):
             empty = next((i for i, text in enumerate(texts) if not text), None)
@@ -503,10 +504,10 @@ def create_app(loaders: dict[str, Callable[[], Any]], settings: ServeSettings | 
                 where = field if isinstance(inputs, str) else f"{field}[{empty}]"
                 raise ApiError(400, f"{where} is an empty text: every input needs at least one character "
                                     f"(OpenAI's API refuses it too)")
-            call = await asyncio.to_thread(_prepare, p, inputs, {k: options[k] for k in ("normalize",) if k in options},
-                                           truncate, settings, field)
+            call = await asyncio.to_thread(_prepare, p, inputs, parameters, truncate, settings, field)
         else:
-            call = await asyncio.to_thread(_prepare_ids, p, inputs, options, truncate, settings, field)
+            call = await asyncio.to_thread(_prepare_ids, p, inputs, {**p.options, **parameters}, truncate, settings,
+                                           field)
         _account(request, call)
         return await _run(state, slot, call), call
 
