@@ -159,9 +159,16 @@ _EXPECTED = {
 _TYPE_NAMES = {"str", "int", "bool", "float", "list", "dict", "none"}
 
 
-def _is_type_tag(part) -> bool:
-    """pydantic names a union's member in the error's location by its type ("list[str]")."""
-    return isinstance(part, str) and ("[" in part or "-" in part or part in _TYPE_NAMES)
+def _union_member(loc: tuple) -> int | None:
+    """Where pydantic names a union's member by its type ("list[str]") in an error's location:
+    right after one of the union fields (a client's own key may look like a type name too)."""
+    return next((i for i in range(1, len(loc)) if loc[i - 1] in _EXPECTED and isinstance(loc[i], str)
+                 and ("[" in loc[i] or "-" in loc[i] or loc[i] in _TYPE_NAMES)), None)
+
+
+def _name(part) -> str:
+    text = str(part)  # a client's key: it can be megabytes too
+    return text if len(text) <= 60 else f"{text[:57]}..."
 
 
 def brief(value: Any) -> str:
@@ -176,9 +183,9 @@ def validation_message(errors: list[dict], fields: dict[tuple, list[str]], prefi
     messages: dict[str, str] = {}
     for error in errors:
         loc = tuple(part for part in error["loc"] if part != "body")
-        tagged = next((i for i, part in enumerate(loc) if _is_type_tag(part)), None)
+        tagged = _union_member(loc)
         path = loc if tagged is None else loc[:tagged]
-        where = ".".join(map(str, (*prefix, *path))) or "body"
+        where = ".".join(map(_name, (*prefix, *path))) or "body"
         if where in messages:
             continue  # one message per field: a union's members each add an error
         if tagged is not None:
@@ -192,8 +199,6 @@ def validation_message(errors: list[dict], fields: dict[tuple, list[str]], prefi
             messages[where] = f"{where}: unknown field{hint}; accepted: {', '.join(known) or 'none'}"
         elif error["type"] == "missing":
             messages[where] = f"{where}: required"
-        elif error["type"] == "json_invalid":
-            messages[where] = f"{where}: {error['msg']}"
         else:
             messages[where] = f"{where}: {error['msg'][0].lower()}{error['msg'][1:]}, got {brief(error.get('input'))}"
     return "; ".join(messages.values())
