@@ -38,6 +38,10 @@ class FakePipeline:
         self.options = {"top_k": 1} if task == "text-classification" else {"normalize": False}
         self.preprocessed = 0  # items preprocessed: what a request cost before it was refused
 
+    def split_options(self, kwargs):
+        return ({**self.options, **{k: v for k, v in kwargs.items() if k in self.options}},
+                {k: v for k, v in kwargs.items() if k not in self.options})
+
     def info(self):
         return {"task": self.task, "labels": self.labels, "max_seq_length": self.max_seq_length}
 

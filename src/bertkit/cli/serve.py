@@ -18,7 +18,7 @@ import importlib
 import logging
 from pathlib import Path
 
-from bertkit.cli.main import str2bool
+from bertkit.cli.main import add_runtime_arguments, str2bool
 from bertkit.errors import CheckpointError, ConfigError
 from bertkit.paths import minilm_dir
 
@@ -34,7 +34,7 @@ def add_arguments(parser) -> None:
                              "directory's name); the first is the default (default: the packaged all-MiniLM-L6-v2)")
     parser.add_argument("--host", default="127.0.0.1", help="bind address (0.0.0.0 to accept other machines)")
     parser.add_argument("--port", type=int, default=8080)
-    parser.add_argument("--device", default=None, help="torch device (default: the pipeline's)")
+    add_runtime_arguments(parser)
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads for the model (default: torch's, one per core); on a CPU shared with "
                              "other busy processes, 1 avoids threads waiting on each other")
@@ -86,13 +86,15 @@ def parse_models(specs: list[str] | None) -> dict[str, Path]:
     for spec in specs:
         name, sep, directory = spec.partition("=")
         path = Path(directory if sep else spec)
-        name = name if sep else path.resolve().name
+        onnx_file = path.suffix == ".onnx" and path.is_file()  # bertkit export's graph: named by its folder
+        name = name if sep else (path.resolve().parent if onnx_file else path.resolve()).name
         if not name:
             raise ConfigError(f"--model {spec!r}: the name before '=' is empty")
         if name in models:
             raise ConfigError(f"--model {spec!r}: the name {name!r} is given twice; name them --model NAME=DIR")
-        if not (path / "config.json").is_file():
-            raise CheckpointError(f"--model {spec!r}: {path} is not a checkpoint directory (no config.json)")
+        if not (onnx_file or (path / "config.json").is_file()):
+            raise CheckpointError(f"--model {spec!r}: {path} is not a checkpoint directory (no config.json) "
+                                  "nor an exported .onnx file")
         models[name] = path
     return models
 
@@ -134,7 +136,7 @@ def run(args) -> int:
         max_concurrent_requests=args.max_concurrent_requests, max_client_batch_size=args.max_client_batch_size,
         max_inputs_per_request=args.max_inputs_per_request, max_request_tokens=args.max_request_tokens,
         max_request_bytes=args.max_request_bytes, access_log=not args.no_access_log)
-    pipeline_options = {"device": args.device, "max_seq_length": args.max_seq_length}
+    pipeline_options = {"device": args.device, "backend": args.backend, "max_seq_length": args.max_seq_length}
     server = serve_modules["server"]
     # The port first: a port in use is one line now, not after the models have loaded.
     sock = server.bind(args.host, args.port)

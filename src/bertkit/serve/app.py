@@ -240,11 +240,10 @@ def _prepare(p, inputs: Any, parameters: dict, truncate: bool, settings: ServeSe
         raise ApiError(400, f"{field} is empty: send one input or a non-empty list")
     if isinstance(inputs, list):
         _check_count(len(inputs), settings, field)
-    # As the pipeline's own __call__: its options (top_k, normalize, ...) go to pre/postprocessing,
-    # the other keywords (text_pair, context, choices, ...) to parse.
-    options = {**p.options, **{k: v for k, v in parameters.items() if k in p.options}}
-    keywords = {k: v for k, v in parameters.items() if k not in p.options}
     try:
+        # As the pipeline's own __call__: its options (top_k, normalize, ...) go to pre/postprocessing,
+        # the other keywords (text_pair, context, choices, ...) to parse.
+        options, keywords = p.split_options(parameters)
         single, items = p.parse(**keywords) if inputs is None else p.parse(inputs, **keywords)
         _check_count(len(items), settings, field)
         features, tokens = _featurize(p, items, lambda item: p.preprocess(item, **options), truncate, settings, field)
