@@ -12,6 +12,7 @@ import torch
 from helpers import TINY_VOCAB, tiny_config
 from serve.serving import running
 
+from bertkit import heads
 from bertkit.cli.main import main
 from bertkit.heads import BertForSequenceClassification
 from bertkit.inference import pipeline
@@ -108,3 +109,15 @@ def test_real_token_ids_tei_embed_and_rerank(minilm_path, tmp_path):
         logits = [answer["score"] for answer in reranker([("the cat", text) for text in texts])]
         assert [r["index"] for r in ranked] == sorted(range(3), key=lambda i: -logits[i])
         np.testing.assert_allclose([r["score"] for r in ranked], sorted(logits, reverse=True), atol=1e-5)
+
+
+def test_a_question_without_context_is_400_not_500(tmp_path):
+    heads.BertForQuestionAnswering(tiny_config()).save_pretrained(tmp_path, tokenizer=FullTokenizer(TINY_VOCAB))
+    qa = pipeline(tmp_path, task="question-answering", max_seq_length=32)
+    with running(create_app({"qa": lambda: qa}, ServeSettings())) as url:
+        for context in ("", "   "):
+            response = httpx.post(f"{url}/predict", json={"inputs": {"question": "where?", "context": context}})
+            assert response.status_code == 400, response.text
+            assert "inputs 0 gives the model nothing to read" in response.json()["error"]["message"]
+        body = httpx.post(f"{url}/predict", json={"inputs": "where?", "parameters": {"context": "in the house"}}).json()
+        assert body["outputs"]["answer"] in "in the house"

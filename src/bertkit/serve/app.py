@@ -220,6 +220,8 @@ def _featurize(p, items: list, make: Callable[[Any], list], truncate: bool, sett
     features, tokens = [], 0
     for i, item in enumerate(items):
         feats = make(item)
+        if not feats:  # e.g. a question with an empty context: no window to run
+            raise ApiError(400, f"{field} {i} gives the model nothing to read (an empty text?)")
         if not truncate and any(f.truncated for f in feats):
             raise ApiError(413, f"{field} {i} is longer than this model's limit of {p.max_seq_length} tokens "
                                 f"(max_seq_length); send truncate=true to cut it, or shorten it", "input_too_long")
