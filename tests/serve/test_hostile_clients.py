@@ -5,7 +5,7 @@ the same vector and must get it, and at the end no request has been answered wit
 
 The classes: one request with the most inputs the limits allow (a normal request runs in the next
 window, not after it), requests over the limits (413, refused before the work they ask for),
-client text that cannot be encoded (lone surrogates), wrong types and values in every field (422
+clients that send slowly or go away mid-request, client text that cannot be encoded (lone surrogates), wrong types and values in every field (422
 naming it), and abuse of HTTP itself (long request lines and headers, malformed requests and
 bodies, unknown routes and methods).
 """
@@ -124,6 +124,27 @@ def test_requests_over_the_limits_are_refused_before_their_work(server):
         yield b'"}'
     assert_error(httpx.post(f"{url}/v1/embeddings", content=chunks(), headers={"content-type": "application/json"}),
                  413)
+    normal_request_is_unchanged(url, embedder)
+
+
+def test_clients_that_send_slowly_or_go_away_do_not_hold_the_server(server):
+    url, embedder = server
+    host, port = url.removeprefix("http://").split(":")
+    slow = []
+    try:
+        for _ in range(20):  # bodies that never arrive, and request heads cut short
+            sock = socket.create_connection((host, int(port)), timeout=30)
+            sock.sendall(b"POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                         b"Content-Length: 1000\r\n\r\n{\"input\": ")
+            slow.append(sock)
+            sock = socket.create_connection((host, int(port)), timeout=30)
+            sock.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nX-Half: ")
+            slow.append(sock)
+        normal_request_is_unchanged(url, embedder)
+        assert httpx.get(f"{url}/info").json()["ready"]
+    finally:
+        for sock in slow:
+            sock.close()
     normal_request_is_unchanged(url, embedder)
 
 
