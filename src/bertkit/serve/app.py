@@ -393,9 +393,9 @@ class _Gate:
             return error_response(415, f"the body must be JSON sent with Content-Type: application/json; this request "
                                        f"has {got} (curl: add -H 'Content-Type: application/json')",
                                   "unsupported_media_type"), receive
-        length = headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > limit):
-            return error_response(413, f"the request body is {brief(length)} bytes; this server takes at most {limit} "
+        length = headers.get("content-length", "")  # the HTTP parser has refused one that is not a number
+        if length.isdigit() and int(length) > limit:
+            return error_response(413, f"the request body is {length} bytes; this server takes at most {limit} "
                                        f"(max_request_bytes)", "request_too_large", _CLOSE), receive
         chunks, size = [], 0
         while True:
