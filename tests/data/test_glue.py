@@ -362,7 +362,7 @@ def test_unknown_label_is_a_data_error():
 
 def test_first_five_examples_are_logged_like_google(caplog):
     examples = [InputExample(f"train-{i}", "ab", "c", "1") for i in range(7)]
-    with caplog.at_level(logging.INFO, logger="bertkit.data.glue"):
+    with caplog.at_level(logging.DEBUG, logger="bertkit.data.glue"):  # shown with -v
         convert_examples_to_features(examples, ["0", "1"], 6, CharTokenizer())
     messages = [r.getMessage() for r in caplog.records if r.name == "bertkit.data.glue"]
     assert messages[:7] == [
