@@ -197,6 +197,7 @@ def _prepare(p, inputs: Any, parameters: dict, truncate: bool) -> _Call:
     keywords = {k: v for k, v in parameters.items() if k not in p.options}
     try:
         single, items = p.parse(**keywords) if inputs is None else p.parse(inputs, **keywords)
+        p.check_vocabulary(items)  # once per model: the vocabulary does not cover the inputs' language
         call = _Call(single, items, [p.preprocess(item, **options) for item in items], options)
     except (BertkitError, ValueError, TypeError) as err:
         raise ApiError(400, f"invalid inputs for a {p.task} model: {err}") from err
@@ -352,8 +353,8 @@ def create_app(loaders: dict[str, Callable[[], Any]], settings: ServeSettings | 
         p = slot.pipeline
         call = _prepare(p, body.inputs, body.parameters, truncate=True)
         return JsonResponse({"model": slot.name, "truncated": call.truncated, "outputs": [
-            [{"input_ids": f.input_ids, "token_type_ids": f.token_type_ids, "tokens": _tokens(p.tokenizer, f.input_ids)}
-             for f in feats] for feats in call.features]})
+            [{"input_ids": f.input_ids, "token_type_ids": f.token_type_ids, "tokens": _tokens(p.tokenizer, f.input_ids),
+              "unknown_tokens": p.unknown_tokens(f)} for f in feats] for feats in call.features]})
 
     @app.get("/health")
     async def health():
