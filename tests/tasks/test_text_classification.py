@@ -91,6 +91,17 @@ def test_regression_from_float_labels(tmp_path):
     assert json.loads((out / "config.json").read_text())["num_labels"] == 1
 
 
+def test_training_data_unknown_share_is_logged_at_the_start(tmp_path, caplog):
+    train = tmp_path / "train.csv"
+    train.write_text("text,label\n今天天气很好。,1\n这个宾馆比较陈旧了。,0\n", encoding="utf-8")
+    with caplog.at_level("INFO", logger="bertkit"):
+        assert main(["-q", "run_classifier", f"--train_file={train}", "--do_train", "--max_steps=1",
+                     f"--output_dir={tmp_path / 'out'}", *scratch_flags(tmp_path)]) == 0
+    warning = next(r for r in caplog.records if "[UNK]" in r.getMessage())
+    assert warning.levelname == "WARNING" and "100% of the words in the training data" in warning.getMessage()
+    assert str(train) in warning.getMessage() and "vocab.txt" in warning.getMessage()
+
+
 def test_metrics():
     logits = np.array([[2.0, -1.0, 0.5], [-1.0, 3.0, 0.0], [0.0, 0.0, 1.0]])
     single = classification_metrics("single_label_classification", logits, np.array([0, 1, 1]))

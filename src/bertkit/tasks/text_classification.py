@@ -33,6 +33,7 @@ from bertkit.data.tabular import TabularData, TabularProcessor
 from bertkit.io_utils import atomic_save_with, atomic_write
 from bertkit.tasks.classifier import ClassifierTask
 from bertkit.training.logging import write_eval_results
+from bertkit.tokenization import unknown_words_message
 from bertkit.training.metrics import pearson_and_spearman
 
 logger = logging.getLogger("bertkit")
@@ -82,6 +83,11 @@ class FileClassifierTask(ClassifierTask):
     def has_labels(self, split: str) -> bool:
         return self.data.has_labels(split)
 
+    def dataset(self, split: str, tokenizer, args):
+        if split == "train":
+            log_unknown_share(self.processor.get_examples(self.data_dir, split), tokenizer, self.data.files["train"])
+        return super().dataset(split, tokenizer, args)
+
     def metrics(self, split: str, predictions: np.ndarray, labels: np.ndarray) -> dict[str, float]:
         return classification_metrics(self.problem_type, predictions, labels)
 
@@ -109,6 +115,23 @@ class FileClassifierTask(ClassifierTask):
                                   output_dir / ("confusion_matrix.png" if split == "dev" else
                                                 f"{split}_confusion_matrix.png"))
         return {}
+
+
+def log_unknown_share(examples, tokenizer, path: Path, limit: int = 10_000) -> None:
+    """The share of the training texts' words that the vocabulary maps to [UNK] (of the first `limit`
+    examples, enough for the share), logged at the start; a warning with the fix above 5%."""
+    unknown = words = 0
+    for example in examples[:limit]:
+        for text in (example.text_a, example.text_b):
+            if text is not None:
+                u, w = tokenizer.count_unknown(text)
+                unknown, words = unknown + u, words + w
+    message = unknown_words_message(unknown, words, tokenizer.vocab_file, f"the training data {path}")
+    if message:
+        logger.warning(message)
+    else:
+        logger.info("training data: %.1f%% of %d words map to [UNK] in %s", 100 * unknown / max(words, 1), words,
+                    tokenizer.vocab_file)
 
 
 def scores(problem_type: str, logits: np.ndarray) -> np.ndarray:
