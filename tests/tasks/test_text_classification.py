@@ -62,7 +62,7 @@ def test_validation_split_and_eval_only_with_the_models_labels(tmp_path):
     assert read_eval_results(again / "eval_results.txt")["global_step"] == "0"
 
 
-def test_multi_label_jsonl_and_transformers_reads_the_saved_model(tmp_path, transformers_module):
+def test_multi_label_jsonl_and_transformers_reads_the_saved_model(tmp_path, capsys, transformers_module):
     out = tmp_path / "out"
     assert main(["-q", "run_classifier", f"--train_file={TICKETS / 'train.jsonl'}",
                  f"--validation_file={TICKETS / 'dev.jsonl'}", "--problem_type=multi_label_classification",
@@ -75,6 +75,10 @@ def test_multi_label_jsonl_and_transformers_reads_the_saved_model(tmp_path, tran
     ours = pipeline(out)(texts)
     assert all(len(answer) == 5 for answer in ours)  # every label, each with its own sigmoid score
     assert sum(a["score"] for a in ours[0]) != pytest.approx(1.0)
+    capsys.readouterr()
+    assert main(["-q", "predict", "--model", str(out), texts[0]]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert [a["label"] for a in printed] == [a["label"] for a in ours[0]]  # `bertkit predict`: every label too
     theirs = transformers_module.pipeline("text-classification", model=str(out), top_k=None, device="cpu")(texts)
     for mine, reference in zip(ours, theirs):
         assert [a["label"] for a in mine] == [a["label"] for a in reference]
