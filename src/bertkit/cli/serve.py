@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from bertkit.checkpoint.load import resolve_checkpoint
 from bertkit.cli.main import str2bool
 from bertkit.errors import CheckpointError, ConfigError
 from bertkit.paths import minilm_dir
@@ -71,7 +72,9 @@ def parse_models(specs: list[str] | None) -> dict[str, Path]:
     for spec in specs:
         name, sep, directory = spec.partition("=")
         path = Path(directory if sep else spec)
-        name = name if sep else path.resolve().name
+        name = name if sep else path.resolve().name if path.exists() else path.name
+        if not path.exists():  # a model name: minilm, or a hub name in the local Hugging Face cache
+            path = resolve_checkpoint(path).directory
         if not name:
             raise ConfigError(f"--model {spec!r}: the name before '=' is empty")
         if name in models:
