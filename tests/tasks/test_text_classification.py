@@ -116,6 +116,7 @@ def test_metrics():
 
 @pytest.mark.parametrize("extra, message", [
     (["--task_name=MRPC", "--train_file=x.csv"], "not both"),
+    (["--train_file=REVIEWS/train.csv", "--do_eval"], "--do_eval needs --validation_file"),
     ([], "give --train_file"),
     (["--train_file=REVIEWS/train.csv", "--validation_file=REVIEWS/dev.csv", "--text_column=body"],
      "no column 'body' (--text_column); the columns found are: text, label"),

@@ -30,6 +30,7 @@ from sklearn import metrics as skm
 
 from bertkit.data.glue import DataProcessor
 from bertkit.data.tabular import TabularData, TabularProcessor
+from bertkit.errors import ConfigError
 from bertkit.io_utils import atomic_save_with, atomic_write
 from bertkit.tasks.classifier import ClassifierTask
 from bertkit.training.logging import write_eval_results
@@ -64,6 +65,16 @@ class FileClassifierTask(ClassifierTask):
     @property
     def name(self) -> str:
         return TASK_NAME
+
+    def validate(self) -> None:
+        super().validate()
+        files = self.data.files
+        for step, split, flag in ((self.do_train, "train", "--do_train needs --train_file"),
+                                  (self.do_eval, "dev", "--do_eval needs --validation_file (or "
+                                                        "--validation_split_percentage with --train_file)"),
+                                  (self.do_predict, "test", "--do_predict needs --test_file")):
+            if step and split not in files and not (split == "dev" and self.data.validation_split_percentage):
+                raise ConfigError(flag)
 
     @cached_property
     def processor(self) -> DataProcessor:
