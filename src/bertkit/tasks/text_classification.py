@@ -118,9 +118,7 @@ class FileClassifierTask(ClassifierTask):
         gold = np.array([_label_ids(e.label, names, self.problem_type) for e in examples])
         per_class = per_class_scores(self.problem_type, predictions, gold, names, prefix)
         # The per-class lines join the split's results file (Google's `key = value` lines).
-        write_eval_results(output_dir / f"{prefix}_results.txt",
-                           {k: v for k, v in results.items() if k.startswith(f"{prefix}_") or k == "global_step"}
-                           | per_class)
+        write_eval_results(output_dir / f"{prefix}_results.txt", {**results, **per_class})
         if self.problem_type != MULTI_LABEL:
             plot_confusion_matrix(predictions.argmax(axis=-1), gold, names,
                                   output_dir / ("confusion_matrix.png" if split == "dev" else
