@@ -291,7 +291,7 @@ class WordpieceTokenizer:
         # starts there instead of at the end of the word.
         self._max_piece_chars = max(map(len, vocab), default=0)
 
-    def tokenize(self, text):
+    def tokenize(self, text: str) -> list[str]:
         """Tokenizes a piece of text into its word pieces.
 
         This uses a greedy longest-match-first algorithm to perform tokenization using the
@@ -554,7 +554,8 @@ class FullTokenizer:
 
     # ------------------------------------------------------------------ encoding
 
-    def encode(self, text_a, text_b=None, max_seq_length=None, padding=False, truncation=True):
+    def encode(self, text_a, text_b=None, max_seq_length=None, padding=False,
+               truncation=True) -> dict[str, list[int]]:
         """Model inputs for one sequence or a pair: [CLS] a [SEP] or [CLS] a [SEP] b [SEP].
 
         With `max_seq_length` and `truncation`, a single sequence keeps its first
@@ -564,7 +565,7 @@ class FullTokenizer:
         max_seq_length; False or "longest" add nothing to a single example.
 
         Returns:
-          A dict of plain lists: input_ids, token_type_ids (0 up to and including the first
+          A dict of plain lists, input_ids, token_type_ids (0 up to and including the first
           [SEP], 1 after it) and attention_mask.
         """
         batch = self.encode_batch(
