@@ -77,6 +77,28 @@ def test_missing_name_is_one_line_with_the_download_command(hf_cache, lookup):
     assert str(hf_cache.parents[2]) in message and "\n" not in message
 
 
+def test_a_failed_download_is_one_line(hf_cache, monkeypatch):
+    huggingface_hub = pytest.importorskip("huggingface_hub")
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    real = huggingface_hub.snapshot_download
+    calls = []
+
+    def no_network(repo_id, **kwargs):
+        calls.append(kwargs.get("local_files_only", False))
+        if kwargs.get("local_files_only"):
+            return real(repo_id, **kwargs)
+        raise ConnectionError("Failed to resolve 'huggingface.co'\n(more detail)")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", no_network)
+    with pytest.raises(CheckpointError) as info:
+        resolve_checkpoint("outputs/mrpc")  # a mistyped local folder looks like a hub name too
+    assert calls == [True, False]  # the cache first, then the download
+    message = str(info.value)
+    assert message.startswith("checkpoint not found: outputs/mrpc is no directory or file here")
+    assert "the download failed (ConnectionError: Failed to resolve 'huggingface.co')" in message
+    assert "\n" not in message
+
+
 def test_cache_dir_follows_hf_hub_cache(hf_cache, monkeypatch, tmp_path):
     moved = tmp_path / "elsewhere"
     shutil.move(hf_cache.parents[2], moved)
