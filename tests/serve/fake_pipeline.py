@@ -45,6 +45,8 @@ class FakePipeline(Pipeline):
     def info(self):
         return {"task": self.task, "labels": self.labels, "max_seq_length": self.max_seq_length}
 
+    _vocabulary_warned = False  # Pipeline's check_vocabulary and unknown_tokens need only the tokenizer
+
     def parse(self, texts=None, **kwargs):
         if kwargs:
             raise ConfigError(f"the fake takes texts, not {', '.join(sorted(kwargs))}")

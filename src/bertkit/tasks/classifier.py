@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from scipy.special import softmax
+from scipy.special import expit, softmax
 
 from bertkit.compress.distill import DistillationArguments, DistillationTrainer
 from bertkit.data.transfer import with_transfer_set
@@ -24,6 +24,10 @@ from bertkit.errors import ConfigError
 from bertkit.io_utils import atomic_write
 from bertkit.tasks.base import Split, Task, run_task
 from bertkit.tasks.pipeline import Feature, Pipeline, check_text, softmax_rows
+
+# transformers' text-classification `function_to_apply` values.
+FUNCTIONS_TO_APPLY = {"softmax": softmax_rows, "sigmoid": lambda x: expit(np.asarray(x, dtype=np.float64)),
+                      "none": lambda x: np.asarray(x, dtype=np.float64)}
 from bertkit.tokenization import FullTokenizer
 from bertkit.training.metrics import glue_compute_metrics
 from bertkit.training.trainer import TrainingArguments
@@ -59,7 +63,7 @@ class ClassifierTask(Task):
 
     def validate(self) -> None:
         super().validate()
-        get_processor(self.task_name)  # an unknown task fails with the flags
+        self.processor  # noqa: B018 - an unknown task fails with the flags
 
     @property
     def processor(self) -> DataProcessor:
@@ -107,8 +111,8 @@ def build_dataset(processor: DataProcessor, task: ClassifierTask, split: str, to
         data_file=processor.data_file(task.data_dir, split), vocab_file=vocab_file,
         max_seq_length=task.max_seq_length, do_lower_case=tokenizer.do_lower_case,
         pad_to_max_length=pad_to_max_length)
-    # A test file's features carry Google's placeholder label (the first one), which no metric may see.
-    return examples, FeatureDataset(features, drop=["labels"] if split == "test" else [])
+    # An unlabelled test file's features carry Google's placeholder label (the first one), which no metric may see.
+    return examples, FeatureDataset(features, drop=[] if task.has_labels(split) else ["labels"])
 
 
 def glue_metrics_fn(task_name: str, is_regression: bool):
@@ -171,7 +175,17 @@ class TextClassificationPipeline(Pipeline):
     input_fields = ("text", "text_pair")
 
     def default_options(self) -> dict:
-        return {"top_k": 1}
+        # transformers' function_to_apply: a multi-label model scores every label on its own (sigmoid),
+        # so all of them are returned, each with its own probability.
+        if self.problem_type == "multi_label_classification":
+            return {"top_k": None, "function_to_apply": "sigmoid", "stride": None}
+        return {"top_k": 1, "function_to_apply": "softmax", "stride": None}
+
+    def check_option_values(self, options: dict) -> dict:
+        if options.get("function_to_apply", "softmax") not in FUNCTIONS_TO_APPLY:
+            raise ConfigError(f"function_to_apply={options['function_to_apply']!r}: use one of "
+                              f"{', '.join(FUNCTIONS_TO_APPLY)}")
+        return super().check_option_values(options)
 
     def parse(self, texts=None, text_pair=None, **kwargs) -> tuple[bool, list]:
         if texts is None and "text" in kwargs:
@@ -204,8 +218,8 @@ class TextClassificationPipeline(Pipeline):
                 items.append((check_text(item, f"input {i}"), None))
         return single, items
 
-    def preprocess(self, item, **options) -> list[Feature]:
-        return [self._encode(*item)]
+    def preprocess(self, item, stride=None, **options) -> list[Feature]:
+        return self._encode_windows(*item, stride)
 
     def _outputs(self, batch, features) -> list:
         return list(self.model(**batch).logits.float().cpu().numpy())
@@ -217,14 +231,11 @@ class TextClassificationPipeline(Pipeline):
             return self.metadata.problem_type
         return "regression" if self.config.num_labels == 1 else "single_label_classification"
 
-    def postprocess(self, item, features, outputs, top_k=1, **options):
-        logits = outputs[0]
+    def postprocess(self, item, features, outputs, top_k=1, function_to_apply="softmax", **options):
+        logits = np.mean(outputs, axis=0)  # a long text's windows (stride): their logits averaged
         if self.problem_type == "regression":
             return {"score": float(logits[0])}
-        if self.problem_type == "multi_label_classification":  # one independent probability per label
-            probabilities = 1.0 / (1.0 + np.exp(-np.asarray(logits, dtype=np.float64)))
-        else:
-            probabilities = softmax_rows(logits)
+        probabilities = FUNCTIONS_TO_APPLY[function_to_apply](logits)
         labels = self.labels or [f"LABEL_{i}" for i in range(len(probabilities))]
         ranked = sorted(range(len(probabilities)), key=lambda k: -probabilities[k])
         answers = [{"label": labels[k], "score": float(probabilities[k])} for k in ranked]

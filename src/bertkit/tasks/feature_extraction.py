@@ -56,7 +56,7 @@ class FeatureExtractionPipeline(Pipeline):
             if modules_file.is_file():
                 modules = json.loads(modules_file.read_text(encoding="utf-8"))
                 normalize = any(str(m.get("type", "")).endswith("Normalize") for m in modules)
-        return {"pooling": pooling, "normalize": normalize}
+        return {"pooling": pooling, "normalize": normalize, "stride": None}
 
     def call_inputs(self, records: list[dict]) -> list:
         if any(record.get("text_pair") for record in records):
@@ -71,12 +71,13 @@ class FeatureExtractionPipeline(Pipeline):
         single, items = check_texts(texts)
         return single, [(t, text_pair if single else None) for t in items]
 
-    def preprocess(self, item, pooling="mean", **options) -> list[Feature]:
+    def preprocess(self, item, pooling="mean", stride=None, **options) -> list[Feature]:
         if pooling not in POOLINGS:
             raise ConfigError(f"pooling {pooling!r} is not one of {', '.join(POOLINGS)}")
-        feature = self._encode(*item)
-        feature.meta = pooling  # each feature carries its call's pooling: a server batch mixes calls
-        return [feature]
+        features = self._encode_windows(*item, stride)
+        for feature in features:
+            feature.meta = pooling  # each feature carries its call's pooling: a server batch mixes calls
+        return features
 
     def _outputs(self, batch, features) -> list:
         hidden = self.model(**batch).sequence_output
@@ -89,7 +90,8 @@ class FeatureExtractionPipeline(Pipeline):
         return out
 
     def postprocess(self, item, features, outputs, normalize=False, **options):
-        vector = outputs[0].astype(np.float32)
+        # A long text's windows (stride): their vectors averaged, each weighted by its number of tokens.
+        vector = np.average(np.stack(outputs), axis=0, weights=[f.num_tokens for f in features]).astype(np.float32)
         if normalize:
             vector = vector / max(float(np.linalg.norm(vector)), 1e-12)
         return vector.tolist()

@@ -34,7 +34,7 @@ from bertkit.data.glue import encode_text_pair
 from bertkit.devices import resolve_device
 from bertkit.errors import ConfigError
 from bertkit.io_utils import atomic_directory
-from bertkit.tokenization import FullTokenizer
+from bertkit.tokenization import FullTokenizer, pack, unknown_words_message
 
 logger = logging.getLogger("bertkit")
 
@@ -90,6 +90,7 @@ class Pipeline:
         self.metadata = metadata if metadata is not None else self.config.task_metadata
         self.options = self.default_options()
         self.options.update(self._check_options(options))
+        self._vocabulary_warned = False
 
     @property
     def labels(self) -> list[str] | None:
@@ -181,9 +182,32 @@ class Pipeline:
                 outputs[i][j] = result
         truncated = sum(any(f.truncated for f in feats) for feats in features)
         if truncated:
-            logger.info("%d of %d inputs were longer than max_seq_length=%d and were truncated",
-                        truncated, len(items), self.max_seq_length)
+            logger.warning("%d of %d inputs were longer than max_seq_length=%d and were truncated%s",
+                           truncated, len(items), self.max_seq_length,
+                           "; pass stride=N to read them whole in overlapping windows" if "stride" in self.options
+                           else "")
+        self.check_vocabulary(items)
         return [self.postprocess(item, feats, outs, **options) for item, feats, outs in zip(items, features, outputs)]
+
+    def check_vocabulary(self, items: list) -> None:
+        """Warn once (per pipeline) when the vocabulary does not cover the inputs' words (see
+        tokenization.unknown_words_message); a server calls it with each request's items."""
+        if self._vocabulary_warned:
+            return
+        unknown = words = 0
+        for text in _strings(items):
+            u, w = self.tokenizer.count_unknown(text)
+            unknown, words = unknown + u, words + w
+        message = unknown_words_message(unknown, words, self.tokenizer.vocab_file, "this input")
+        if message:
+            self._vocabulary_warned = True
+            logger.warning(message)
+
+    def unknown_tokens(self, feature: Feature) -> int:
+        """How many of the feature's tokens are [UNK] (`bertkit serve`'s /tokenize shows it)."""
+        unk = self.tokenizer.vocab["[UNK]"]
+        rows = feature.input_ids if feature.input_ids and isinstance(feature.input_ids[0], list) else [feature.input_ids]
+        return sum(row.count(unk) for row in rows)
 
     def inputs(self, *args, **kwargs) -> list:
         """The inputs of one call as a list of items (what preprocess takes), validated."""
@@ -233,9 +257,37 @@ class Pipeline:
         ids, types, removed = encode_text_pair(self.tokenizer, text_a, text_b, self.max_seq_length)
         return Feature(ids, types, truncated=removed > 0)
 
+    def _encode_windows(self, text_a: str, text_b: str | None, stride: int | None) -> list[Feature]:
+        """One feature (truncated, as _encode), or with `stride` the whole text in windows of
+        max_seq_length, consecutive windows sharing `stride` tokens (transformers' tokenizer `stride`)."""
+        if stride is None:
+            return [self._encode(text_a, text_b)]
+        width = self.max_seq_length - 2
+        if not isinstance(stride, int) or isinstance(stride, bool) or not 0 <= stride < width:
+            raise ConfigError(f"stride={stride!r}: give the number of tokens consecutive windows share, from 0 to "
+                              f"{width - 1} (max_seq_length - 3)")
+        if text_b is not None:
+            raise ConfigError("stride windows a single text; a pair of texts is truncated (leave stride out)")
+        ids = self.tokenizer.text_to_ids(text_a)
+        starts = range(0, max(len(ids) - stride, 1), width - stride)
+        return [Feature(*pack(ids[start:start + width], None, self.tokenizer.cls_token_id,
+                              self.tokenizer.sep_token_id)) for start in starts]
+
 
 def softmax_rows(x) -> np.ndarray:
     return softmax(np.asarray(x, dtype=np.float64), axis=-1)  # float64, as run_classifier's test_results.tsv
+
+
+def _strings(value):
+    """Every string inside a call's items (texts, pairs, question/context records, choices)."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from _strings(v)
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            yield from _strings(v)
 
 
 def check_text(value, what: str) -> str:
