@@ -25,6 +25,7 @@ import json
 import sys
 from pathlib import Path
 
+from bertkit.cli.common import add_dtype_argument
 from bertkit.errors import ConfigError, DataError
 from bertkit.io_utils import atomic_write
 
@@ -53,6 +54,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--max_seq_length", type=int, default=None,
                         help="default: the length the model was fine-tuned with (its config.json)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: a GPU when there is one)")
+    add_dtype_argument(parser)
 
 
 def read_inputs(path: Path, fields: tuple[str, ...]) -> list[dict]:
@@ -130,7 +132,7 @@ def run(args) -> int:
     if args.top_k is not None:
         options["top_k"] = args.top_k or None
     p = pipeline(args.model, args.task, device=args.device, batch_size=args.batch_size,
-                 max_seq_length=args.max_seq_length, progress=None if args.output_file else False)
+                 max_seq_length=args.max_seq_length, progress=None if args.output_file else False, dtype=args.dtype)
     if "top_k" in options and "top_k" not in p.options:
         raise ConfigError(f"--top_k does not apply to {p.task}")
     fields = FIELDS[p.task]

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from bertkit.cli.common import add_dtype_argument
 from bertkit.cli.main import str2bool
 from bertkit.errors import CheckpointError, ConfigError
 from bertkit.paths import minilm_dir
@@ -29,6 +30,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="bind address (0.0.0.0 to accept other machines)")
     parser.add_argument("--port", type=int, default=8080)
     parser.add_argument("--device", default=None, help="torch device (default: the pipeline's)")
+    add_dtype_argument(parser)
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads for the model (default: torch's, one per core); on a CPU shared with "
                              "other busy processes, 1 avoids threads waiting on each other")
@@ -107,7 +109,7 @@ def run(args) -> int:
         limits=BatchLimits(args.max_batch_tokens, args.max_batch_requests, args.max_wait_ms, args.workers,
                           args.padding_free),
         max_concurrent_requests=args.max_concurrent_requests, max_client_batch_size=args.max_client_batch_size)
-    pipeline_options = {"device": args.device, "max_seq_length": args.max_seq_length}
+    pipeline_options = {"device": args.device, "max_seq_length": args.max_seq_length, "dtype": args.dtype}
     if args.ray:
         from bertkit.serve import ray_serve
 

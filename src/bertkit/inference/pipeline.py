@@ -46,6 +46,7 @@ from bertkit.data.multiple_choice import MultipleChoiceExample, convert_example
 from bertkit.errors import ConfigError
 from bertkit.extract_features import POOLINGS, pool
 from bertkit.heads import BertModel
+from bertkit.inference.precision import apply_precision, choose_precision
 from bertkit.paths import minilm_dir
 from bertkit.tokenization import FullTokenizer, pack, truncate_for_packing
 
@@ -91,12 +92,14 @@ BACKENDS = ("torch", "onnx")
 
 def pipeline(model: str | Path | None = None, task: str | None = None, *, device: str | None = None,
              batch_size: int = 32, max_seq_length: int | None = None, progress: bool | None = None,
-             backend: str = "torch", **task_options) -> "Pipeline":
+             backend: str = "torch", dtype: str | None = "auto", **task_options) -> "Pipeline":
     """Load `model` (a checkpoint directory; default: the packaged all-MiniLM-L6-v2) for `task`.
 
     `backend="onnx"` runs the model with ONNX Runtime (the directory's model.onnx from `bertkit
     export`, else an export made on the spot); int8 checkpoints (`bertkit quantize`) load as they are.
     Both run on CPU.
+    `dtype` is auto, fp32, bf16 or int8: auto picks the fastest path this CPU (or GPU) runs within the
+    fidelity gates, see bertkit.inference.precision; `p.model.precision` says what and why.
     `task` defaults to what the checkpoint's config.json says (its `architectures`); the default
     `max_seq_length` is the one the model was fine-tuned with (saved in its config). `task_options`
     are the task's call defaults, e.g. `top_k=None`, `doc_stride=128`, `normalize=False`.
@@ -129,6 +132,7 @@ def pipeline(model: str | Path | None = None, task: str | None = None, *, device
     if missing_head:
         raise ConfigError(f"{files.directory} has no trained {task} head ({', '.join(missing_head[:3])} are not in "
                           f"the checkpoint); fine-tune it first, or pass the task it was trained for")
+    loaded = apply_precision(loaded, choose_precision(dtype, device, task=task, backend=backend))
     if backend == "onnx" or config.extra.get("quantization_config"):
         if device is not None and torch.device(device).type != "cpu":
             raise ConfigError(f"device={device!r}: int8 models and the ONNX backend run on CPU")
