@@ -19,7 +19,7 @@ from bertkit.inference import precision
 from bertkit.inference.precision import (GATES, PrecisionChoice, apply_precision, check_fidelity, choose_precision,
                                          label_flips, sentence_vectors)
 from bertkit.tokenization import FullTokenizer
-from tests.helpers import random_batch, tiny_config
+from helpers import random_batch, tiny_config
 
 # /proc/cpuinfo flag sets of the CPU kinds users deploy on (abridged to what matters).
 SAPPHIRE_RAPIDS = {"avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8", "amx_tile"}
