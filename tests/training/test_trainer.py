@@ -212,7 +212,7 @@ def test_bf16_auto_is_on_only_with_native_bf16(tmp_path, monkeypatch, caplog, na
 def test_bf16_flag(tmp_path, value, parsed):
     from bertkit.cli.main import build_parser
 
-    args = build_parser("run_classifier").parse_args(["run_classifier", "--task_name=MRPC",
+    args = build_parser("run_classifier").parse_args(["run_classifier", "--task_name=MRPC", f"--data_dir={tmp_path}",
                                                       f"--output_dir={tmp_path}", *value])
     assert args.bf16 == parsed
 

@@ -31,6 +31,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--port", type=int, default=8080)
     parser.add_argument("--device", default=None, help="torch device (default: the pipeline's)")
     add_dtype_argument(parser)
+    parser.add_argument("--check_fidelity", type=str2bool, default=True, metavar="BOOL",
+                        help="with --dtype auto: before serving, compare the path auto picks with fp32 on 16 "
+                             "sentences (about a second) and fall back to the next path if it misses its gate")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads for the model (default: torch's, one per core); on a CPU shared with "
                              "other busy processes, 1 avoids threads waiting on each other")
@@ -120,6 +123,10 @@ def run(args) -> int:
         torch.set_num_threads(args.threads)
     # Loaded here, before the port opens, so that a bad checkpoint is one error line; the app warms
     # them up in the background and /health says 503 until then.
+    if args.dtype == "auto" and args.check_fidelity:
+        from bertkit.inference.precision import check_auto
+
+        check_auto(next(iter(models.values())), args.device)
     pipelines = {}
     for name, path in models.items():
         pipelines[name] = pipeline(model=str(path), **pipeline_options)

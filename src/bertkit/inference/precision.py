@@ -309,6 +309,26 @@ def check_fidelity(model, tokenizer, choice: PrecisionChoice, texts=None, *, rec
     return result
 
 
+def check_auto(directory, device=None, task: str | None = None) -> FidelityResult | None:
+    """What a server runs at start-up before loading `directory` with dtype=auto: check_fidelity of
+    the path auto would pick, on CHECK_SENTENCES, recorded so that auto skips it if it failed.
+    None when there is nothing to check (auto picks fp32, the path was checked already, or the
+    checkpoint is int8). Cost: one more load of the encoder and two passes over 16 sentences,
+    about a second next to the seconds a server's start takes (docs/precision.md)."""
+    from bertkit.heads import BertModel
+    from bertkit.tokenization import FullTokenizer
+
+    choice = choose_precision("auto", device, task=task)
+    if choice.dtype == "fp32" or choice.path in _checked:
+        return None
+    model = BertModel.from_pretrained(directory)
+    if model.config.extra.get("quantization_config"):
+        return None
+    if device is not None or torch.cuda.is_available():
+        model.to(device or "cuda")
+    return check_fidelity(model.eval(), FullTokenizer.from_pretrained(directory), choice)
+
+
 def label_flips(fp32_logits, other_logits) -> float:
     """The share of rows whose argmax differs between two (N, C) logit arrays."""
     a = torch.as_tensor(fp32_logits).float().argmax(-1)
