@@ -88,7 +88,7 @@ def test_devices_and_backends(monkeypatch):
     assert choose_precision("auto", "cuda").dtype == "bf16"
     assert choose_precision("auto", "cuda", failed={"bf16"}).dtype == "fp32"
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
-    assert choose_precision("auto", "cuda:0").dtype == "fp32"
+    assert choose_precision("auto", "cuda").dtype == "fp32"
     with pytest.raises(ConfigError, match="CPU only"):
         choose_precision("int8", "cuda")
     assert choose_precision("auto", "cpu", SAPPHIRE_RAPIDS, backend="onnx").dtype == "fp32"

@@ -35,6 +35,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 from bertkit.cpu import CpuInfo, cpu_info
+from bertkit.devices import resolve_device
 from bertkit.errors import ConfigError
 from bertkit.extract_features import pool
 
@@ -134,8 +135,7 @@ def choose_precision(requested: str | None = "auto", device=None, flags=None, *,
             raise ConfigError(f"dtype={requested!r} runs on the torch backend; the {backend} backend runs the "
                               "exported graph as it is (for int8 there: bertkit export --int8)")
         return PrecisionChoice("fp32", f"the {backend} backend runs the exported graph as it is", None, requested)
-    device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available()
-                                                                           else "cpu")
+    device = resolve_device(device)
     failed = failed_paths(task) if failed is None else set(failed)
     if device.type == "cuda":
         return _choose_cuda(requested, device, failed)
