@@ -98,7 +98,7 @@ def test_an_exported_directory_runs_without_torch_weights(classifier, tmp_path):
     out = tmp_path / "exported"
     assert main(["-q", "export", "--model", str(classifier), "--output_dir", str(out)]) == 0
     assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.onnx", "vocab.txt"]
-    want = pipeline(classifier)(TEXTS, top_k=None)
+    want = pipeline(classifier, dtype="fp32")(TEXTS, top_k=None)
     for model in (out, out / "model.onnx"):
         p = pipeline(model, backend="onnx" if model == out else "torch")  # an .onnx file implies the backend
         assert type(p.model).__name__ == "OnnxModel" and p.model.path == out / "model.onnx"
@@ -127,7 +127,7 @@ def test_predict_with_the_onnx_backend(classifier, tmp_path, capsys):
     capsys.readouterr()
     assert main(["predict", "--model", str(tmp_path / "onnx"), "--backend", "onnx", TEXTS[0]]) == 0
     answer = json.loads(capsys.readouterr().out)
-    want = pipeline(classifier)(TEXTS[0])[0]
+    want = pipeline(classifier, dtype="fp32")(TEXTS[0])[0]
     assert answer["label"] == want["label"] and abs(answer["score"] - want["score"]) < 1e-5
 
 
