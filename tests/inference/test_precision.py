@@ -248,3 +248,41 @@ def test_a_server_start_checks_the_path_auto_picks(minilm_path, monkeypatch):
     assert precision.check_auto(minilm_path, "cpu") is None  # checked once per process
     monkeypatch.setattr(precision, "cpu_info", lambda: CpuInfo("mocked plain", frozenset(PLAIN), None, "test"))
     assert precision.check_auto(minilm_path, "cpu") is None  # auto is fp32: nothing to check
+
+
+@pytest.fixture
+def tiny_classifier(tmp_path):
+    from helpers import TINY_VOCAB
+
+    torch.manual_seed(0)
+    BertForSequenceClassification(tiny_config(id2label={0: "no", 1: "yes"})).save_pretrained(
+        tmp_path / "clf", tokenizer=FullTokenizer(TINY_VOCAB))
+    return tmp_path / "clf"
+
+
+def test_pipeline_and_info_say_what_was_chosen(tiny_classifier, caplog):
+    from types import SimpleNamespace
+
+    from bertkit.inference.pipeline import pipeline
+    from bertkit.serve.app import _model_info
+
+    with caplog.at_level(logging.INFO, logger="bertkit"):
+        p = pipeline(tiny_classifier, dtype="int8", device="cpu")
+    assert "precision int8" in caplog.text
+    info = _model_info(SimpleNamespace(name="clf", pipeline=p))["precision"]
+    assert info["dtype"] == "int8" and info["requested"] == "int8" and info["int8_weight_bits"] in (7, 8)
+    assert pipeline(tiny_classifier, dtype="fp32").model.precision.dtype == "fp32"
+    with pytest.raises(ConfigError, match="dtype='fp16'"):
+        pipeline(tiny_classifier, dtype="fp16")
+
+
+def test_dtype_flag(tiny_classifier, capsys, caplog):
+    from bertkit.cli.main import main
+
+    with caplog.at_level(logging.INFO, logger="bertkit"):
+        assert main(["similarity", "hello there", "hello", "--model", str(tiny_classifier), "--dtype", "INT8"]) == 0
+    assert "precision int8" in caplog.text and capsys.readouterr().out.strip()
+    with pytest.raises(SystemExit) as exit_code:
+        main(["similarity", "a", "b", "--model", str(tiny_classifier), "--dtype", "fp16"])
+    assert exit_code.value.code == 2
+    assert "invalid choice: 'fp16'" in capsys.readouterr().err
