@@ -63,10 +63,10 @@ def vector_gates(texts: list[str], paths: list[str]) -> dict:
     return out
 
 
-def fine_tune(data: Path, output: Path, epochs: float, seed: int) -> None:
+def fine_tune(data: Path, output: Path, epochs: float, seed: int, learning_rate: float) -> None:
     code = bertkit_main(["-q", "run_classifier", "--task_name=MRPC", "--do_train", "--do_eval",
                          f"--data_dir={data / 'glue' / 'MRPC'}", f"--init_checkpoint={minilm_dir()}",
-                         "--max_seq_length=128", "--train_batch_size=32", "--learning_rate=5e-5",
+                         "--max_seq_length=128", "--train_batch_size=32", f"--learning_rate={learning_rate}",
                          f"--num_train_epochs={epochs}", f"--seed={seed}", "--save_checkpoints_steps=100000",
                          "--no_progress", "--cache_dir=none", f"--output_dir={output}"])
     if code:
@@ -103,6 +103,7 @@ def main() -> int:
     parser.add_argument("--keep_classifier", default=None, help="fine-tune into this directory and keep it")
     parser.add_argument("--epochs", type=float, default=1.0)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--learning_rate", type=float, default=5e-5)
     parser.add_argument("--paths", default=",".join(PATHS), help=f"comma-separated, of {', '.join(PATHS)}")
     parser.add_argument("--skip_vectors", action="store_true")
     parser.add_argument("--threads", type=int, default=None)
@@ -121,8 +122,8 @@ def main() -> int:
         classifier = Path(args.classifier or args.keep_classifier or Path(tmp) / "mrpc")
         if not args.classifier:
             start = time.perf_counter()
-            fine_tune(data, classifier, args.epochs, args.seed)
-            result["fine_tune"] = {"epochs": args.epochs, "seed": args.seed,
+            fine_tune(data, classifier, args.epochs, args.seed, args.learning_rate)
+            result["fine_tune"] = {"epochs": args.epochs, "seed": args.seed, "learning_rate": args.learning_rate,
                                    "seconds": round(time.perf_counter() - start, 1)}
         result["labels"] = flip_gates(classifier, pairs, paths)
     print(json.dumps(result, indent=1))
