@@ -324,6 +324,8 @@ def check_auto(directory, device=None, task: str | None = None) -> FidelityResul
     from bertkit.heads import BertModel
     from bertkit.tokenization import FullTokenizer
 
+    if str(directory).endswith(".onnx"):  # an exported graph runs as exported (the ONNX backend)
+        return None
     choice = choose_precision("auto", device, task=task)
     if choice.dtype == "fp32" or choice.path in _checked:
         return None
