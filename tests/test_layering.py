@@ -21,7 +21,7 @@ LAYERS = [
     ("checkpoint",),
     ("data", "vocab"),
     ("modeling", "int8", "tokenization", "config"),
-    ("io_utils", "errors", "paths", "devices"),
+    ("io_utils", "errors", "paths", "devices", "cpu"),
 ]
 LEVEL = {name: level for level, names in enumerate(LAYERS) for name in names}
 PACKAGE_API = {"__init__", "__main__"}  # the public API re-exports from every layer

@@ -78,6 +78,7 @@ class QuantizationConfig:
     method: str = QUANTIZATION_METHOD
     per_channel: bool = True  # one weight scale per output channel (else one per matrix)
     keep_fp32: list[str] = field(default_factory=list)  # projections of every layer left in fp32
+    weight_bits: int = 7  # 7 (any x86 CPU) or 8 (CPUs with avx512_vnni); see bertkit.int8
 
     @classmethod
     def from_dict(cls, values: Any, source: str = "config") -> "QuantizationConfig":
@@ -91,10 +92,14 @@ class QuantizationConfig:
         per_channel = values.get("per_channel", True)
         if not isinstance(per_channel, bool):
             raise ConfigError(f"{source}: quantization_config's per_channel must be true or false, got {per_channel!r}")
-        return cls(QUANTIZATION_METHOD, per_channel, list(keep))
+        weight_bits = values.get("weight_bits", 7)
+        if weight_bits not in (7, 8) or isinstance(weight_bits, bool):
+            raise ConfigError(f"{source}: quantization_config's weight_bits must be 7 or 8, got {weight_bits!r}")
+        return cls(QUANTIZATION_METHOD, per_channel, list(keep), weight_bits)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"method": self.method, "per_channel": self.per_channel, "keep_fp32": list(self.keep_fp32)}
+        return {"method": self.method, "per_channel": self.per_channel, "keep_fp32": list(self.keep_fp32),
+                "weight_bits": self.weight_bits}
 
 
 @dataclass
