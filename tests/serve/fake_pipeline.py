@@ -28,6 +28,7 @@ class FakePipeline(Pipeline):
                  gate: threading.Event | None = None):
         self.task = task
         self.embeddings = task == "feature-extraction"
+        self.model = None  # no torch model (so no `precision` for /info)
         self.tokenizer = FullTokenizer(TINY_VOCAB)
         labels = {0: "short", 1: "long"} if task == "text-classification" else None
         self.config = BertConfig(vocab_size=len(self.tokenizer), hidden_size=4, num_attention_heads=1, id2label=labels)
