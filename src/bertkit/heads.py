@@ -61,7 +61,10 @@ def _encoder_kwargs(kwargs: dict) -> dict:
 
 
 class BertForSequenceClassification(PretrainedMixin, BertPreTrainedModel):
-    """[CLS] pooled vector -> dropout -> linear. num_labels=1 is regression (MSE), else cross-entropy."""
+    """[CLS] pooled vector -> dropout -> linear, with transformers' losses by the config's problem_type:
+    regression (MSE), single_label_classification (cross-entropy) or multi_label_classification
+    (binary cross-entropy on a sigmoid per label). Without one, as transformers decides: num_labels=1
+    is regression, integer labels single-label, float label rows multi-label."""
 
     def __init__(self, config: BertConfig):
         super().__init__(config)
@@ -76,8 +79,13 @@ class BertForSequenceClassification(PretrainedMixin, BertPreTrainedModel):
         logits = self.classifier(self.dropout(encoded.pooled_output))  # (B, num_labels)
         loss = None
         if labels is not None:
-            if self.num_labels == 1:
+            problem_type = self.config.extra.get("problem_type") or (
+                "regression" if self.num_labels == 1 else
+                "single_label_classification" if not labels.is_floating_point() else "multi_label_classification")
+            if problem_type == "regression":
                 loss = F.mse_loss(logits.squeeze(-1), labels.to(logits.dtype))
+            elif problem_type == "multi_label_classification":
+                loss = F.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype))
             else:
                 loss = F.cross_entropy(logits, labels)
         return HeadOutput(logits=logits, loss=loss, encoder_output=encoded)

@@ -3,7 +3,9 @@
 Supported inputs:
   * HF layout: a directory (or a file in it) with config.json and model.safetensors,
     pytorch_model.bin, or their sharded `*.index.json` forms;
-  * Google layout: bert_config.json with bert_model.ckpt.{index,data-*} (see tf_bundle.py).
+  * Google layout: bert_config.json with bert_model.ckpt.{index,data-*} (see tf_bundle.py);
+  * a model name: "minilm" (the packaged model) or a hub name such as "bert-base-uncased",
+    found in the local Hugging Face cache or downloaded (see hub.py).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from pathlib import Path
 import torch
 
 from bertkit.checkpoint import names
+from bertkit.checkpoint.hub import resolve_name
 from bertkit.checkpoint.surgery import Surgery
 from bertkit.checkpoint.report import LoadReport
 from bertkit.checkpoint.tf_bundle import TFCheckpointReader, UnsupportedTensorError, find_tf_checkpoint
@@ -52,7 +55,8 @@ class CheckpointFiles:
 
 
 def resolve_checkpoint(path: str | Path) -> CheckpointFiles:
-    """Find config, weights and vocab for a directory, a weights file, or a TF checkpoint prefix."""
+    """Find config, weights and vocab for a directory, a weights file, a TF checkpoint prefix, or a model
+    name (checkpoint/hub.py: "minilm", or a hub name such as "bert-base-uncased" in the local HF cache)."""
     path = Path(path).expanduser()
     tf_prefix = None
     if path.is_dir():
@@ -73,9 +77,13 @@ def resolve_checkpoint(path: str | Path) -> CheckpointFiles:
     else:
         tf_prefix = find_tf_checkpoint(path)
         if tf_prefix is None:
+            named = resolve_name(str(path))  # a model name: "minilm", or a hub id in the local HF cache
+            if named is not None:
+                return resolve_checkpoint(named)
             raise CheckpointError(
                 f"checkpoint not found: {path} (give a directory with config.json and model.safetensors or "
-                "pytorch_model.bin, one of those files, or a Google checkpoint prefix such as .../bert_model.ckpt)"
+                "pytorch_model.bin, one of those files, a Google checkpoint prefix such as .../bert_model.ckpt, "
+                "or a model name: minilm, or a Hugging Face hub name such as bert-base-uncased)"
             )
         directory, weights = Path(tf_prefix).parent, []
 

@@ -9,7 +9,8 @@ Storage format (FEATURE_FORMAT_VERSION 2), `<task>-<file stem>-<key[:16]>.npz`:
 
 * `input_ids` int32 and `token_type_ids` int8: every row's real tokens (no padding), concatenated;
 * `offsets` int64, length N+1: row i is `input_ids[offsets[i]:offsets[i + 1]]`;
-* `labels` int64, or float64 for regression; `is_real_example` bool, length N.
+* `labels` int64, or float64 for regression (N) and multi-label 0/1 targets (N, num_labels);
+  `is_real_example` bool, length N.
 
 (Version 1 stored the same arrays under Google's names `segment_ids` and `label_ids`.) The
 attention mask is not stored: it is 1 over a row's real tokens and 0 over the padding, which
@@ -77,7 +78,8 @@ class PackedFeatures(Sequence[ClassifierFeatures]):
                 or any(feature.token_type_ids[length:])
             ):
                 raise ValueError(f"feature {index} is not a {'padded' if pad_to else 'unpadded'} BERT input row")
-        is_regression = any(isinstance(f.labels, float) for f in features)
+        # Float labels: regression scores, or multi-label 0/1 rows (a 2-D array).
+        is_regression = any(isinstance(f.labels, (float, list)) for f in features)
         return cls(
             input_ids=np.fromiter(
                 (i for f, n in zip(features, lengths) for i in f.input_ids[:n]), dtype=np.int32, count=sum(lengths)
@@ -111,7 +113,8 @@ class PackedFeatures(Sequence[ClassifierFeatures]):
             input_ids=self.input_ids[start:end].tolist() + padding,
             attention_mask=[1] * length + padding,
             token_type_ids=self.token_type_ids[start:end].tolist() + padding,
-            labels=float(label) if self.labels.dtype == np.float64 else int(label),
+            labels=label.tolist() if self.labels.ndim == 2 else float(label) if self.labels.dtype == np.float64
+            else int(label),
             is_real_example=bool(self.is_real_example[index]),
         )
 
@@ -226,7 +229,7 @@ def _load(npz_path: Path, meta_path: Path, key: str, pad_to: int | None) -> Pack
     with np.load(npz_path, allow_pickle=False) as npz:
         arrays = {name: npz[name] for name in _ARRAY_DTYPES}
     for name, dtypes in _ARRAY_DTYPES.items():
-        if arrays[name].dtype not in dtypes or arrays[name].ndim != 1:
+        if arrays[name].dtype not in dtypes or arrays[name].ndim not in ((1, 2) if name == "labels" else (1,)):
             raise ValueError(f"array {name} has dtype {arrays[name].dtype} and {arrays[name].ndim} dims")
     n, offsets = meta["num_examples"], arrays["offsets"]
     if len(offsets) != n + 1 or len(arrays["labels"]) != n or len(arrays["is_real_example"]) != n:

@@ -54,13 +54,14 @@ class InputExample:
       guid: unique id for the example, e.g. "train-1".
       text_a: the untokenized text of the first sequence.
       text_b: the untokenized text of the second sequence, for sequence-pair tasks.
-      label: the label string for classification tasks, a float for regression (STS-B).
+      label: the label string for classification tasks, a float for regression (STS-B), a tuple of
+        label strings for multi-label classification.
     """
 
     guid: str
     text_a: str
     text_b: str | None = None
-    label: str | float | None = None
+    label: str | float | tuple[str, ...] | None = None
 
 
 class PaddingInputExample:
@@ -80,7 +81,7 @@ class ClassifierFeatures(InputFeatures):
     for regression).
     """
 
-    labels: int | float
+    labels: int | float | list[float]  # list: multi-label 0/1 targets
     is_real_example: bool = True
 
     bookkeeping = ("is_real_example",)
@@ -394,9 +395,14 @@ def convert_single_example(
     return ClassifierFeatures(input_ids, input_mask, segment_ids, labels=label_id, is_real_example=True)
 
 
-def _label_id(example: InputExample, label_list: Sequence[str] | None) -> int | float:
+def _label_id(example: InputExample, label_list: Sequence[str] | None) -> int | float | list[float]:
     if not label_list:
         return float(example.label)
+    if isinstance(example.label, (tuple, list)):  # multi-label: a 0/1 target per label, for the BCE loss
+        unknown = [name for name in example.label if name not in label_list]
+        if unknown:
+            raise DataError(f"example {example.guid}: label {unknown[0]!r} is not one of {list(label_list)}")
+        return [float(name in example.label) for name in label_list]
     try:
         return list(label_list).index(example.label)
     except ValueError:

@@ -34,7 +34,7 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
-from scipy.special import softmax
+from scipy.special import expit, softmax
 from tqdm.auto import tqdm
 
 from bertkit import heads
@@ -289,6 +289,11 @@ def _softmax(x) -> np.ndarray:
     return softmax(np.asarray(x, dtype=np.float64), axis=-1)  # float64, as run_classifier's test_results.tsv
 
 
+# transformers' text-classification `function_to_apply` values.
+FUNCTIONS_TO_APPLY = {"softmax": _softmax, "sigmoid": lambda x: expit(np.asarray(x, dtype=np.float64)),
+                      "none": lambda x: np.asarray(x, dtype=np.float64)}
+
+
 def _text(value, what: str) -> str:
     if not isinstance(value, str):
         raise ConfigError(f"{what} must be a string, got {type(value).__name__}")
@@ -329,7 +334,17 @@ class TextClassificationPipeline(Pipeline):
     head_prefixes = ("classifier.",)
 
     def default_options(self) -> dict:
-        return {"top_k": 1}
+        # transformers' function_to_apply: a multi-label model scores every label on its own (sigmoid),
+        # so all of them are returned, each with its own probability.
+        if self.config.extra.get("problem_type") == "multi_label_classification":
+            return {"top_k": None, "function_to_apply": "sigmoid"}
+        return {"top_k": 1, "function_to_apply": "softmax"}
+
+    def _check_options(self, options: dict) -> dict:
+        if options.get("function_to_apply", "softmax") not in FUNCTIONS_TO_APPLY:
+            raise ConfigError(f"function_to_apply={options['function_to_apply']!r}: use one of "
+                              f"{', '.join(FUNCTIONS_TO_APPLY)}")
+        return super()._check_options(options)
 
     def parse(self, texts=None, text_pair=None, **kwargs) -> tuple[bool, list]:
         if texts is None and "text" in kwargs:
@@ -368,11 +383,11 @@ class TextClassificationPipeline(Pipeline):
     def _outputs(self, batch, features) -> list:
         return list(self.model(**batch).logits.float().cpu().numpy())
 
-    def postprocess(self, item, features, outputs, top_k=1, **options):
+    def postprocess(self, item, features, outputs, top_k=1, function_to_apply="softmax", **options):
         logits = outputs[0]
         if self.config.num_labels == 1:  # regression (STS-B)
             return {"score": float(logits[0])}
-        probabilities = _softmax(logits)
+        probabilities = FUNCTIONS_TO_APPLY[function_to_apply](logits)
         labels = self.labels or [f"LABEL_{i}" for i in range(len(probabilities))]
         ranked = sorted(range(len(probabilities)), key=lambda k: -probabilities[k])
         answers = [{"label": labels[k], "score": float(probabilities[k])} for k in ranked]

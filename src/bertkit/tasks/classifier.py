@@ -98,8 +98,8 @@ def build_dataset(processor: DataProcessor, task: ClassifierTask, split: str, to
         data_file=processor.data_file(task.data_dir, split), vocab_file=vocab_file,
         max_seq_length=task.max_seq_length, do_lower_case=tokenizer.do_lower_case,
         pad_to_max_length=pad_to_max_length)
-    # A test file's features carry Google's placeholder label (the first one), which no metric may see.
-    return examples, FeatureDataset(features, drop=["labels"] if split == "test" else [])
+    # An unlabelled test file's features carry Google's placeholder label (the first one), which no metric may see.
+    return examples, FeatureDataset(features, drop=[] if task.has_labels(split) else ["labels"])
 
 
 def glue_metrics_fn(task_name: str, is_regression: bool):
