@@ -51,6 +51,63 @@ NER = dict(max_seq_length=64, batch_size=32, epochs=1.0, learning_rate=2e-3)
 ARMS = {"scratch": None, "tapt": "pretrain-char", "tapt-wwm": "pretrain-wwm"}  # arm -> the pre-trained model
 ARM_NAMES = {"scratch": "from scratch", "tapt": "task-adaptive MLM, character masking",
              "tapt-wwm": "task-adaptive MLM, whole-word masking (jieba)"}
+# The page's how-to: commands a user can copy, on the shared data or on files of their own.
+GUIDE = """## Commands
+
+Everything below runs on the files in `../shared/data/chinese/` (see its README) with the
+`bert-base-chinese` vocabulary; put your own files in their place. `$ZH` is
+`../shared/data/vocab/bert-base-chinese/vocab.txt`, `$DATA` is `../shared/data/chinese`.
+
+**Sentiment (ChnSentiCorp, `label<TAB>text_a` TSV files)**, a small BERT from scratch
+(`run_classifier` reads CSV, TSV or JSONL of your own; see its `--help`):
+
+```
+bertkit run_classifier --train_file $DATA/chnsenticorp/train.tsv --validation_file $DATA/chnsenticorp/dev.tsv \\
+    --test_file $DATA/chnsenticorp/test.tsv --text_column text_a --label_column label \\
+    --do_train --do_eval --do_predict --bert_config_file examples/bert_chinese_tiny_config.json --vocab_file $ZH \\
+    --max_seq_length 64 --learning_rate 2e-3 --max_steps 150 --output_dir /tmp/chnsenticorp
+```
+
+**Named entities, one character per line** (`中 B-ORG`, a blank line between sentences). The tag
+scheme (IOB1, IOB2 or BIOES) is detected from the training file and recorded in the model's
+`config.json` (`label_scheme`; IOB1 is learnt as IOB2), with `word_unit: char` for a file of
+single characters, so that `predict` and `serve` cut raw text into characters the same way. JSONL
+files as transformers' datasets hold NER work too: `{"tokens": [...], "ner_tags": [...]}`, tags as
+strings or as integers with `--label_list O,B-PER,I-PER,...`.
+
+```
+bertkit run_ner --train_file $DATA/ner/test.txt --eval_file $DATA/ner/dev.txt --do_train --do_eval \\
+    --bert_config_file examples/bert_chinese_tiny_config.json --vocab_file $ZH \\
+    --max_seq_length 64 --learning_rate 2e-3 --num_train_epochs 1 --output_dir /tmp/zh_ner
+bertkit predict --model /tmp/zh_ner "新华社记者在北京报道。"     # entities: text[start:end] is each word
+bertkit serve --model zh=/tmp/zh_ner --port 8080                  # then:
+curl -s localhost:8080/predict -H 'content-type: application/json' -d '{"inputs": "我在上海工作。"}'
+```
+
+**Task-adaptive pre-training** (a masked LM on the task's own texts, then fine-tuning from it).
+One review or sentence per line; `--one_document_per_line` makes each line a document and
+`--split_sentences` cuts it into sentences after 。！？ (and ASCII !?, …). Chinese whole-word
+masking (Cui et al., Chinese-BERT-wwm) masks all the characters of a word together, with word
+boundaries from jieba (`pip install 'bertkit[zh]'`); without `--word_segmenter`, BERT's tokenizer
+makes every CJK character a word, and whole-word masking masks single characters.
+
+```
+cut -f2 $DATA/chnsenticorp/train.tsv | tail -n +2 > /tmp/reviews.txt
+bertkit create_pretraining_data --input_file /tmp/reviews.txt --output_dir /tmp/zh_shards --vocab_file $ZH \\
+    --one_document_per_line --split_sentences --do_whole_word_mask --word_segmenter jieba \\
+    --max_seq_length 64 --max_predictions_per_seq 10 --dupe_factor 1
+bertkit run_pretraining --input_file /tmp/zh_shards --output_dir /tmp/zh_mlm --do_train --do_eval \\
+    --bert_config_file examples/bert_chinese_tiny_config.json --vocab_file $ZH --max_seq_length 64 \\
+    --max_predictions_per_seq 10 --train_batch_size 32 --num_train_steps 100 --num_warmup_steps 10 \\
+    --learning_rate 2e-3 --next_sentence_weight 0
+bertkit predict --model /tmp/zh_mlm "这家酒店的服务很[MASK]。"      # fill-mask
+bertkit run_classifier ... --init_checkpoint /tmp/zh_mlm              # fine-tune from it (drop --bert_config_file)
+```
+
+`python tools/chinese_results.py` runs every arm of the tables below (each step once; the
+records in `docs/chinese_runs.jsonl` are kept) and rewrites this page; `--budget_minutes N`
+bounds a session, `--list` prints the commands.
+""".splitlines() + [""]
 FILL_MASK = ["这家酒店的服务很[MASK]。", "房间很干净，位置也[MASK]方便。", "我在北[MASK]工作。"]
 
 
@@ -267,7 +324,7 @@ def write_report(steps: list[Step], data: Path) -> None:
         "random initialisation of `examples/bert_chinese_tiny_config.json` (2 layers, hidden size 128, 2 heads, "
         "128 positions, the 21,128-entry `bert-base-chinese` vocabulary), and the runs are bounded to fit about an "
         "hour of this CPU. Read the numbers as what a tiny model learns in a few minutes, not as what BERT can do "
-        "on these tasks.", "",
+        "on these tasks.", "", *GUIDE,
         "## ChnSentiCorp (binary sentiment, accuracy ×100)", "",
         f"Trained on train.tsv (9,600 reviews) for {CSC['steps']} steps of {CSC['batch_size']} "
         f"({CSC['steps'] * CSC['batch_size']:,} reviews, {CSC['steps'] * CSC['batch_size'] / 9600:.2f} epoch), "

@@ -511,3 +511,15 @@ def test_chinese_whole_word_masking_with_jieba(zh_tokenizer, tmp_path):
                                    one_document_per_line=True, split_sentences=True)
     made = list(iter_training_instances([corpus], zh_tokenizer, config))
     assert check_whole_words(made, zh_tokenizer, jieba.lcut) > 50
+
+
+def test_whole_word_masking_of_chinese_without_a_segmenter_says_so(zh_tokenizer, tmp_path, caplog):
+    corpus = write_reviews(tmp_path / "reviews.txt", 10)
+    config = PretrainingDataConfig(max_seq_length=32, dupe_factor=1, do_whole_word_mask=True, one_document_per_line=True)
+    with caplog.at_level("WARNING", logger="bertkit.data.pretraining"):
+        list(iter_training_instances([corpus], zh_tokenizer, config))
+    assert "add --word_segmenter=jieba" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="bertkit.data.pretraining"):
+        list(iter_training_instances([corpus], zh_tokenizer, config, segmenter=fake_segmenter))
+    assert "word_segmenter" not in caplog.text

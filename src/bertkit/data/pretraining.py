@@ -488,6 +488,18 @@ def create_instances_from_chunk(documents: list[Document], config: PretrainingDa
             yield from create_instances_from_document(documents, document_index, config, vocab, rng)
 
 
+def warn_if_chinese(documents: Sequence[Document], tokenizer) -> None:
+    """Whole-word masking without a segmenter masks single characters of Chinese text: say so when
+    most of the tokens (of the first chunk) are CJK characters."""
+    ids = [i for document in documents for sentence in document.sentences for i in sentence]
+    tokens = tokenizer.convert_ids_to_tokens(ids)
+    chinese = sum(len(token) == 1 and is_chinese_char(ord(token)) for token in tokens)
+    if ids and chinese > 0.3 * len(ids):
+        logger.warning("%.0f%% of the tokens are Chinese characters, each a word of its own to BERT's tokenizer: "
+                       "--do_whole_word_mask masks single characters; for Chinese whole-word masking add "
+                       "--word_segmenter=jieba (pip install 'bertkit[zh]')", 100 * chinese / len(ids))
+
+
 def iter_training_instances(files: Sequence[Path], tokenizer, config: PretrainingDataConfig,
                             stats: dict | None = None, segmenter=None) -> Iterator[TrainingInstance]:
     """Every instance of the corpus, chunk after chunk, holding one chunk of documents at a time.
@@ -499,6 +511,8 @@ def iter_training_instances(files: Sequence[Path], tokenizer, config: Pretrainin
     documents = read_documents(files, tokenizer, stats, config, segmenter)
     chunks = iter_chunks(documents, config.chunk_documents, config.chunk_tokens)
     for chunk_index, chunk in enumerate(chunks):
+        if chunk_index == 0 and config.do_whole_word_mask and segmenter is None:
+            warn_if_chinese(chunk, tokenizer)
         if len(chunk) < 2:
             raise DataError(f"{', '.join(map(str, files))}: the input holds a single document (from "
                             f"{chunk[0].source}); next-sentence prediction draws its random next sentence from a "
