@@ -149,3 +149,37 @@ def test_seed_decides_the_initialisation(tmp_path, minilm_path):
     query = "bert.encoder.layer.0.attention.self.query.weight"
     loaded = [weights(seed, f"--init_checkpoint={minilm_path}")[query] for seed in (1, 2)]
     assert torch.equal(*loaded), "weights loaded from a checkpoint must not depend on the seed"
+
+
+@pytest.mark.parametrize("flags, shown", [([], False), (["-v"], True)], ids=["default", "verbose"])
+def test_the_first_examples_token_ids_only_with_v(tmp_path, caplog, flags, shown):
+    caplog.set_level(logging.INFO)  # the log as a terminal gets it; the capture itself takes everything
+    caplog.handler.setLevel(logging.DEBUG)
+    tiny = FIXTURES / "bert_tiny_classifier"
+    argv = ["run_classifier", "--task_name=MRPC", "--do_train", f"--data_dir={FIXTURES.parents[2] / 'examples/data/mrpc_sample'}",
+            f"--init_checkpoint={tiny / 'bert_model.ckpt'}", f"--vocab_file={tiny / 'vocab.txt'}",
+            f"--bert_config_file={tiny / 'bert_config.json'}", "--max_seq_length=32", "--max_steps=1",
+            f"--output_dir={tmp_path}", "--cache_dir=none", "--no_progress", *flags]
+    assert main(argv) == 0
+    assert ("input_ids: " in caplog.text) == shown
+    assert "***** Running training *****" in caplog.text  # the progress log stays either way
+    assert logging.getLogger("bertkit").level == logging.NOTSET  # -v does not outlive the command
+
+
+def test_log_lines_go_above_a_progress_bar(capsys):
+    from tqdm import tqdm
+
+    from bertkit.cli.main import _TqdmAwareHandler
+
+    logger = logging.getLogger("bertkit.test_progress")
+    handler = _TqdmAwareHandler(sys.stderr)
+    logger.addHandler(handler)
+    try:
+        with tqdm(total=2, file=sys.stderr, ascii=True) as bar:
+            bar.update(1)
+            logger.warning("a log line")
+            bar.update(1)
+    finally:
+        logger.removeHandler(handler)
+    err = capsys.readouterr().err
+    assert "a log line\n" in err and "|a log line" not in err and "it/s]a log line" not in err

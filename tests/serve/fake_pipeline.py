@@ -31,9 +31,16 @@ class FakePipeline:
         self.delay = delay
         self.gate = gate
         self.batches: list[list[list[int]]] = []  # the input_ids of every batch run
+        self.entered = threading.Event()  # set when a batch reaches forward (before the gate)
         self._lock = threading.Lock()
         self._fire = self.tokenizer.vocab["fire"]
-        self.options = {"normalize": False}  # call options: to pre/postprocess, as the pipeline's
+        # call options: to pre/postprocess, as the pipeline's
+        self.options = {"top_k": 1} if task == "text-classification" else {"normalize": False}
+        self.preprocessed = 0  # items preprocessed: what a request cost before it was refused
+
+    def split_options(self, kwargs):
+        return ({**self.options, **{k: v for k, v in kwargs.items() if k in self.options}},
+                {k: v for k, v in kwargs.items() if k not in self.options})
 
     def info(self):
         return {"task": self.task, "labels": self.labels, "max_seq_length": self.max_seq_length}
@@ -50,6 +57,7 @@ class FakePipeline:
         return answers[0] if single else answers
 
     def preprocess(self, item, **options):
+        self.preprocessed += 1
         ids = self.tokenizer.text_to_ids(item)
         truncated = len(ids) > self.max_seq_length - 2
         ids = [self.tokenizer.cls_token_id, *ids[:self.max_seq_length - 2], self.tokenizer.sep_token_id]
@@ -59,6 +67,7 @@ class FakePipeline:
         return len(feature.input_ids)
 
     def forward(self, features):
+        self.entered.set()
         if self.gate is not None:
             self.gate.wait(timeout=30)
         with self._lock:
@@ -70,7 +79,7 @@ class FakePipeline:
         return [{"vector": [float(len(ids)), float(sum(ids)), float(ids[1]), float(ids[-2])]}
                 for ids in (f.input_ids for f in features)]
 
-    def postprocess(self, item, features, outputs, normalize=False):
+    def postprocess(self, item, features, outputs, normalize=False, top_k=1):
         (output,) = outputs
         if self.task == "text-classification":
             long = output["vector"][0] > 5
@@ -85,3 +94,34 @@ class FakePipeline:
         """The vector the fake model gives `text` (what a test compares answers with)."""
         ids = self.preprocess(text)[0].input_ids
         return [float(len(ids)), float(sum(ids)), float(ids[1]), float(ids[-2])]
+
+
+class FakeCrossEncoder(FakePipeline):
+    """A text-classification model with one score per pair (what /rerank runs): the score of a pair
+    is the number of word pieces the two texts share, minus 0.5, as a logit."""
+
+    def __init__(self, **kwargs):
+        super().__init__("text-classification", **kwargs)
+        self.config = BertConfig(vocab_size=len(self.tokenizer), hidden_size=4, num_attention_heads=1, num_labels=1)
+        self.labels = None
+        self.options = {"top_k": 1}
+
+    def parse(self, texts=None, **kwargs):
+        if isinstance(texts, str) and not kwargs:  # the server's warm-up
+            return True, [(texts, "")]
+        if kwargs or not isinstance(texts, list) or not all(isinstance(pair, list) and len(pair) == 2 for pair in texts):
+            raise ConfigError("the fake cross-encoder takes a list of [a, b] pairs")
+        return False, [tuple(pair) for pair in texts]
+
+    def preprocess(self, item, **options):
+        self.preprocessed += 1
+        a, b = (self.tokenizer.text_to_ids(text) for text in item)
+        ids = [self.tokenizer.cls_token_id, *a, self.tokenizer.sep_token_id, *b, self.tokenizer.sep_token_id]
+        return [Feature(ids[:self.max_seq_length], [0] * min(len(ids), self.max_seq_length),
+                        truncated=len(ids) > self.max_seq_length, meta=self.score(*item))]
+
+    def score(self, a: str, b: str) -> float:
+        return len(set(self.tokenizer.text_to_ids(a)) & set(self.tokenizer.text_to_ids(b))) - 0.5
+
+    def postprocess(self, item, features, outputs, top_k=1, **options):
+        return {"score": features[0].meta}

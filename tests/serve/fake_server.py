@@ -12,9 +12,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: helpers 
 from serve.fake_pipeline import FakePipeline  # noqa: E402
 
 from bertkit.serve.app import ServeSettings, create_app  # noqa: E402
-from bertkit.serve.server import serve  # noqa: E402
+from bertkit.serve.server import bind, serve  # noqa: E402
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     fake = FakePipeline(delay=float(sys.argv[1]))
-    serve(create_app({"fake": lambda: fake}, ServeSettings()), "127.0.0.1", 0, drain_timeout=30)
+    serve(create_app({"fake": lambda: fake}, ServeSettings()), bind("127.0.0.1", 0), drain_timeout=30)

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import logging
+import re
 import threading
 
 import httpx
 import numpy as np
-from serve.fake_pipeline import FakePipeline
+from serve.fake_pipeline import FakeCrossEncoder, FakePipeline
 from serve.serving import running
 
 from bertkit.serve.app import ServeSettings, create_app
@@ -78,7 +80,9 @@ def test_user_mistakes_are_4xx_json_and_the_server_stays_up():
         response = httpx.post(f"{url}/predict", json={"inputs": [1, 2]})
         assert response.status_code == 400 and "expected a text" in response.json()["error"]["message"]
         response = httpx.post(f"{url}/predict", json={"inputs": "red", "parameters": {"nonsense": 1}})
-        assert response.status_code == 400 and "nonsense" in response.json()["error"]["message"]
+        assert response.status_code == 422
+        assert response.json()["error"]["message"] == ("parameters.nonsense: unknown field; accepted: pooling, "
+                                                       "normalize, text_pair (a feature-extraction model)")
         body = httpx.post(f"{url}/v1/embeddings", json={"input": ["red", "one two three four five"]}).json()
         assert body["truncated"] == [1] and body["data"][1]["embedding"][0] == 6  # cut to 6 tokens
         metrics = httpx.get(f"{url}/metrics").text
@@ -160,11 +164,12 @@ def test_a_disconnected_clients_work_is_dropped_if_not_started():
     gate.set()  # let the warm-up through
     with running(app) as url:
         gate.clear()
+        fake.entered.clear()
 
         async def scenario():
             async with httpx.AsyncClient(base_url=url, timeout=60) as client:
                 holding = asyncio.ensure_future(client.post("/v1/embeddings", json={"input": "red"}))
-                while len(fake.batches) < 1 or app.state.serve.in_flight < 1:
+                while not fake.entered.is_set():
                     await asyncio.sleep(0.01)
                 # the model is busy with "red" (held by the gate): this request waits in the queue
                 try:
@@ -183,3 +188,153 @@ def test_a_disconnected_clients_work_is_dropped_if_not_started():
     house = fake.tokenizer.vocab["house"]
     assert all(house not in ids for batch in fake.batches for ids in batch)
     assert 'status="499"' in metrics
+
+
+def test_clients_of_openai_and_tei_routes():
+    fake, rerank = FakePipeline(max_seq_length=8), FakeCrossEncoder()
+    with running(make_app(("emb", fake), ("rr", rerank))) as url:
+        models = httpx.get(f"{url}/v1/models").json()
+        assert models["object"] == "list" and [m["id"] for m in models["data"]] == ["emb", "rr"]
+        assert {m["object"] for m in models["data"]} == {"model"} and models["data"][0]["owned_by"] == "bertkit"
+        assert httpx.get(f"{url}/v1/models/rr").json()["id"] == "rr"
+        assert httpx.get(f"{url}/v1/models/nope").status_code == 404
+
+        # word-piece ids, as OpenAI's API takes them: with or without [CLS] / [SEP], one or a list
+        ids = fake.tokenizer.text_to_ids("the cat")
+        cls, sep = fake.tokenizer.cls_token_id, fake.tokenizer.sep_token_id
+        for body, want in [({"input": ids}, ["the cat"]), ({"input": [ids, [cls, *ids, sep]]}, ["the cat"] * 2)]:
+            data = httpx.post(f"{url}/v1/embeddings", json=body).json()["data"]
+            assert [d["embedding"] for d in data] == [fake.expected(t) for t in want]
+        response = httpx.post(f"{url}/v1/embeddings", json={"input": [[5, 99999]]})
+        assert response.status_code == 400 and "token id 99999 is not in the model's vocabulary" in response.text
+        for body, where in [({"input": ""}, "input is an empty text"), ({"input": ["red", ""]}, "input[1] is an empty text")]:
+            response = httpx.post(f"{url}/v1/embeddings", json=body)
+            assert response.status_code == 400 and where in response.json()["error"]["message"]
+
+        # TEI's /embed: a list of vectors, normalised by default, too-long inputs refused unless truncate
+        vectors = httpx.post(f"{url}/embed", json={"inputs": ["red", "the cat"]}).json()
+        assert np.allclose(vectors, [np.array(fake.expected(t)) / np.linalg.norm(fake.expected(t))
+                                     for t in ["red", "the cat"]])
+        raw = httpx.post(f"{url}/embed", json={"inputs": "red", "normalize": False}).json()
+        assert raw == [fake.expected("red")]
+        long_text = "one two three four five six seven"
+        assert httpx.post(f"{url}/embed", json={"inputs": long_text}).status_code == 413
+        assert httpx.post(f"{url}/embed", json={"inputs": long_text, "truncate": True}).status_code == 200
+
+        # TEI's /rerank on the cross-encoder (chosen without a name: the one model that fits)
+        texts = ["a red car", "the old cat", "the cat and the dog", "blue water"]
+        ranked = httpx.post(f"{url}/rerank", json={"query": "the cat", "texts": texts, "return_text": True}).json()
+        logits = [rerank.score("the cat", t) for t in texts]
+        assert [r["index"] for r in ranked] == sorted(range(4), key=lambda i: -logits[i])
+        assert [r["text"] for r in ranked] == [texts[r["index"]] for r in ranked]
+        assert np.allclose([r["score"] for r in ranked], [1 / (1 + np.exp(-logits[r["index"]])) for r in ranked])
+        raw = httpx.post(f"{url}/rerank", json={"query": "the cat", "texts": texts, "raw_scores": True}).json()
+        assert [r["score"] for r in raw] == sorted(logits, reverse=True) and "text" not in raw[0]
+        response = httpx.post(f"{url}/rerank", json={"query": "a", "texts": ["b"], "model": "emb"})
+        assert response.status_code == 400 and "not a cross-encoder" in response.json()["error"]["message"]
+        response = httpx.post(f"{url}/embed", json={"inputs": "a", "model": "rr"})
+        assert response.status_code == 400 and "not an embedding model" in response.json()["error"]["message"]
+
+
+def test_a_single_model_server_answers_to_any_model_name():
+    fake = FakePipeline()
+    with running(make_app(("fake", fake))) as url:
+        body = httpx.post(f"{url}/v1/embeddings", json={"input": "red", "model": "text-embedding-ada-002"}).json()
+        assert body["model"] == "fake" and body["data"][0]["embedding"] == fake.expected("red")
+        assert httpx.post(f"{url}/predict", json={"inputs": "red", "model": "other"}).status_code == 404
+
+
+def test_parameters_are_checked_by_type_and_range_with_the_field_named():
+    with running(make_app(("emb", FakePipeline()), ("clf", FakePipeline("text-classification")))) as url:
+        cases = [
+            ({"inputs": "red", "parameters": {"normalize": "false"}}, "parameters.normalize: input should be a valid "
+                                                                      "boolean, got 'false'"),
+            ({"inputs": "red", "parameters": {"pooling": "sum"}}, "parameters.pooling: input should be 'cls', 'mean' or "
+                                                                  "'max', got 'sum'"),
+            ({"inputs": ["red", "cat"], "parameters": {"text_pair": "dog"}}, "parameters.text_pair: a second text goes "
+                                                                              "with one input"),
+            ({"model": "clf", "inputs": "red", "parameters": {"top_k": -1}}, "parameters.top_k: input should be greater "
+                                                                            "than or equal to 1, got -1"),
+            ({"model": "clf", "inputs": "red", "parameters": {"top_k": 0}}, "parameters.top_k"),
+            ({"model": "clf", "inputs": "red", "parameters": {"top_k": 1.0}}, "parameters.top_k: input should be a valid "
+                                                                             "integer, got 1.0"),
+            ({"model": "clf", "inputs": "red", "parameters": {"text_pair": 3}}, "parameters.text_pair: expected a text "
+                                                                               "(for one input) or a list of texts"),
+            ({"model": "clf", "inputs": "red", "parameters": {"top": 2}}, "parameters.top: unknown field (did you mean "
+                                                                         "'top_k'?); accepted: top_k, text_pair"),
+            ({"input": "red"}, "input: unknown field (did you mean 'inputs'?)"),
+            ({"inputs": "red", "truncate": "yes"}, "truncate: input should be a valid boolean, got 'yes'"),
+        ]
+        for body, message in cases:
+            response = httpx.post(f"{url}/predict", json=body)
+            assert response.status_code == 422, (body, response.text)
+            assert message in response.json()["error"]["message"], (body, response.text)
+        response = httpx.post(f"{url}/v1/embeddings", json={"input": 3})
+        assert response.json()["error"]["message"] == (
+            "input: expected a non-empty text, a list of them, or word-piece ids (a list of ints, or a list of such "
+            "lists), got 3")
+        schema = httpx.get(f"{url}/openapi.json").json()
+        assert {"EmbeddingsRequest", "EmbedRequest", "RerankRequest", "PredictRequest"} <= set(schema["components"]["schemas"])
+        parameters = schema["components"]["schemas"]["PredictRequest"]["properties"]["parameters"]
+        assert [p["title"] for p in parameters["anyOf"]][:2] == ["feature-extraction", "text-classification"]
+
+
+def test_every_error_is_json_in_one_shape():
+    with running(make_app(("fake", FakePipeline()), max_request_bytes=1000)) as url:
+        cases = [
+            (httpx.get(f"{url}/nope"), 404, "no route GET /nope; routes: POST /v1/embeddings, POST /embed, POST /rerank"),
+            (httpx.get(f"{url}/predict"), 405, "GET is not allowed on /predict; allowed: POST"),
+            (httpx.delete(f"{url}/health"), 405, "allowed: GET, HEAD"),
+            (httpx.post(f"{url}/v1/embeddings", content=b'{"input":\n  ["red",]}',
+                        headers={"content-type": "application/json"}), 400, "malformed JSON at line 2 column 10"),
+            (httpx.post(f"{url}/v1/embeddings", content=b'{"input": "\xffred"}', headers={"content-type": "application/json"}),
+             400, "the body is not JSON that can be read: UnicodeDecodeError"),
+            (httpx.post(f"{url}/v1/embeddings", content=b'{"input": "red"}'), 415, "this request has no Content-Type"),
+            (httpx.post(f"{url}/v1/embeddings", data={"input": "red"}), 415,
+             "Content-Type 'application/x-www-form-urlencoded'"),
+            (httpx.post(f"{url}/v1/embeddings", json={"input": "red " * 300}), 413,
+             "takes at most 1000 (max_request_bytes)"),
+            (httpx.post(f"{url}/v1/embeddings", json=[1, 2]), 422, "body: input should be a valid dictionary"),
+        ]
+        for response, status, words in cases:
+            assert response.status_code == status, (words, response.text)
+            assert response.headers["content-type"] == "application/json", words
+            error = response.json()["error"]
+            assert set(error) == {"message", "type", "code"} and error["code"] == status, error
+            assert words in error["message"], (words, error)
+        for path in ("/health", "/info"):
+            head = httpx.head(f"{url}{path}")
+            assert head.status_code == 200 and head.content == b""
+            assert head.headers["content-length"] == httpx.get(f"{url}{path}").headers["content-length"]
+
+
+def test_a_request_over_its_cost_ceiling_is_413_naming_the_limit():
+    fake = FakePipeline()
+    with running(make_app(("fake", fake), max_inputs_per_request=10, max_request_tokens=50)) as url:
+        response = httpx.post(f"{url}/v1/embeddings", json={"input": ["red"] * 11})
+        assert response.status_code == 413
+        assert response.json()["error"]["message"].startswith("input holds 11 inputs; this server takes at most 10 "
+                                                              "per request (max_inputs_per_request)")
+        fake.preprocessed = 0
+        response = httpx.post(f"{url}/predict", json={"inputs": ["one two three four five six"] * 10})
+        assert response.status_code == 413 and response.json()["error"]["type"] == "too_many_tokens"
+        assert "more than 50 tokens (max_request_tokens; over it at input 6)" in response.json()["error"]["message"]
+        assert fake.preprocessed == 7  # refused as soon as it was over, not after all ten
+        assert httpx.post(f"{url}/v1/embeddings", json={"input": ["red"] * 10}).status_code == 200
+        info = httpx.get(f"{url}/info").json()
+        assert (info["max_inputs_per_request"], info["max_request_tokens"]) == (10, 50)
+
+
+def test_an_access_log_line_per_request_unless_turned_off(caplog):
+    fake = FakePipeline()
+    with caplog.at_level(logging.INFO, logger="bertkit.serve.access"):
+        with running(make_app(("fake", fake))) as url:
+            httpx.post(f"{url}/v1/embeddings", json={"input": ["red", "the cat"]})
+            httpx.get(f"{url}/nope")
+        lines = [r.getMessage() for r in caplog.records if r.name == "bertkit.serve.access"]
+        assert any(re.search(r"POST /v1/embeddings 200 inputs=2 tokens=7 \d+\.\dms$", line) for line in lines), lines
+        assert any(re.search(r"GET /nope 404 inputs=- tokens=- ", line) for line in lines), lines
+        caplog.clear()
+        with running(make_app(("fake", fake), access_log=False)) as url:
+            httpx.post(f"{url}/v1/embeddings", json={"input": "red"})
+        assert not [r for r in caplog.records if r.name == "bertkit.serve.access"]

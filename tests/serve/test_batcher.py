@@ -129,3 +129,28 @@ def test_workers_run_batches_of_one_window_at_the_same_time():
 
     assert [o["id"] for o in asyncio.run(main())] == [0, 1, 2, 3]
     assert sorted(len(b) for b in model.batches) == [2, 2]
+
+
+def test_a_large_request_shares_each_window_with_a_small_one_that_arrives_later():
+    gate = threading.Event()
+    model = RecordingModel(gate)
+
+    async def main():
+        batcher = make_batcher(model, max_batch_requests=4)
+        batcher.start()
+        large = asyncio.ensure_future(batcher.submit([{"id": ("large", i), "len": 3} for i in range(40)]))
+        assert await asyncio.to_thread(model.entered.wait, 30)  # the large request's first batch is in the model
+        small = asyncio.ensure_future(batcher.submit([{"id": ("small", 0), "len": 3}]))
+        await asyncio.sleep(0)  # the small request waits in the queue
+        gate.set()
+        outputs = await asyncio.gather(large, small)
+        await batcher.close()
+        return outputs
+
+    large, small = asyncio.run(main())
+    assert [o["id"] for o in large] == [("large", i) for i in range(40)] and small == [{"id": ("small", 0)}]
+    # One batch per window (one worker), a sequence of each request in turn: the small request runs
+    # in the window after the one it arrived during, not after the large request's other 36 sequences.
+    assert model.batches[0] == [("large", i) for i in range(4)]
+    assert model.batches[1] == [("large", 4), ("small", 0), ("large", 5), ("large", 6)]
+    assert len(model.batches) == 11

@@ -13,6 +13,7 @@ import torch
 from helpers import TINY_VOCAB, tiny_config
 from serve.serving import running
 
+from bertkit import heads
 from bertkit.cli.main import main
 from bertkit.heads import BertForSequenceClassification
 from bertkit.inference import pipeline
@@ -64,10 +65,14 @@ def test_real_embeddings_and_classifier_under_concurrent_load(minilm_path, class
         np.testing.assert_allclose([o["score"] for o in body["outputs"]], [w["score"] for w in want], atol=1e-5)
         pair = httpx.post(f"{url}/predict", json={"model": "clf", "inputs": "the cat",
                                                   "parameters": {"text_pair": "a dog", "top_k": None}}).json()
-        assert pair["outputs"] == pytest.approx(classifier("the cat", "a dog", top_k=None), abs=1e-5)
+        # pytest.approx takes no list of dicts (pytest >= 9.2): labels exactly, scores within 1e-5
+        want = classifier("the cat", "a dog", top_k=None)
+        assert [o["label"] for o in pair["outputs"]] == [w["label"] for w in want]
+        np.testing.assert_allclose([o["score"] for o in pair["outputs"]], [w["score"] for w in want], atol=1e-5)
 
         response = httpx.post(f"{url}/predict", json={"model": "clf", "inputs": "a", "parameters": {"top_k": "two"}})
-        assert response.status_code == 400 and "invalid parameters" in response.json()["error"]["message"]
+        assert response.status_code == 422
+        assert response.json()["error"]["message"].startswith("parameters.top_k: input should be a valid integer")
 
         long_text = "the cat sat on the mat " * 60
         response = httpx.post(f"{url}/v1/embeddings", json={"input": [long_text], "model": "minilm", "truncate": False})
@@ -87,18 +92,48 @@ def test_serve_command_checks_its_models_before_loading(tmp_path, capsys, classi
     assert "--max_batch_tokens must be positive" in capsys.readouterr().err
 
 
+@pytest.mark.slow
+def test_real_token_ids_tei_embed_and_rerank(minilm_path, tmp_path):
+    torch.manual_seed(0)
+    cross_encoder = BertForSequenceClassification(tiny_config(num_labels=1))  # one score per pair
+    cross_encoder.save_pretrained(tmp_path, tokenizer=FullTokenizer(TINY_VOCAB))
+    embedder, reranker = pipeline(minilm_path), pipeline(tmp_path)
+    app = create_app({"minilm": lambda: embedder, "rr": lambda: reranker}, ServeSettings())
+    with running(app) as url:
+        ids = embedder.tokenizer.text_to_ids(SENTENCES[0])
+        body = httpx.post(f"{url}/v1/embeddings", json={"input": [ids], "model": "minilm"}).json()
+        np.testing.assert_allclose(body["data"][0]["embedding"], embedder(SENTENCES[0]), atol=2e-5)
+        vectors = httpx.post(f"{url}/embed", json={"inputs": SENTENCES[:3]}).json()
+        np.testing.assert_allclose(vectors, embedder(SENTENCES[:3]), atol=2e-5)  # MiniLM normalises anyway
+        texts = ["the cat sat", "a red car", "the dog and the cat"]
+        ranked = httpx.post(f"{url}/rerank", json={"query": "the cat", "texts": texts, "raw_scores": True}).json()
+        logits = [answer["score"] for answer in reranker([("the cat", text) for text in texts])]
+        assert [r["index"] for r in ranked] == sorted(range(3), key=lambda i: -logits[i])
+        np.testing.assert_allclose([r["score"] for r in ranked], sorted(logits, reverse=True), atol=1e-5)
+
+
+def test_a_question_without_context_is_400_not_500(tmp_path):
+    heads.BertForQuestionAnswering(tiny_config()).save_pretrained(tmp_path, tokenizer=FullTokenizer(TINY_VOCAB))
+    qa = pipeline(tmp_path, task="question-answering", max_seq_length=32)
+    with running(create_app({"qa": lambda: qa}, ServeSettings())) as url:
+        for context in ("", "   "):
+            response = httpx.post(f"{url}/predict", json={"inputs": {"question": "where?", "context": context}})
+            assert response.status_code == 400, response.text
+            assert "inputs 0 gives the model nothing to read" in response.json()["error"]["message"]
+        body = httpx.post(f"{url}/predict", json={"inputs": "where?", "parameters": {"context": "in the house"}}).json()
+        assert body["outputs"]["answer"] in "in the house"
+
+
 def test_chinese_ner_through_predict_and_serve(tmp_path, capsys):
     """A character-level Chinese NER model (config.json: word_unit char, BIOES labels) answers the same
     through the pipeline, `bertkit predict` and the server's /predict, and every entity's offsets
     slice its word out of the caller's text (digits, Latin letters and spaces included)."""
-    from bertkit.heads import BertForTokenClassification
-
     chars = list("新华社记者在北京上海说年我们") + list("0123456789")
     vocab = tmp_path / "vocab.txt"
     vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *chars]) + "\n", encoding="utf-8")
     labels = ["O", "B-LOC", "I-LOC", "E-LOC", "S-LOC", "B-ORG", "I-ORG", "E-ORG", "S-ORG"]
     torch.manual_seed(0)
-    model = BertForTokenClassification(tiny_config(vocab_size=len(chars) + 5, num_labels=len(labels),
+    model = heads.BertForTokenClassification(tiny_config(vocab_size=len(chars) + 5, num_labels=len(labels),
                                                    id2label=dict(enumerate(labels))))
     model.config.extra.update({"label_scheme": "BIOES", "word_unit": "char", "max_seq_length": 16})
     directory = tmp_path / "zh_ner"

@@ -310,5 +310,7 @@ def from_pretrained(cls, path, *, config: BertConfig | None = None, surgery: Sur
     model.load_report = report
     if surgery is not None:
         surgery.apply(model, report)
-    logger.info("Loaded %s", report.summary())
+    # Missing or mismatched tensors are newly initialised: worth a warning (transformers warns too) even
+    # where the log is quiet, as `bertkit predict` is by default; a clean load is an INFO line.
+    logger.log(logging.WARNING if report.missing or report.mismatched else logging.INFO, "Loaded %s", report.summary())
     return model

@@ -11,7 +11,7 @@ from pathlib import Path
 from bertkit.checkpoint.load import resolve_checkpoint
 from bertkit.checkpoint.surgery import POSITION_INITS, Surgery
 from bertkit.compress.layerdrop import set_layerdrop
-from bertkit.cli.main import positive_int, proportion, seed_int, seq_length, str2bool
+from bertkit.cli.main import device_name, positive_int, proportion, seed_int, seq_length, str2bool
 from bertkit.config import BertConfig
 from bertkit.errors import CheckpointError, ConfigError
 from bertkit.io_utils import check_output_dir
@@ -197,6 +197,8 @@ def add_training_arguments(parser, learning_rate: float = 5e-5, epochs: float = 
                       help="log the training loss every N steps (default: about 20 times per run)")
     ours.add_argument("--save_total_limit", type=int, default=None, help="keep only the newest N checkpoints")
     ours.add_argument("--seed", type=seed_int, default=42)
+    ours.add_argument("--device", type=device_name, default="auto",
+                      help="cpu, cuda, cuda:1 or auto (the local GPU when there is one, cuda:LOCAL_RANK under torchrun)")
     ours.add_argument("--bf16", **flag, help="bf16 autocast (fast on CPUs with AMX and on GPUs)")
     ours.add_argument("--resume", type=resume_mode, nargs="?", const=True, default=False, metavar="BOOL|strict",
                       help="continue from the newest intact checkpoint in --output_dir (a damaged newer one is "
@@ -222,7 +224,7 @@ def training_arguments(args) -> TrainingArguments:
         seed=args.seed, bf16=args.bf16, eval_steps=args.eval_steps, save_checkpoints_steps=args.save_checkpoints_steps,
         save_total_limit=args.save_total_limit, progress=not args.no_progress, group_by_length=args.group_by_length,
         pad_to_max_length=args.pad_to_max_length, max_seq_length=args.max_seq_length,
-        logging_steps=args.logging_steps,
+        logging_steps=args.logging_steps, device=args.device,
     )
 
 

@@ -71,21 +71,45 @@ class CommandParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+# Commands whose output a person reads (an answer, a score): their log is quiet unless -v asks for
+# it, as with transformers' pipelines; training and conversion commands log their progress.
+QUIET_COMMANDS = {"predict", "similarity"}
+
+
+def _add_verbosity(parser, default=None) -> None:
+    # Declared on the main parser and on every command, so `bertkit -v predict` and `bertkit
+    # predict ... -v` both work; SUPPRESS keeps a command's parser from resetting the main one's value.
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("-q", "--quiet", dest="verbosity", action="store_const", const="quiet", default=default,
+                       help="log warnings and errors only")
+    group.add_argument("-v", "--verbose", dest="verbosity", action="store_const", const="verbose", default=default,
+                       help="log everything, including the load report and the first examples' token ids")
+
+
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The parser; only `command`'s module is imported, so `bertkit X` does not pay for every
     other command's imports (scikit-learn alone takes a second)."""
     parser = argparse.ArgumentParser(prog="bertkit", description="Google's BERT, re-implemented in PyTorch.")
     parser.add_argument("--version", action="version", version=f"bertkit {package_version()}")
-    parser.add_argument("-q", "--quiet", action="store_true", help="log warnings and errors only")
+    _add_verbosity(parser)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=CommandParser)
     for name, (module_name, help_text) in COMMANDS.items():
         sub = commands.add_parser(name, help=help_text, formatter_class=HelpFormatter)
         if name == command:
             module = importlib.import_module(f"bertkit.cli.{module_name}")
             sub.description = module.__doc__
+            _add_verbosity(sub, default=argparse.SUPPRESS)
             module.add_arguments(sub)
             sub.set_defaults(run=module.run)
     return parser
+
+
+def log_level(command: str, verbosity: str | None) -> int:
+    """WARNING with -q (and by default for the QUIET_COMMANDS), DEBUG with -v (bertkit's own logs
+    only: the first examples' token ids), INFO otherwise."""
+    if verbosity == "quiet" or (verbosity is None and command in QUIET_COMMANDS):
+        return logging.WARNING
+    return logging.DEBUG if verbosity == "verbose" else logging.INFO
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -96,7 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
+    bertkit_level = logging.getLogger("bertkit").level
+    configure_logging(log_level(args.command, args.verbosity))
     try:
         return args.run(args) or 0
     except BertkitError as err:
@@ -105,6 +130,54 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"bertkit {args.command}: interrupted", file=sys.stderr)
         return 130
+    finally:
+        logging.getLogger("bertkit").setLevel(bertkit_level)
+
+
+class _TqdmAwareHandler(logging.StreamHandler):
+    """Log lines written through tqdm, so that a line logged while a progress bar is drawn goes
+    above the bar instead of being glued to its end (tqdm.write clears and redraws the bar)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            from tqdm import tqdm
+
+            tqdm.write(self.format(record), file=self.stream)
+        except Exception:  # noqa: BLE001 - logging must never raise; hand it to logging's error path
+            self.handleError(record)
+
+
+def configure_logging(level: int) -> None:
+    """The command's log on stderr at `level`. A no-op for the root logger where the host already
+    set logging up (pytest, an application calling main()), as logging.basicConfig is."""
+    handler = _TqdmAwareHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    # Other libraries stay at INFO even with -v: their DEBUG lines (HTTP clients, font caches) are noise here.
+    logging.basicConfig(level=max(level, logging.INFO), handlers=[handler])
+    if level < logging.INFO:
+        logging.getLogger("bertkit").setLevel(level)
+
+
+def device_name(text: str) -> str:
+    """An argparse type for --device: a device this machine can run (or auto), checked when the
+    flags are parsed, so that `--device cuda` on a CPU-only torch is one line, not a traceback."""
+    from bertkit.devices import resolve_device
+    from bertkit.errors import ConfigError
+
+    try:
+        resolve_device(text, what=None)
+    except ConfigError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    return text
+
+
+def add_runtime_arguments(parser) -> None:
+    """Where and how the commands that answer requests (predict, serve) run the model."""
+    parser.add_argument("--device", type=device_name, default=None,
+                        help="cpu, cuda, cuda:1 or auto (default: a GPU when there is one)")
+    parser.add_argument("--backend", choices=("torch", "onnx"), default="torch",
+                        help="onnx: ONNX Runtime on the model's exported model.onnx (`bertkit export`), or an "
+                             "export made at start-up when there is none; --model may also name an .onnx file")
 
 
 def show_load_report(model) -> None:

@@ -21,10 +21,12 @@ they are written as JSONL in input order.
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
 
+from bertkit.cli.main import add_runtime_arguments
 from bertkit.errors import ConfigError, DataError
 from bertkit.io_utils import atomic_write
 
@@ -47,12 +49,26 @@ def add_arguments(parser) -> None:
     parser.add_argument("--task", default=None, help="override the task the model's config names")
     parser.add_argument("--input_file", default=None, help=".txt, .tsv or .jsonl with one input per line")
     parser.add_argument("--output_file", default=None, help="write JSONL here (default: print)")
-    parser.add_argument("--top_k", type=int, default=None,
-                        help="classification: how many labels (default 1; 0 = all); fill-mask: fillers (default 5)")
+    parser.add_argument("--top_k", type=top_k_value, default=None,
+                        help="classification: how many labels (default 1; 'all' for every label); "
+                             "fill-mask: fillers (default 5)")
     parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--max_seq_length", type=int, default=None,
                         help="default: the length the model was fine-tuned with (its config.json)")
-    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: a GPU when there is one)")
+    add_runtime_arguments(parser)
+
+
+def top_k_value(text: str) -> int | str:
+    """--top_k: a number of answers (at least 1), or `all` (Python's and HTTP's top_k=None)."""
+    if text.strip().lower() == "all":
+        return "all"
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number of answers (at least 1) or 'all', got {text!r}")
+    return value
 
 
 def read_inputs(path: Path, fields: tuple[str, ...]) -> list[dict]:
@@ -124,12 +140,10 @@ def run(args) -> int:
         raise ConfigError("give the input's texts as arguments, or --input_file (not both)")
     if args.output_file and Path(args.output_file).is_dir():
         raise ConfigError(f"--output_file={args.output_file} is a directory; give a file name such as predictions.jsonl")
-    if args.top_k is not None and args.top_k < 0:
-        raise ConfigError(f"--top_k must be 0 (all) or more, got {args.top_k}")
     options = {}
     if args.top_k is not None:
-        options["top_k"] = args.top_k or None
-    p = pipeline(args.model, args.task, device=args.device, batch_size=args.batch_size,
+        options["top_k"] = None if args.top_k == "all" else args.top_k
+    p = pipeline(args.model, args.task, device=args.device, backend=args.backend, batch_size=args.batch_size,
                  max_seq_length=args.max_seq_length, progress=None if args.output_file else False)
     if "top_k" in options and "top_k" not in p.options:
         raise ConfigError(f"--top_k does not apply to {p.task}")
@@ -152,5 +166,6 @@ def run(args) -> int:
         for answer in answers:
             print(json.dumps(answer, ensure_ascii=False))
     else:
-        print(json.dumps(answers[0], ensure_ascii=False, indent=2))
+        # A sentence vector is one line (hundreds of numbers, one per line, helps nobody); answers are indented.
+        print(json.dumps(answers[0], ensure_ascii=False, indent=None if p.task == "feature-extraction" else 2))
     return 0

@@ -384,13 +384,13 @@ def convert_single_example(
 
     label_id = _label_id(example, label_list)
     if log and ex_index < _NUM_EXAMPLES_TO_LOG:
-        logger.info("*** Example ***")
-        logger.info("guid: %s", example.guid)
-        logger.info("tokens: %s", " ".join(tokens))
-        logger.info("input_ids: %s", " ".join(str(x) for x in input_ids))
-        logger.info("input_mask: %s", " ".join(str(x) for x in input_mask))
-        logger.info("segment_ids: %s", " ".join(str(x) for x in segment_ids))
-        logger.info("label: %s (id = %s)", example.label, label_id)
+        logger.debug("*** Example ***")
+        logger.debug("guid: %s", example.guid)
+        logger.debug("tokens: %s", " ".join(tokens))
+        logger.debug("input_ids: %s", " ".join(str(x) for x in input_ids))
+        logger.debug("input_mask: %s", " ".join(str(x) for x in input_mask))
+        logger.debug("segment_ids: %s", " ".join(str(x) for x in segment_ids))
+        logger.debug("label: %s (id = %s)", example.label, label_id)
 
     return ClassifierFeatures(input_ids, input_mask, segment_ids, labels=label_id, is_real_example=True)
 

@@ -301,9 +301,9 @@ def convert_examples_to_features(examples: Sequence[MultipleChoiceExample], max_
     for index, example in enumerate(tqdm(examples, desc="Converting examples", unit="ex", disable=not show_bar)):
         feature = convert_example(example, max_seq_length, tokenizer, pad_to_max_length)
         if index < _NUM_EXAMPLES_TO_LOG:
-            logger.info("*** Example %s *** label: %s", example.example_id, example.label)
+            logger.debug("*** Example %s *** label: %s", example.example_id, example.label)
             for choice, (ids, mask) in enumerate(zip(feature.input_ids, feature.attention_mask)):
-                logger.info("choice %d: %s", choice, " ".join(tokenizer.convert_ids_to_tokens(ids[: sum(mask)])))
+                logger.debug("choice %d: %s", choice, " ".join(tokenizer.convert_ids_to_tokens(ids[: sum(mask)])))
         features.append(feature)
     return features
 

@@ -511,13 +511,13 @@ def convert_examples_to_features(
 
 
 def _log_feature(unique_id, example_index, doc_span_index, tokens, start_position, end_position, impossible):
-    logger.info("*** Example ***")
-    logger.info("unique_id: %s, example_index: %s, doc_span_index: %s", unique_id, example_index, doc_span_index)
-    logger.info("tokens: %s", " ".join(tokens))
+    logger.debug("*** Example ***")
+    logger.debug("unique_id: %s, example_index: %s, doc_span_index: %s", unique_id, example_index, doc_span_index)
+    logger.debug("tokens: %s", " ".join(tokens))
     if impossible:
-        logger.info("impossible example")
+        logger.debug("impossible example")
     elif start_position is not None:
-        logger.info("start_position: %d, end_position: %d, answer: %s", start_position, end_position,
+        logger.debug("start_position: %d, end_position: %d, answer: %s", start_position, end_position,
                     " ".join(tokens[start_position : end_position + 1]))
 
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
-from bertkit.checkpoint.load import CONFIG_FILES, HF_WEIGHT_FILES, resolve_checkpoint
+from bertkit.checkpoint.load import resolve_checkpoint
 from bertkit.config import BertConfig
 from bertkit.errors import CheckpointError, ConfigError
 from bertkit.heads import model_class_for
@@ -23,18 +24,36 @@ def load_for_export(path):
     return model_class.from_pretrained(path).eval()
 
 
+# What a converted copy needs from beside the source's weights to be used like the source: the
+# tokenizer's files, sentence-transformers' module list and settings, and the model card. Named,
+# not "everything but the weights": a training run's directory also holds eval_results.txt,
+# metrics.jsonl, plots, prediction files and checkpoints, which describe the run, not the copy.
+COMPANION_FILES = ("vocab.txt", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.json",
+                   "added_tokens.json", "modules.json", "sentence_bert_config.json",
+                   "config_sentence_transformers.json", "README.md")
+
+
+def _is_companion(item: Path) -> bool:
+    # sentence-transformers' module folders are numbered: 1_Pooling, 2_Normalize, ...
+    return item.name in COMPANION_FILES if item.is_file() else bool(re.fullmatch(r"\d+_\w+", item.name))
+
+
+def copy_companions(directory: Path, target: Path) -> None:
+    """The companion files and folders of the checkpoint in `directory`, copied into `target`."""
+    for item in sorted(directory.iterdir()):
+        if not _is_companion(item):
+            continue
+        if item.is_dir():
+            shutil.copytree(item, target / item.name)
+        else:
+            shutil.copyfile(item, target / item.name)
+
+
 def save_with_companions(model, source, output_dir) -> Path:
-    """save_pretrained into `output_dir` (atomically), plus every file and folder beside the source's
-    weights that is not weights or config: vocab, tokenizer files, sentence-transformers' pooling."""
+    """save_pretrained into `output_dir` (atomically), plus the companion files beside the source's
+    weights (vocab, tokenizer files, sentence-transformers' pooling; see COMPANION_FILES)."""
     directory = resolve_checkpoint(source).directory
-    skip = set(HF_WEIGHT_FILES) | set(CONFIG_FILES)
     with atomic_directory(output_dir) as tmp:
-        for item in directory.iterdir():
-            if item.name in skip or item.name.startswith(".") or item.suffix in (".bin", ".safetensors", ".onnx"):
-                continue
-            if item.is_dir():
-                shutil.copytree(item, tmp / item.name)
-            else:
-                shutil.copyfile(item, tmp / item.name)
+        copy_companions(directory, tmp)
         model.save_pretrained(tmp)
     return Path(output_dir)

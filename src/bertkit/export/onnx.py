@@ -16,8 +16,10 @@ answer through it) and the padded or padding-free path is fixed at export time.
 from __future__ import annotations
 
 import json
+import shutil
 import tempfile
 import warnings
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +29,7 @@ from torch import nn
 from bertkit.config import BertConfig
 from bertkit.errors import CheckpointError, ConfigError
 from bertkit.heads import HeadOutput, PreTrainingOutput, QuestionAnsweringOutput
-from bertkit.io_utils import atomic_save_with
+from bertkit.io_utils import atomic_directory, atomic_save_with
 from bertkit.modeling import BertModelOutput
 
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
@@ -132,6 +134,34 @@ def export_onnx(model: nn.Module, path, *, int8: bool = False, unpad: bool = Fal
     return path
 
 
+def export_directory(model: nn.Module, source_directory, output_dir, *, int8: bool = False,
+                     unpad: bool = False) -> Path:
+    """`output_dir`/model.onnx, with what `pipeline(output_dir, backend="onnx")` reads beside it:
+    config.json and the source's companion files (vocab, tokenizer and pooling settings); no torch
+    weights. Exporting into the checkpoint's own directory adds model.onnx there and nothing else.
+    Returns the .onnx file's path."""
+    from bertkit.export.files import copy_companions
+
+    output_dir, source_directory = Path(output_dir), Path(source_directory)
+    if output_dir.exists() and output_dir.resolve() == source_directory.resolve():
+        return export_onnx(model, output_dir / "model.onnx", int8=int8, unpad=unpad)
+    with atomic_directory(output_dir) as tmp:
+        copy_companions(source_directory, tmp)
+        model.config.to_json_file(tmp / "config.json", architecture=type(model).__name__)
+        export_onnx(model, tmp / "model.onnx", int8=int8, unpad=unpad)
+    return output_dir / "model.onnx"
+
+
+def exported_file(path) -> Path | None:
+    """The ONNX file `path` names: an .onnx file, or a directory's model.onnx; None when there is none."""
+    path = Path(path).expanduser()
+    if path.suffix == ".onnx" and path.is_file():
+        return path
+    if path.is_dir() and (path / "model.onnx").is_file():
+        return path / "model.onnx"
+    return None
+
+
 class OnnxModel:
     """Runs an exported file with ONNX Runtime and returns what the torch model's forward returns
     (HeadOutput, QuestionAnsweringOutput, PreTrainingOutput or BertModelOutput), as torch tensors,
@@ -192,14 +222,16 @@ class OnnxModel:
     forward = __call__
 
 
-def onnx_backend(model: nn.Module, directory: Path | None = None) -> OnnxModel:
-    """`model` as an OnnxModel: the directory's model.onnx when it was exported from this head
-    (`bertkit export --model DIR --output DIR/model.onnx`), else exported now into a temporary file."""
-    name = type(model).__name__
-    saved = Path(directory) / "model.onnx" if directory is not None else None
-    if saved is not None and saved.is_file():
-        onnx_model = OnnxModel(saved)
-        if onnx_model.model_class == name:
-            return onnx_model
-    with tempfile.TemporaryDirectory() as tmp:
-        return OnnxModel(export_onnx(model, Path(tmp) / "model.onnx"))  # the session holds the graph in memory
+def onnx_backend(model: nn.Module) -> OnnxModel:
+    """`model` as an OnnxModel, exported now into a temporary file (a saved export is read with
+    OnnxModel(path) instead: `bertkit export` writes one)."""
+    # The file lives as long as the OnnxModel (removed when it is collected), so that its path stays
+    # good for Pipeline.save_pretrained.
+    tmp = tempfile.mkdtemp(prefix="bertkit-onnx-")
+    try:
+        onnx_model = OnnxModel(export_onnx(model, Path(tmp) / "model.onnx"))
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    weakref.finalize(onnx_model, shutil.rmtree, tmp, ignore_errors=True)
+    return onnx_model

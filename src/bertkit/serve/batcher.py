@@ -1,10 +1,13 @@
 """Dynamic batching: features from many requests share one model batch.
 
-Handlers enqueue features and await their outputs. A model thread that is free takes everything
-waiting (after at most `max_wait_ms` for company when the model was idle), sorts that window by
+Handlers enqueue features and await their outputs. A model thread that is free takes a window of
+what is waiting (after at most `max_wait_ms` for company when the model was idle), sorts it by
 length so each batch pads little, and cuts it into batches bounded by a token budget and a
 sequence count; the model threads (`workers`, one by default) run the window's batches, then the
-next window's, and hand each output back to the event loop. The threads form their batches
+next window's, and hand each output back to the event loop. A window holds at most one batch per
+worker, taken from the waiting requests in turn (one sequence of each, then a second of each, ...;
+the next window starts with the requests this one did not reach), so a request that brings thousands of sequences gets a fair share of each window, not all of it: a
+small request that arrives meanwhile runs in the next window. The threads form their batches
 themselves, so the model never waits for a busy event loop, and the event loop never runs the
 model. A batch that raises is split in halves and rerun, so a bad input fails alone.
 """
@@ -12,6 +15,7 @@ model. A batch that raises is split in halves and rerun, so a bad input fails al
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import threading
 import time
@@ -61,7 +65,7 @@ class Batcher:
         self._forward = forward
         self._num_tokens = num_tokens
         self._metrics = metrics
-        self._pending: list[_Work] = []  # not yet in a window
+        self._pending: list[list[_Work]] = []  # per request (submit call), in arrival order: not yet in a window
         self._ready: list[list[_Work]] = []  # the current window's batches not yet taken
         self._changed = threading.Condition()
         self._closing = False
@@ -81,7 +85,7 @@ class Batcher:
             self._changed.notify_all()
         for thread in self._threads:
             await asyncio.to_thread(thread.join)
-        for work in [*self._pending, *(work for batch in self._ready for work in batch)]:
+        for work in [*itertools.chain(*self._pending), *itertools.chain(*self._ready)]:
             work.future.cancel()
         self._pending.clear()
         self._ready.clear()
@@ -91,11 +95,13 @@ class Batcher:
         not reached a batch yet (a client that went away)."""
         if self._loop is None or self._closing:
             raise RuntimeError(f"the batcher of model {self.name!r} is not running")
+        if not features:
+            return []
         loop = asyncio.get_running_loop()
         works = [_Work(feature, self._num_tokens(feature), loop.create_future()) for feature in features]
         self._metrics.queue_depth.labels(self.name).inc(len(works))
         with self._changed:
-            self._pending.extend(works)
+            self._pending.append(works)
             self._changed.notify()
         # gather cancels the remaining futures when the caller is cancelled; the thread skips them.
         return list(await asyncio.gather(*(work.future for work in works)))
@@ -103,11 +109,41 @@ class Batcher:
     # -- the model thread -----------------------------------------------------------------
 
     def _window_is_full(self) -> bool:
-        works = [work for work in self._pending if not work.future.done()]
+        works = [work for work in itertools.chain(*self._pending) if not work.future.done()]
         if len(works) >= self.limits.max_batch_requests:
             return True
         tokens = [work.tokens for work in works]
         return self.limits.cost(sum(tokens), max(tokens, default=0), len(tokens)) >= self.limits.max_batch_tokens
+
+    def _take_window(self) -> list[_Work]:
+        """Up to one batch per worker of what waits, a sequence of each request in turn; what is
+        left waits for the next window (ahead of what arrives later)."""
+        for queue in self._pending:  # a client that went away
+            queue[:] = [work for work in queue if not work.future.done()]
+        queues = [queue for queue in self._pending if queue]
+        max_tokens = self.limits.max_batch_tokens * self.limits.workers
+        max_count = self.limits.max_batch_requests * self.limits.workers
+        window: list[_Work] = []
+        total = longest = 0
+        taken = [0] * len(queues)
+        full = False
+        while not full and any(n < len(queue) for n, queue in zip(taken, queues)):
+            for q, queue in enumerate(queues):
+                if taken[q] == len(queue):
+                    continue
+                work = queue[taken[q]]
+                if len(window) == max_count or (window and self.limits.cost(
+                        total + work.tokens, max(longest, work.tokens), len(window) + 1) > max_tokens):
+                    full = True
+                    break
+                window.append(work)
+                taken[q] += 1
+                total, longest = total + work.tokens, max(longest, work.tokens)
+        # The requests this window served wait behind those it did not, so that a window smaller than
+        # the number of waiting requests still reaches each of them in turn.
+        self._pending = [queue[n:] for queue, n in zip(queues, taken) if n == 0] + \
+                        [queue[n:] for queue, n in zip(queues, taken) if 0 < n < len(queue)]
+        return window
 
     def _next_batch(self) -> list[_Work] | None:
         """The next batch of the current window, or of a new window once it is done; None on close."""
@@ -122,14 +158,14 @@ class Batcher:
                 if not self._pending:
                     self._changed.wait()
                     continue
-                deadline = self._pending[0].enqueued + self.limits.max_wait_ms / 1000
+                deadline = min(queue[0].enqueued for queue in self._pending) + self.limits.max_wait_ms / 1000
                 while self._pending and not self._window_is_full() and \
                         (remaining := deadline - time.perf_counter()) > 0:
                     self._changed.wait(remaining)
-                window, self._pending = self._pending, []
-                self._metrics.queue_depth.labels(self.name).dec(len(window))
-                self._ready = self._cut(sorted((work for work in window if not work.future.done()),
-                                               key=lambda work: work.tokens))
+                before = sum(map(len, self._pending))
+                window = self._take_window()
+                self._metrics.queue_depth.labels(self.name).dec(before - sum(map(len, self._pending)))
+                self._ready = self._cut(sorted(window, key=lambda work: work.tokens))
                 if len(self._ready) > 1:
                     self._changed.notify_all()  # idle workers share this window
             return None

@@ -18,12 +18,17 @@ from bertkit.serve.app import ServeSettings, create_app
 logger = logging.getLogger("bertkit")
 
 
-def build_app(models: dict[str, Path], settings: ServeSettings, pipeline_options: dict, threads: int | None):
-    """The Ray Serve application: N replicas of `create_app` over `models` (NAME -> directory)."""
+def _ray_serve():
     try:
         from ray import serve
     except ImportError:
-        raise ConfigError('--ray needs Ray Serve: pip install "ray[serve]"') from None
+        raise ConfigError("--ray needs Ray Serve: pip install 'bertkit[ray]'") from None
+    return serve
+
+
+def build_app(models: dict[str, Path], settings: ServeSettings, pipeline_options: dict, threads: int | None):
+    """The Ray Serve application: N replicas of `create_app` over `models` (NAME -> directory)."""
+    serve = _ray_serve()
 
     def build():  # runs on each replica
         import torch
@@ -42,8 +47,8 @@ def run(models: dict[str, Path], settings: ServeSettings, pipeline_options: dict
         port: int, replicas: int, drain_timeout: float) -> None:
     """Start a local Ray instance, deploy, serve until SIGTERM / SIGINT, then shut Ray Serve down
     (each replica finishes its requests in flight, up to `drain_timeout`)."""
+    serve = _ray_serve()
     import ray
-    from ray import serve
 
     deployment = build_app(models, settings, pipeline_options, threads).options(
         num_replicas=replicas, graceful_shutdown_timeout_s=drain_timeout,

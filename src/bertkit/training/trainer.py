@@ -55,6 +55,7 @@ from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from bertkit.data.batching import LengthGroupedBatchSampler, PaddingCollator, dataset_lengths
+from bertkit.devices import resolve_device
 from bertkit.errors import BertkitError, CheckpointError, ConfigError
 from bertkit.io_utils import atomic_directory, atomic_write
 from bertkit.training.logging import MetricsLogger, write_eval_results
@@ -221,12 +222,6 @@ def init_distributed() -> tuple[int, int, int]:
     return dist.get_rank(), dist.get_world_size(), local_rank
 
 
-def _resolve_device(name: str, local_rank: int) -> torch.device:
-    if name == "auto":
-        return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
-    return torch.device(name)
-
-
 def cpu_has_native_bf16(cpuinfo: str | os.PathLike = "/proc/cpuinfo") -> bool | None:
     """Whether the CPU computes in bf16 natively (AVX-512 BF16 or AMX); None where it cannot be told.
     Without either, bf16 autocast converts every operand in software: on an AVX2 EPYC a BERT-Tiny
@@ -284,7 +279,7 @@ class Trainer:
         self.args = args
         self.rank, self.world_size, local_rank = init_distributed()
         self.is_main = self.rank == 0
-        self.device = _resolve_device(args.device, local_rank)
+        self.device = resolve_device(args.device, local_rank=local_rank, what="--device")
         for name in ("train_batch_size", "eval_batch_size"):
             if getattr(args, name) % self.world_size:
                 raise ConfigError(f"TrainingArguments.{name}={getattr(args, name)} is the global batch size "
