@@ -5,6 +5,7 @@ Chinese whole-word masking), beside a TF-IDF + logistic regression baseline.
     python tools/chinese_results.py                      # run what is missing (in priority order), then the report
     python tools/chinese_results.py --budget_minutes 60  # start no new run after 60 minutes
     python tools/chinese_results.py --seed 1             # one seed's runs only
+    python tools/chinese_results.py --only ner           # one task's fine-tunings (csc, ner) and what they need
     python tools/chinese_results.py --report-only        # rewrite docs/chinese.md from finished runs
     python tools/chinese_results.py --list               # the commands, in the order they run
 
@@ -434,6 +435,8 @@ def wwm_verdict(records: dict) -> str | None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seed", type=int, action="append", choices=SEEDS, help="run only this seed's missing runs")
+    parser.add_argument("--only", choices=("csc", "ner"), help="run only this task's fine-tunings (a second "
+                        "invocation beside one running the other task; pre-trained models it needs are waited for)")
     parser.add_argument("--budget_minutes", type=float, default=None,
                         help="start no new step after this many minutes (the report marks the rest not run)")
     parser.add_argument("--report-only", action="store_true")
@@ -443,8 +446,9 @@ def main() -> int:
     if data is None:
         return 2
     steps = planned(data)
-    selected = [s for s in steps if not args.seed or s.seed in args.seed or s.key in ("tfidf",)
-                or s.key.startswith("pretrain-")]
+    selected = [s for s in steps if (not args.seed or s.seed in args.seed or s.key in ("tfidf",)
+                                     or s.key.startswith("pretrain-"))
+                and (not args.only or s.key.startswith(args.only + "-"))]
     if args.list:
         print("\n".join(f"{s.key}: " + " && ".join("bertkit " + " ".join(a) for a in s.argvs) for s in selected))
         return 0
@@ -457,6 +461,12 @@ def main() -> int:
                 print(f"budget of {args.budget_minutes:g} minutes spent: {step.key} and later steps not started")
                 break
             missing = [need for need in step.needs if need not in read_records()]
+            while missing and args.only and any(s.key in missing for s in steps if s not in selected):
+                # Another invocation makes it (the pre-training runs with the other task's steps).
+                if args.budget_minutes is not None and time.perf_counter() - start > 60 * args.budget_minutes:
+                    break
+                time.sleep(30)
+                missing = [need for need in step.needs if need not in read_records()]
             if missing:
                 print(f"{step.key}: skipped, it needs {', '.join(missing)}")
                 continue
