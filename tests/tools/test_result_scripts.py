@@ -585,7 +585,9 @@ def test_chinese_results_steps_on_the_real_data(monkeypatch, tmp_path, shared_da
     assert len(lines) == 9600 + 4636 and lines[9600] == "我们变而以书会友，以书结缘，把欧美、港台流行的食品类图谱、画册、工具书汇集一堂。"
     tool.corpus_path().write_text("\n".join(lines[:100] + lines[-100:]) + "\n", encoding="utf-8")
     masking = "wwm" if importlib.util.find_spec("jieba") else "char"
-    tool.run_step(tool.pretrain_step(shared_data, masking), shared_data)
+    pretrain = tool.pretrain_step(shared_data, masking)
+    pretrain.argvs[1].append("--max_eval_steps=1")
+    tool.run_step(pretrain, shared_data)
     ner = tool.ner_step(shared_data, f"tapt{'-wwm' * (masking == 'wwm')}", 1)
     ner.argvs[0] += ["--max_steps=1", "--max_train_examples=32", "--max_eval_examples=32"]
     tool.run_step(ner, shared_data)
