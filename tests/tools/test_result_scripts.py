@@ -566,7 +566,9 @@ def test_chinese_report_marks_what_did_not_run(monkeypatch, tmp_path):
     assert "| BERT-Tiny shape, task-adaptive MLM, character masking | – | 85.0 | 85.0 | not run | not run |" in report
     assert "| BERT-Tiny shape, from scratch | 50.0 | 60.0 | 40.0 | 50.0 | not run | not run |" in report
     assert "| whole words (jieba) | not run |" in report and "| characters (BERT's Chinese default) | 3 |" in report
-    assert "ChnSentiCorp test accuracy +1.0 (one seed: no spread to compare with, seed 1)" in report
+    assert ("Whole-word minus character masking: ChnSentiCorp test accuracy +1.0 (one seed: no spread to compare "
+            "with, seed 1).") in report
+    assert "from scratch: ChnSentiCorp test accuracy +5.0 (one seed: no spread to compare with, seed 1)." in report
     assert "- 好[MASK]。 → 的 (0.50)" in report
     assert "Not run yet (the CPU budget): pretrain-wwm, ner-tapt-s1, ner-tapt-wwm-s1, csc-tapt-s2, csc-tapt-wwm-s2," in report
 
