@@ -121,6 +121,21 @@ def truncate_for_packing(tokens_a, tokens_b, max_seq_length):
     return before - len(tokens_a) - len(tokens_b or ())
 
 
+# Above this share of [UNK] words the vocabulary does not cover the text's language or script: the
+# model sees mostly one token and answers with confident nonsense (Chinese through an English vocab).
+UNKNOWN_WORDS_WARNING_SHARE = 0.05
+
+
+def unknown_words_message(unknown, words, vocab_file, what):
+    """The warning for text the vocabulary does not cover, or None when the share is below the threshold."""
+    if not words or unknown / words <= UNKNOWN_WORDS_WARNING_SHARE:
+        return None
+    return (f"{unknown / words:.0%} of the words in {what} ({unknown} of {words}) map to [UNK] in {vocab_file}: "
+            "the model's vocabulary does not cover this text's language or script, and its answers will be "
+            "noise; use a model whose vocab.txt covers it (e.g. bert-base-chinese or bert-base-multilingual-cased "
+            "by name, or a vocabulary of your own from `bertkit build_vocab`)")
+
+
 def pack(tokens_a, tokens_b, cls, sep):
     """The one place that builds BERT's input: [CLS] a [SEP] (b [SEP]) and its segment ids
     (0 up to and including the first [SEP], 1 after it). Works on tokens or on ids alike."""
@@ -276,7 +291,7 @@ class WordpieceTokenizer:
         # starts there instead of at the end of the word.
         self._max_piece_chars = max(map(len, vocab), default=0)
 
-    def tokenize(self, text):
+    def tokenize(self, text: str) -> list[str]:
         """Tokenizes a piece of text into its word pieces.
 
         This uses a greedy longest-match-first algorithm to perform tokenization using the
@@ -423,6 +438,17 @@ class FullTokenizer:
                 out += chain.from_iterable(map(self._word_ids.__getitem__, self.basic_tokenizer.split_words(part)))
         return out
 
+    def count_unknown(self, text):
+        """(words that map to [UNK], words) of `text`: its basic tokens (words, punctuation marks, and
+        each CJK character), each of which WordPiece turns into its pieces or into one [UNK]."""
+        self._check_text(text)
+        unk = self.vocab["[UNK]"]
+        unknown = words = 0
+        for word in self.basic_tokenizer.split_words(text):
+            unknown += self._word_ids[word].count(unk)
+            words += len(self.basic_tokenizer.tokenize_word(word))
+        return unknown, words
+
     def words_with_offsets(self, text):
         """The basic tokens of `text` (words and punctuation marks, lower-cased and accent-stripped
         as the model sees them) with their (start, end) character spans in the original `text`.
@@ -528,7 +554,8 @@ class FullTokenizer:
 
     # ------------------------------------------------------------------ encoding
 
-    def encode(self, text_a, text_b=None, max_seq_length=None, padding=False, truncation=True):
+    def encode(self, text_a, text_b=None, max_seq_length=None, padding=False,
+               truncation=True) -> dict[str, list[int]]:
         """Model inputs for one sequence or a pair: [CLS] a [SEP] or [CLS] a [SEP] b [SEP].
 
         With `max_seq_length` and `truncation`, a single sequence keeps its first
@@ -538,7 +565,7 @@ class FullTokenizer:
         max_seq_length; False or "longest" add nothing to a single example.
 
         Returns:
-          A dict of plain lists: input_ids, token_type_ids (0 up to and including the first
+          A dict of plain lists, input_ids, token_type_ids (0 up to and including the first
           [SEP], 1 after it) and attention_mask.
         """
         batch = self.encode_batch(

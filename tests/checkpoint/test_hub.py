@@ -8,6 +8,7 @@ import pytest
 from bertkit.checkpoint import hub
 from bertkit.checkpoint.load import resolve_checkpoint
 from bertkit.cli.main import main
+from bertkit.cli.serve import parse_models
 from bertkit.errors import CheckpointError
 from bertkit.heads import BertModel
 from bertkit.inference.pipeline import pipeline
@@ -65,6 +66,7 @@ def test_hub_name_resolves_to_the_cached_snapshot(hf_cache, lookup):
     assert not model.load_report.missing
     vector = pipeline(NAME)("A sentence to embed.")
     assert len(vector) == 384
+    assert parse_models([NAME, f"st={NAME}"]) == {"all-MiniLM-L6-v2": hf_cache, "st": hf_cache}  # bertkit serve
 
 
 def test_missing_name_is_one_line_with_the_download_command(hf_cache, lookup):
@@ -73,6 +75,28 @@ def test_missing_name_is_one_line_with_the_download_command(hf_cache, lookup):
     message = str(info.value)
     assert "not in the local Hugging Face cache" in message and "huggingface-cli download bert-base-uncased" in message
     assert str(hf_cache.parents[2]) in message and "\n" not in message
+
+
+def test_a_failed_download_is_one_line(hf_cache, monkeypatch):
+    huggingface_hub = pytest.importorskip("huggingface_hub")
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    real = huggingface_hub.snapshot_download
+    calls = []
+
+    def no_network(repo_id, **kwargs):
+        calls.append(kwargs.get("local_files_only", False))
+        if kwargs.get("local_files_only"):
+            return real(repo_id, **kwargs)
+        raise ConnectionError("Failed to resolve 'huggingface.co'\n(more detail)")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", no_network)
+    with pytest.raises(CheckpointError) as info:
+        resolve_checkpoint("outputs/mrpc")  # a mistyped local folder looks like a hub name too
+    assert calls == [True, False]  # the cache first, then the download
+    message = str(info.value)
+    assert message.startswith("checkpoint not found: outputs/mrpc is no directory or file here")
+    assert "the download failed (ConnectionError: Failed to resolve 'huggingface.co')" in message
+    assert "\n" not in message
 
 
 def test_cache_dir_follows_hf_hub_cache(hf_cache, monkeypatch, tmp_path):
@@ -91,6 +115,7 @@ def test_local_directory_wins_over_a_hub_name(hf_cache, tmp_path, minilm_path):
 
 def test_packaged_short_name_everywhere(minilm_path, capsys):
     assert resolve_checkpoint("minilm").directory == minilm_path
+    assert parse_models(["minilm"]) == {"minilm": minilm_path}
     assert pipeline("minilm").directory == minilm_path
     assert BertModel.from_pretrained("minilm").load_report.source == "minilm"
     assert main(["-q", "similarity", "--model", "minilm", "A man is eating food.", "A man is eating a meal."]) == 0

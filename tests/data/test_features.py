@@ -68,6 +68,22 @@ def test_packing_round_trips_padded_unpadded_regression_and_padding_rows():
     assert isinstance(packed[1].labels, float)
 
 
+def test_multi_label_rows_round_trip_through_the_cache(task_files, tmp_path, caplog):
+    """Multi-label targets are a (N, num_labels) float array: packed, cached and read back as lists."""
+    vocab, data_dir = task_files
+    features = [ClassifierFeatures([2, 4, 3], [1, 1, 1], [0, 0, 0], [1.0, 0.0, 1.0]),
+                ClassifierFeatures([2, 3], [1, 1], [0, 0], [0.0, 0.0, 0.0])]
+    packed = PackedFeatures.from_features(features, pad_to=None)
+    assert packed.labels.shape == (2, 3) and list(packed) == features
+    kwargs = dict(task_name="tags", data_file=data_dir / "train.tsv", vocab_file=vocab, max_seq_length=8,
+                  do_lower_case=True, pad_to_max_length=False)
+    load_or_build_features(lambda: features, tmp_path / "cache", **kwargs)
+    with caplog.at_level(logging.WARNING):
+        again = load_or_build_features(lambda: pytest.fail("rebuilt instead of read from the cache"),
+                                       tmp_path / "cache", **kwargs)
+    assert list(again) == features and not caplog.records
+
+
 def test_packing_refuses_rows_that_are_not_bert_inputs():
     with pytest.raises(ValueError, match="feature 0"):
         PackedFeatures.from_features([ClassifierFeatures([101, 102, 5], [1, 1, 0], [0, 0, 0], 0)], pad_to=3)

@@ -99,6 +99,7 @@ def test_chnsenticorp_label_with_spaces_is_stripped_and_counted(shared_data, cap
     ({"t.csv": "text,stars\na,x\n"}, {}, r"t.csv: no label column 'label'.*columns found are: text, stars"),
     ({"t.csv": "text,label\na,x\n"}, {"text_column": "body"}, r"no column 'body' \(--text_column\)"),
     ({"t.csv": "text,label\na,x\n  ,y\n"}, {}, r"t.csv:3: empty text in column 'text'"),
+    ({"t.csv": "text,label\na,x\nb,y\nc,\n"}, {}, r"t.csv:4: empty label in column 'label'"),
     ({"t.csv": "text,label\na,x\nb,x\n"}, {}, r"t.csv: every example has the label 'x'.*at least two classes"),
     ({"t.csv": "text,label\na,1\nb,spam\n"}, {}, r"t.csv: mixed label kinds: line 2 has integer '1', line 3 has "
                                                  r"string 'spam'"),

@@ -249,3 +249,56 @@ def test_chinese_ner_entities_slice_the_text_character_by_character(chinese_ner,
         ("LOC", "2"), ("ORG", "新华社"), ("LOC", "北京"), ("ORG", "NBA"), ("LOC", "上海")]
     for entity in entities:
         assert text[entity["start"]:entity["end"]] == entity["word"] and 0 < entity["score"] <= 1
+
+
+def test_unknown_words_warn_once_naming_the_vocab_and_share(minilm_path, caplog):
+    p = pipeline(minilm_path)
+    with caplog.at_level("WARNING", logger="bertkit"):
+        p(["今天天气很好。", "我明天要去北京开会。"])  # 7 of 17 words are [UNK] in MiniLM's English vocab
+        p("今天天气很好。")
+    warnings = [r.getMessage() for r in caplog.records if "[UNK]" in r.getMessage()]
+    assert len(warnings) == 1
+    assert "41% of the words in this input (7 of 17)" in warnings[0] and str(minilm_path / "vocab.txt") in warnings[0]
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="bertkit"):
+        pipeline(minilm_path)("The cat sat on the mat.")
+    assert not caplog.records
+    feature = p.preprocess(("今天天气很好。", None))[0]
+    assert p.unknown_tokens(feature) == 4  # what /tokenize reports per feature
+
+
+def test_truncation_warns_with_the_count(minilm_path, caplog):
+    p = pipeline(minilm_path, max_seq_length=8)
+    with caplog.at_level("WARNING", logger="bertkit"):
+        p(["short", "a much longer sentence that does not fit in eight word pieces at all", "also short"])
+    assert "1 of 3 inputs were longer than max_seq_length=8 and were truncated; pass stride=N" in caplog.text
+
+
+def test_stride_windows_cover_the_text_and_are_pooled(minilm_path):
+    p = pipeline(minilm_path, max_seq_length=12)  # windows of 10 word pieces
+    text = " ".join(f"word{i}" for i in range(9))
+    ids = p.tokenizer.text_to_ids(text)
+    assert len(ids) == 18  # "word", "##0", ...: windows start at 0, 6 and 12
+    windows = p.preprocess((text, None), stride=4)
+    inner = [w.input_ids[1:-1] for w in windows]
+    assert all(len(w) <= 10 for w in inner) and inner[0] == ids[:10]
+    assert all(a[-4:] == b[:4] for a, b in zip(inner, inner[1:]))  # consecutive windows share 4 pieces
+    assert inner[-1][-1] == ids[-1] and not any(w.truncated for w in windows)
+    vectors = p.forward(windows)
+    expected = np.average(np.stack(vectors), axis=0, weights=[w.num_tokens for w in windows])
+    np.testing.assert_allclose(p(text, stride=4, normalize=False), expected, atol=1e-6)
+    short = "a short text"
+    np.testing.assert_allclose(p(short, stride=4), p(short), atol=1e-6)  # one window: the same vector
+    with pytest.raises(ConfigError, match="stride=10"):
+        p(text, stride=10)
+
+
+def test_classification_stride_averages_the_windows_logits(mrpc):
+    p = pipeline(mrpc, max_seq_length=16)
+    text = "The company said on Monday that its profits rose sharply in the third quarter of the year again."
+    windows = p.preprocess((text, None), stride=4)
+    assert len(windows) > 1
+    logits = np.mean(p.forward(windows), axis=0)
+    answer = p(text, stride=4, top_k=None)
+    expected = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
+    np.testing.assert_allclose([a["score"] for a in sorted(answer, key=lambda a: a["label"])], expected, atol=1e-6)

@@ -16,7 +16,7 @@ from helpers import TINY_VOCAB
 
 from bertkit.config import BertConfig
 from bertkit.errors import ConfigError
-from bertkit.inference.pipeline import Feature
+from bertkit.inference.pipeline import Feature, Pipeline
 from bertkit.tokenization import FullTokenizer
 
 
@@ -44,6 +44,11 @@ class FakePipeline:
 
     def info(self):
         return {"task": self.task, "labels": self.labels, "max_seq_length": self.max_seq_length}
+
+    # The real pipeline's vocabulary checks: they need only the tokenizer.
+    _vocabulary_warned = False
+    check_vocabulary = Pipeline.check_vocabulary
+    unknown_tokens = Pipeline.unknown_tokens
 
     def parse(self, texts=None, **kwargs):
         if kwargs:

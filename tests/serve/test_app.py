@@ -52,6 +52,9 @@ def test_predict_tokenize_info_and_two_models_by_name():
         assert body["model"] == "emb" and np.isclose(np.linalg.norm(body["outputs"]), 1.0)  # single: shaped
         tokens = httpx.post(f"{url}/tokenize", json={"inputs": ["the cat"], "model": "clf"}).json()
         assert tokens["outputs"][0][0]["tokens"] == ["[CLS]", "the", "cat", "[SEP]"]
+        assert tokens["outputs"][0][0]["unknown_tokens"] == 0
+        tokens = httpx.post(f"{url}/tokenize", json={"inputs": ["the 猫 cat"], "model": "clf"}).json()
+        assert tokens["outputs"][0][0]["unknown_tokens"] == 1  # a word the vocabulary does not cover
         info = httpx.get(f"{url}/info").json()
         assert [(m["name"], m["task"]) for m in info["models"]] == [("emb", "feature-extraction"),
                                                                    ("clf", "text-classification")]

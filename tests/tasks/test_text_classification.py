@@ -62,7 +62,7 @@ def test_validation_split_and_eval_only_with_the_models_labels(tmp_path):
     assert read_eval_results(again / "eval_results.txt")["global_step"] == "0"
 
 
-def test_multi_label_jsonl_and_transformers_reads_the_saved_model(tmp_path, transformers_module):
+def test_multi_label_jsonl_and_transformers_reads_the_saved_model(tmp_path, capsys, transformers_module):
     out = tmp_path / "out"
     assert main(["-q", "run_classifier", f"--train_file={TICKETS / 'train.jsonl'}",
                  f"--validation_file={TICKETS / 'dev.jsonl'}", "--problem_type=multi_label_classification",
@@ -75,6 +75,10 @@ def test_multi_label_jsonl_and_transformers_reads_the_saved_model(tmp_path, tran
     ours = pipeline(out)(texts)
     assert all(len(answer) == 5 for answer in ours)  # every label, each with its own sigmoid score
     assert sum(a["score"] for a in ours[0]) != pytest.approx(1.0)
+    capsys.readouterr()
+    assert main(["-q", "predict", "--model", str(out), texts[0]]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert [a["label"] for a in printed] == [a["label"] for a in ours[0]]  # `bertkit predict`: every label too
     theirs = transformers_module.pipeline("text-classification", model=str(out), top_k=None, device="cpu")(texts)
     for mine, reference in zip(ours, theirs):
         assert [a["label"] for a in mine] == [a["label"] for a in reference]
@@ -91,6 +95,17 @@ def test_regression_from_float_labels(tmp_path):
     assert json.loads((out / "config.json").read_text())["num_labels"] == 1
 
 
+def test_training_data_unknown_share_is_logged_at_the_start(tmp_path, caplog):
+    train = tmp_path / "train.csv"
+    train.write_text("text,label\n今天天气很好。,1\n这个宾馆比较陈旧了。,0\n", encoding="utf-8")
+    with caplog.at_level("INFO", logger="bertkit"):
+        assert main(["-q", "run_classifier", f"--train_file={train}", "--do_train", "--max_steps=1",
+                     f"--output_dir={tmp_path / 'out'}", *scratch_flags(tmp_path)]) == 0
+    warning = next(r for r in caplog.records if "[UNK]" in r.getMessage())
+    assert warning.levelname == "WARNING" and "100% of the words in the training data" in warning.getMessage()
+    assert str(train) in warning.getMessage() and "vocab.txt" in warning.getMessage()
+
+
 def test_metrics():
     logits = np.array([[2.0, -1.0, 0.5], [-1.0, 3.0, 0.0], [0.0, 0.0, 1.0]])
     single = classification_metrics("single_label_classification", logits, np.array([0, 1, 1]))
@@ -101,6 +116,7 @@ def test_metrics():
 
 @pytest.mark.parametrize("extra, message", [
     (["--task_name=MRPC", "--train_file=x.csv"], "not both"),
+    (["--train_file=REVIEWS/train.csv", "--do_eval"], "--do_eval needs --validation_file"),
     ([], "give --train_file"),
     (["--train_file=REVIEWS/train.csv", "--validation_file=REVIEWS/dev.csv", "--text_column=body"],
      "no column 'body' (--text_column); the columns found are: text, label"),

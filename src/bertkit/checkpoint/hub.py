@@ -108,7 +108,7 @@ def _hub_snapshot(huggingface_hub, name: str) -> Path | None:
         return Path(huggingface_hub.snapshot_download(name, allow_patterns=DOWNLOAD_PATTERNS,
                                                       cache_dir=hub_cache_dir()))
     except Exception as err:  # noqa: BLE001 - no network, no such repository, a gated one: one line each
-        raise CheckpointError(f"{name}: not in the local Hugging Face cache ({hub_cache_dir()}) and the download "
-                              f"failed ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}); "
-                              f"check the name, or run: huggingface-cli download {name} (or give a checkpoint "
-                              "directory)") from None
+        reason = f"{type(err).__name__}: {str(err).splitlines()[0]}" if str(err) else type(err).__name__
+        raise CheckpointError(f"checkpoint not found: {name} is no directory or file here, not in the local Hugging "
+                              f"Face cache ({hub_cache_dir()}), and the download failed ({reason}); check the name "
+                              f"or the path, or run: huggingface-cli download {name}") from None

@@ -33,7 +33,9 @@ def default_cache_dir() -> str:
 def add_model_arguments(parser, default_to_minilm: bool = True) -> None:
     group = parser.add_argument_group("model")
     group.add_argument("--init_checkpoint", "--model", dest="init_checkpoint",
-                       help="checkpoint to start from: an HF directory or file, or Google's .../bert_model.ckpt"
+                       help="checkpoint to start from: an HF directory or file, Google's .../bert_model.ckpt, "
+                            "minilm (the packaged model), or a hub name such as bert-base-uncased (the local "
+                            "Hugging Face cache)"
                             + (" (default: the packaged all-MiniLM-L6-v2)" if default_to_minilm else
                                " (default: train from scratch)"))
     group.add_argument("--bert_config_file", help="bert_config.json / config.json (default: the checkpoint's)")

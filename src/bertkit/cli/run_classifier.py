@@ -69,8 +69,6 @@ def run(args) -> int:
     else:
         task = FileClassifierTask(data=file_data(args), **common)
         task.validate()
-        if args.do_train and not args.train_file:
-            raise ConfigError("--do_train needs --train_file")
         labels = task.label_list
     train_task(args, task, training_arguments(args), num_labels=1 if task.processor.is_regression else len(labels),
                **({"id2label": dict(enumerate(labels)), "label2id": {l: i for i, l in enumerate(labels)}}

@@ -18,6 +18,7 @@ import importlib
 import logging
 from pathlib import Path
 
+from bertkit.checkpoint.load import resolve_checkpoint
 from bertkit.cli.main import add_runtime_arguments, str2bool
 from bertkit.errors import CheckpointError, ConfigError
 from bertkit.paths import minilm_dir
@@ -87,7 +88,10 @@ def parse_models(specs: list[str] | None) -> dict[str, Path]:
         name, sep, directory = spec.partition("=")
         path = Path(directory if sep else spec)
         onnx_file = path.suffix == ".onnx" and path.is_file()  # bertkit export's graph: named by its folder
-        name = name if sep else (path.resolve().parent if onnx_file else path.resolve()).name
+        name = name if sep else (path.resolve().parent if onnx_file else path.resolve()).name if path.exists() \
+            else path.name
+        if not path.exists():  # a model name: minilm, or a hub name in the local Hugging Face cache
+            path = resolve_checkpoint(path).directory
         if not name:
             raise ConfigError(f"--model {spec!r}: the name before '=' is empty")
         if name in models:

@@ -253,6 +253,7 @@ class TabularData:
             return LabelSpec(problem_type, names)
         kinds: dict[str, Row] = {}
         for row, value in raw:
+            self._check_not_empty(value, row, path)
             kinds.setdefault(_kind(value), row)
         if "list" in kinds:
             row = kinds["list"]
@@ -354,9 +355,16 @@ class TabularData:
             raise DataError(f"{path}:{row.line}: column {column!r} must be text, found {text!r}")
         return text
 
+    def _check_not_empty(self, value, row: Row, path: Path) -> None:
+        if value == "":  # only multi-label examples may have no label
+            raise DataError(f"{path}:{row.line}: empty label in column {self.label_column!r}; fill it in or remove "
+                            "the line")
+
     def _label(self, row: Row, path: Path, stripped: list[Row]):
         value = self._raw_label(row, path, stripped)
         spec = self.spec
+        if spec.problem_type != "multi_label_classification":
+            self._check_not_empty(value, row, path)
         if spec.problem_type == "regression":
             score = float(value) if _kind(value) in ("int", "float") else math.nan
             if not math.isfinite(score):

@@ -50,7 +50,7 @@ from bertkit.extract_features import POOLINGS, pool
 from bertkit.io_utils import atomic_directory
 from bertkit.heads import BertModel
 from bertkit.paths import minilm_dir
-from bertkit.tokenization import FullTokenizer, pack, truncate_for_packing
+from bertkit.tokenization import FullTokenizer, pack, truncate_for_packing, unknown_words_message
 
 logger = logging.getLogger("bertkit")
 
@@ -208,6 +208,7 @@ class Pipeline:
         self.directory = directory
         self.options = self.default_options()
         self.options.update(self._check_options(options))
+        self._vocabulary_warned = False
 
     @property
     def labels(self) -> list[str] | None:
@@ -289,10 +290,33 @@ class Pipeline:
                 outputs[i][j] = result
         truncated = sum(any(f.truncated for f in feats) for feats in features)
         if truncated:
-            logger.info("%d of %d inputs were longer than max_seq_length=%d and were truncated",
-                        truncated, len(items), self.max_seq_length)
+            logger.warning("%d of %d inputs were longer than max_seq_length=%d and were truncated%s",
+                           truncated, len(items), self.max_seq_length,
+                           "; pass stride=N to read them whole in overlapping windows" if "stride" in self.options
+                           else "")
+        self.check_vocabulary(items)
         answers = [self.postprocess(item, feats, outs, **options) for item, feats, outs in zip(items, features, outputs)]
         return self.shape_output(single, answers)
+
+    def check_vocabulary(self, items: list) -> None:
+        """Warn once (per pipeline) when the vocabulary does not cover the inputs' words (see
+        tokenization.unknown_words_message); a server calls it with each request's items."""
+        if self._vocabulary_warned:
+            return
+        unknown = words = 0
+        for text in _strings(items):
+            u, w = self.tokenizer.count_unknown(text)
+            unknown, words = unknown + u, words + w
+        message = unknown_words_message(unknown, words, self.tokenizer.vocab_file, "this input")
+        if message:
+            self._vocabulary_warned = True
+            logger.warning(message)
+
+    def unknown_tokens(self, feature: Feature) -> int:
+        """How many of the feature's tokens are [UNK] (`bertkit serve`'s /tokenize shows it)."""
+        unk = self.tokenizer.vocab["[UNK]"]
+        rows = feature.input_ids if feature.input_ids and isinstance(feature.input_ids[0], list) else [feature.input_ids]
+        return sum(row.count(unk) for row in rows)
 
     def inputs(self, *args, **kwargs) -> list:
         """The inputs of one call as a list of items (what preprocess takes), validated."""
@@ -353,6 +377,22 @@ class Pipeline:
         ids, types = pack(tokens_a, tokens_b, self.tokenizer.cls_token_id, self.tokenizer.sep_token_id)
         return Feature(ids, types, truncated=removed > 0)
 
+    def _encode_windows(self, text_a: str, text_b: str | None, stride: int | None) -> list[Feature]:
+        """One feature (truncated, as _encode), or with `stride` the whole text in windows of
+        max_seq_length, consecutive windows sharing `stride` tokens (transformers' tokenizer `stride`)."""
+        if stride is None:
+            return [self._encode(text_a, text_b)]
+        width = self.max_seq_length - 2
+        if not isinstance(stride, int) or isinstance(stride, bool) or not 0 <= stride < width:
+            raise ConfigError(f"stride={stride!r}: give the number of tokens consecutive windows share, from 0 to "
+                              f"{width - 1} (max_seq_length - 3)")
+        if text_b is not None:
+            raise ConfigError("stride windows a single text; a pair of texts is truncated (leave stride out)")
+        ids = self.tokenizer.text_to_ids(text_a)
+        starts = range(0, max(len(ids) - stride, 1), width - stride)
+        return [Feature(*pack(ids[start:start + width], None, self.tokenizer.cls_token_id,
+                              self.tokenizer.sep_token_id)) for start in starts]
+
 
 def _softmax(x) -> np.ndarray:
     return softmax(np.asarray(x, dtype=np.float64), axis=-1)  # float64, as run_classifier's test_results.tsv
@@ -361,6 +401,18 @@ def _softmax(x) -> np.ndarray:
 # transformers' text-classification `function_to_apply` values.
 FUNCTIONS_TO_APPLY = {"softmax": _softmax, "sigmoid": lambda x: expit(np.asarray(x, dtype=np.float64)),
                       "none": lambda x: np.asarray(x, dtype=np.float64)}
+
+
+def _strings(value):
+    """Every string inside a call's items (texts, pairs, question/context records, choices)."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from _strings(v)
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            yield from _strings(v)
 
 
 def _text(value, what: str) -> str:
@@ -406,14 +458,14 @@ class TextClassificationPipeline(Pipeline):
         # transformers' function_to_apply: a multi-label model scores every label on its own (sigmoid),
         # so all of them are returned, each with its own probability.
         if self.config.extra.get("problem_type") == "multi_label_classification":
-            return {"top_k": None, "function_to_apply": "sigmoid"}
-        return {"top_k": 1, "function_to_apply": "softmax"}
+            return {"top_k": None, "function_to_apply": "sigmoid", "stride": None}
+        return {"top_k": 1, "function_to_apply": "softmax", "stride": None}
 
-    def _check_options(self, options: dict) -> dict:
+    def check_option_values(self, options: dict) -> dict:
         if options.get("function_to_apply", "softmax") not in FUNCTIONS_TO_APPLY:
             raise ConfigError(f"function_to_apply={options['function_to_apply']!r}: use one of "
                               f"{', '.join(FUNCTIONS_TO_APPLY)}")
-        return super()._check_options(options)
+        return super().check_option_values(options)
 
     def parse(self, texts=None, text_pair=None, **kwargs) -> tuple[bool, list]:
         if texts is None and "text" in kwargs:
@@ -446,14 +498,14 @@ class TextClassificationPipeline(Pipeline):
                 items.append((_text(item, f"input {i}"), None))
         return single, items
 
-    def preprocess(self, item, **options) -> list[Feature]:
-        return [self._encode(*item)]
+    def preprocess(self, item, stride=None, **options) -> list[Feature]:
+        return self._encode_windows(*item, stride)
 
     def _outputs(self, batch, features) -> list:
         return list(self.model(**batch).logits.float().cpu().numpy())
 
     def postprocess(self, item, features, outputs, top_k=1, function_to_apply="softmax", **options):
-        logits = outputs[0]
+        logits = np.mean(outputs, axis=0)  # a long text's windows (stride): their logits averaged
         if self.config.num_labels == 1:  # regression (STS-B)
             return {"score": float(logits[0])}
         probabilities = FUNCTIONS_TO_APPLY[function_to_apply](logits)
@@ -762,7 +814,7 @@ class FeatureExtractionPipeline(Pipeline):
             if modules_file.is_file():
                 modules = json.loads(modules_file.read_text(encoding="utf-8"))
                 normalize = any(str(m.get("type", "")).endswith("Normalize") for m in modules)
-        return {"pooling": pooling, "normalize": normalize}
+        return {"pooling": pooling, "normalize": normalize, "stride": None}
 
     def parse(self, texts=None, text_pair=None, **kwargs) -> tuple[bool, list]:
         if texts is None and "text" in kwargs:
@@ -772,12 +824,13 @@ class FeatureExtractionPipeline(Pipeline):
         single, items = _texts(texts)
         return single, [(t, text_pair if single else None) for t in items]
 
-    def preprocess(self, item, pooling="mean", **options) -> list[Feature]:
+    def preprocess(self, item, pooling="mean", stride=None, **options) -> list[Feature]:
         if pooling not in POOLINGS:
             raise ConfigError(f"pooling {pooling!r} is not one of {', '.join(POOLINGS)}")
-        feature = self._encode(*item)
-        feature.meta = pooling  # each feature carries its call's pooling: a server batch mixes calls
-        return [feature]
+        features = self._encode_windows(*item, stride)
+        for feature in features:
+            feature.meta = pooling  # each feature carries its call's pooling: a server batch mixes calls
+        return features
 
     def _outputs(self, batch, features) -> list:
         hidden = self.model(**batch).sequence_output
@@ -790,7 +843,8 @@ class FeatureExtractionPipeline(Pipeline):
         return out
 
     def postprocess(self, item, features, outputs, normalize=False, **options):
-        vector = outputs[0].astype(np.float32)
+        # A long text's windows (stride): their vectors averaged, each weighted by its number of tokens.
+        vector = np.average(np.stack(outputs), axis=0, weights=[f.num_tokens for f in features]).astype(np.float32)
         if normalize:
             vector = vector / max(float(np.linalg.norm(vector)), 1e-12)
         return vector.tolist()

@@ -248,6 +248,7 @@ def _prepare(p, inputs: Any, parameters: dict, truncate: bool, settings: ServeSe
         options, keywords = p.split_options(parameters)
         single, items = p.parse(**keywords) if inputs is None else p.parse(inputs, **keywords)
         _check_count(len(items), settings, field)
+        p.check_vocabulary(items)  # once per model: the vocabulary does not cover the inputs' language
         features, tokens = _featurize(p, items, lambda item: p.preprocess(item, **options), truncate, settings, field)
     except (BertkitError, ValueError, TypeError) as err:
         raise ApiError(400, f"invalid {field} for a {p.task} model: {err}") from err
@@ -584,8 +585,8 @@ def create_app(loaders: dict[str, Callable[[], Any]], settings: ServeSettings | 
         call = await asyncio.to_thread(_prepare, p, body.inputs, parameters, True, settings)
         _account(request, call)
         return await _respond({"model": slot.name, "truncated": call.truncated, "outputs": [
-            [{"input_ids": f.input_ids, "token_type_ids": f.token_type_ids, "tokens": _tokens(p.tokenizer, f.input_ids)}
-             for f in feats] for feats in call.features]})
+            [{"input_ids": f.input_ids, "token_type_ids": f.token_type_ids, "tokens": _tokens(p.tokenizer, f.input_ids),
+              "unknown_tokens": p.unknown_tokens(f)} for f in feats] for feats in call.features]})
 
     @app.get("/v1/models")
     async def models():

@@ -30,9 +30,11 @@ from sklearn import metrics as skm
 
 from bertkit.data.glue import DataProcessor
 from bertkit.data.tabular import TabularData, TabularProcessor
+from bertkit.errors import ConfigError
 from bertkit.io_utils import atomic_save_with, atomic_write
 from bertkit.tasks.classifier import ClassifierTask
 from bertkit.training.logging import write_eval_results
+from bertkit.tokenization import unknown_words_message
 from bertkit.training.metrics import pearson_and_spearman
 
 logger = logging.getLogger("bertkit")
@@ -64,6 +66,16 @@ class FileClassifierTask(ClassifierTask):
     def name(self) -> str:
         return TASK_NAME
 
+    def validate(self) -> None:
+        super().validate()
+        files = self.data.files
+        for step, split, flag in ((self.do_train, "train", "--do_train needs --train_file"),
+                                  (self.do_eval, "dev", "--do_eval needs --validation_file (or "
+                                                        "--validation_split_percentage with --train_file)"),
+                                  (self.do_predict, "test", "--do_predict needs --test_file")):
+            if step and split not in files and not (split == "dev" and self.data.validation_split_percentage):
+                raise ConfigError(flag)
+
     @cached_property
     def processor(self) -> DataProcessor:
         return TabularProcessor(self.data)
@@ -81,6 +93,11 @@ class FileClassifierTask(ClassifierTask):
 
     def has_labels(self, split: str) -> bool:
         return self.data.has_labels(split)
+
+    def dataset(self, split: str, tokenizer, args):
+        if split == "train":
+            log_unknown_share(self.processor.get_examples(self.data_dir, split), tokenizer, self.data.files["train"])
+        return super().dataset(split, tokenizer, args)
 
     def metrics(self, split: str, predictions: np.ndarray, labels: np.ndarray) -> dict[str, float]:
         return classification_metrics(self.problem_type, predictions, labels)
@@ -101,14 +118,29 @@ class FileClassifierTask(ClassifierTask):
         gold = np.array([_label_ids(e.label, names, self.problem_type) for e in examples])
         per_class = per_class_scores(self.problem_type, predictions, gold, names, prefix)
         # The per-class lines join the split's results file (Google's `key = value` lines).
-        write_eval_results(output_dir / f"{prefix}_results.txt",
-                           {k: v for k, v in results.items() if k.startswith(f"{prefix}_") or k == "global_step"}
-                           | per_class)
+        write_eval_results(output_dir / f"{prefix}_results.txt", {**results, **per_class})
         if self.problem_type != MULTI_LABEL:
             plot_confusion_matrix(predictions.argmax(axis=-1), gold, names,
                                   output_dir / ("confusion_matrix.png" if split == "dev" else
                                                 f"{split}_confusion_matrix.png"))
         return {}
+
+
+def log_unknown_share(examples, tokenizer, path: Path, limit: int = 10_000) -> None:
+    """The share of the training texts' words that the vocabulary maps to [UNK] (of the first `limit`
+    examples, enough for the share), logged at the start; a warning with the fix above 5%."""
+    unknown = words = 0
+    for example in examples[:limit]:
+        for text in (example.text_a, example.text_b):
+            if text is not None:
+                u, w = tokenizer.count_unknown(text)
+                unknown, words = unknown + u, words + w
+    message = unknown_words_message(unknown, words, tokenizer.vocab_file, f"the training data {path}")
+    if message:
+        logger.warning(message)
+    else:
+        logger.info("training data: %.1f%% of %d words map to [UNK] in %s", 100 * unknown / max(words, 1), words,
+                    tokenizer.vocab_file)
 
 
 def scores(problem_type: str, logits: np.ndarray) -> np.ndarray:
