@@ -553,7 +553,7 @@ def test_chinese_report_marks_what_did_not_run(monkeypatch, tmp_path):
     for seed, accuracy in ((1, 0.80), (2, 0.84)):
         tool.record(f"csc-scratch-s{seed}", seed, {"test_accuracy": accuracy}, 1.0, ["..."])
     tool.record("csc-tapt-s1", 1, {"test_accuracy": 0.85}, 1.0, ["..."])
-    tool.record("csc-tapt-wwm-s1", 1, {"test_accuracy": 0.86}, 1.0, ["..."])
+    tool.record("csc-tapt-wwm-s1", 1, {"test_accuracy": 0.86, "test_macro_f1": 0.33}, 1.0, ["..."])
     ner = {"f1": 0.5, "precision": 0.6, "recall": 0.4, "per_type": {"LOC": {"f1": 0.5, "support": 10}}}
     tool.record("ner-scratch-s1", 1, ner, 1.0, ["..."])
     tool.record("pretrain-char", 1, {"masked_lm_accuracy": 0.2, "masked_lm_loss": 5.0, "num_documents": 3,
@@ -570,6 +570,7 @@ def test_chinese_report_marks_what_did_not_run(monkeypatch, tmp_path):
             "with, seed 1).") in report
     assert "from scratch: ChnSentiCorp test accuracy +5.0 (one seed: no spread to compare with, seed 1)." in report
     assert "- 好[MASK]。 → 的 (0.50)" in report
+    assert "(macro F1 below 0.4: task-adaptive MLM, whole-word masking (jieba)) predict one class" in report
     assert "Not run yet (the CPU budget): pretrain-wwm, ner-tapt-s1, ner-tapt-wwm-s1, csc-tapt-s2, csc-tapt-wwm-s2," in report
 
 
