@@ -301,9 +301,8 @@ def by_seed(records: dict, task: str, arm: str, metric: str) -> dict[int, float]
     found = {}
     for seed in SEEDS:
         rec = records.get(f"{task}-{arm}-s{seed}")
-        if rec is not None:
-            value = rec["metrics"][metric]
-            found[seed] = value
+        if rec is not None and rec["metrics"].get(metric) is not None:
+            found[seed] = rec["metrics"][metric]
     return found
 
 
