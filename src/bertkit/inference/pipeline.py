@@ -530,11 +530,13 @@ class TextClassificationPipeline(Pipeline):
 class TokenClassificationPipeline(Pipeline):
     """p("Angela Merkel visited Paris.") -> entities with character offsets into the caller's string.
 
-    Words are the tokenizer's basic tokens (words and punctuation marks); each gets the tag
-    predicted at its first word piece, in the window where it has the most context (run_ner's
-    windows, so sentences longer than max_seq_length are covered). Tags are grouped into
-    entities: B-X starts one, I-X continues an entity of type X and starts one after anything
-    else, which reads IOB1 and IOB2 alike. An entity's score is the mean of its words' scores.
+    Words are the tokenizer's basic tokens (words and punctuation marks), or single characters for
+    a model trained on one character per line (config.json's `word_unit: char`, Chinese NER); each
+    gets the tag predicted at its first word piece, in the window where it has the most context
+    (run_ner's windows, so sentences longer than max_seq_length are covered). Tags are grouped
+    into entities in the model's `label_scheme` (IOB2 or BIOES): B-X (and S-X) starts one, I-X
+    (and E-X) continues an entity of type X and starts one after anything else, E-X and S-X end
+    it (`data.ner.entity_spans`). An entity's score is the mean of its words' scores.
     """
 
     task = "token-classification"
@@ -551,8 +553,19 @@ class TokenClassificationPipeline(Pipeline):
             raise ConfigError(f"token-classification takes texts, not {', '.join(sorted(kwargs))}")
         return _texts(texts)
 
+    @property
+    def label_scheme(self) -> str:
+        return self.config.extra.get("label_scheme") or ner_data.scheme_of_labels(self.labels or [])
+
+    def info(self) -> dict:
+        return {**super().info(), "label_scheme": self.label_scheme}
+
     def preprocess(self, text, doc_stride=None, **options) -> list[Feature]:
         words = self.tokenizer.words_with_offsets(text)
+        if self.config.extra.get("word_unit") == "char":
+            # The model saw one character per word in training: a number or a Latin word of the
+            # basic tokenizer ("2006", "NBA") is cut into its characters the same way.
+            words = [(text[i], i, i + 1) for _, start, end in words for i in range(start, end)]
         example = ner_data.NerExample("predict", [w for w, _, _ in words])
         windows = ner_data.convert_examples_to_features([example], None, self.max_seq_length, self.tokenizer,
                                                         doc_stride)
@@ -575,20 +588,12 @@ class TokenClassificationPipeline(Pipeline):
         if not aggregate:
             return [{"entity": tag, "score": score, "word": text[start:end], "start": start, "end": end}
                     for (tag, score), (_, start, end) in zip(tags, words) if tag != "O"]
-        entities, current = [], None
-        for (tag, score), (_, start, end) in zip(tags, words):
-            kind = ner_data.entity_type(tag)
-            if kind is None:
-                current = None
-                continue
-            if current is not None and tag.startswith("I-") and current["entity_group"] == kind:
-                current["end"] = end
-                current["scores"].append(score)
-                continue
-            current = {"entity_group": kind, "scores": [score], "start": start, "end": end}
-            entities.append(current)
-        return [{"entity_group": e["entity_group"], "score": float(np.mean(e["scores"])),
-                 "word": text[e["start"]:e["end"]], "start": e["start"], "end": e["end"]} for e in entities]
+        entities = []
+        for kind, first, last in ner_data.entity_spans([tag for tag, _ in tags]):
+            start, end = words[first][1], words[last - 1][2]
+            entities.append({"entity_group": kind, "score": float(np.mean([score for _, score in tags[first:last]])),
+                             "word": text[start:end], "start": start, "end": end})
+        return entities
 
 
 class QuestionAnsweringPipeline(Pipeline):

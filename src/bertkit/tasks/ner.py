@@ -1,6 +1,6 @@
-"""run_ner: token classification (named-entity recognition) on CoNLL-2003 column files.
+"""run_ner: token classification (named-entity recognition) on CoNLL column files or JSONL records.
 
-The same shape as run_classifier: read the column files (data/ner.py), build one feature per
+The same shape as run_classifier: read the data files (data/ner.py), build one feature per
 window of every sentence, fine-tune BertForTokenClassification on the one Trainer, then evaluate
 on the dev file (CoNLL-2003's eng.testa) and, with do_predict, on the test file (eng.testb).
 
@@ -28,7 +28,8 @@ import numpy as np
 
 from bertkit.data.batching import FeatureDataset
 from bertkit.data.ner import (NerExample, NerFeature, align_predictions, check_labels,
-                              convert_examples_to_features, entity_type, get_labels, read_conll)
+                              convert_examples_to_features, entity_type, get_labels, model_scheme, read_ner_file,
+                              scheme_of_labels)
 from bertkit.errors import ConfigError
 from bertkit.heads import BertForTokenClassification
 from bertkit.io_utils import atomic_write
@@ -50,7 +51,13 @@ class NerTask(Task):
     train_file: str = CONLL2003_FILES["train"]
     eval_file: str = CONLL2003_FILES["dev"]
     test_file: str = CONLL2003_FILES["test"]
-    label_column: int = -1  # the tag column (default the last)
+    label_column: int | str | None = None  # the tag column (default the last) or JSONL key (default ner_tags)
+    file_format: str | None = None  # conll or jsonl; None: by each file's extension
+    text_column: str | None = None  # the JSONL key of the words (default tokens)
+    tag_names: list[str] | None = None  # names of integer JSONL tags (--label_list)
+    label_scheme: str | None = None  # the scheme of the model's tags (IOB2 or BIOES); from the training file
+    source_label_scheme: str | None = None  # the training file's own scheme (IOB1, IOB2 or BIOES)
+    word_unit: str | None = None  # "char" when every training word is one character (Chinese NER)
     test_has_labels: bool = True  # False: the test file is unlabelled text, its words in the first column
     max_seq_length: int = 128
     doc_stride: int | None = None  # pieces between window starts for long sentences; None: half a window
@@ -79,7 +86,12 @@ class NerTask(Task):
         return Path(self.data_dir) / names[split]
 
     def metadata(self) -> dict:
-        return {"label_scheme": "IOB2", **({"doc_stride": self.doc_stride} if self.doc_stride else {})}
+        # The pipeline decodes entities in label_scheme and, for a model of characters, cuts its
+        # input into characters as the training file was.
+        return {"label_scheme": self.label_scheme or "IOB2",
+                **({"source_label_scheme": self.source_label_scheme} if self.source_label_scheme else {}),
+                **({"word_unit": self.word_unit} if self.word_unit else {}),
+                **({"doc_stride": self.doc_stride} if self.doc_stride else {})}
 
     def has_labels(self, split: str) -> bool:
         return split != "test" or self.test_has_labels
@@ -127,15 +139,23 @@ class NerSplit:
 
 
 def read_examples(task: NerTask, split: str) -> list[NerExample]:
-    labelled = task.has_labels(split)
-    examples = read_conll(task.path(split), label_column=task.label_column if labelled else None)
+    examples, _ = read_ner_file(task.path(split), labelled=task.has_labels(split), file_format=task.file_format,
+                                label_column=task.label_column, text_column=task.text_column,
+                                label_list=task.tag_names, scheme=task.label_scheme)
     limit = task.max_train_examples if split == "train" else task.max_eval_examples
     return examples[:limit] if limit else examples
 
 
 def training_labels(task: NerTask) -> list[str]:
-    """The label list from the (whole) training file: `O` first, then the others sorted."""
-    return get_labels(read_conll(task.path("train"), label_column=task.label_column))
+    """The label list from the (whole) training file: `O` first, then the others sorted. Sets the
+    task's label scheme (and word unit) from that file too: they go with the labels into config.json."""
+    examples, detected = read_ner_file(task.path("train"), file_format=task.file_format, label_column=task.label_column,
+                                       text_column=task.text_column, label_list=task.tag_names)
+    task.label_scheme, task.source_label_scheme = model_scheme(detected), detected
+    if examples and all(len(word) == 1 for example in examples for word in example.words):
+        task.word_unit = "char"
+    logger.info("%s: %s tags, learnt as %s", task.path("train"), detected, task.label_scheme)
+    return get_labels(examples)
 
 
 def model_labels(config) -> list[str] | None:
@@ -247,4 +267,7 @@ def run_ner(model: BertForTokenClassification, tokenizer: FullTokenizer, task: N
         raise ConfigError("the model's config has no NER label list (id2label with an 'O' tag for every class); "
                           "build it with id2label/label2id from the training file (training_labels)")
     task.label_list = label_list
+    if task.label_scheme is None:  # evaluating a fine-tuned model: the scheme it was trained with
+        task.label_scheme = model.config.extra.get("label_scheme") or scheme_of_labels(label_list)
+        task.word_unit = task.word_unit or model.config.extra.get("word_unit")
     return run_task(task, model, tokenizer, args, resume=resume)
