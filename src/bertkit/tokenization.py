@@ -184,7 +184,7 @@ def _is_punctuation(char):
     return unicodedata.category(char).startswith("P")
 
 
-def _is_chinese_char(cp):
+def is_chinese_char(cp):
     """Checks whether `cp` is the code point of a CJK ideograph.
 
     "Chinese character" means the CJK Unified Ideographs blocks. Despite the name these are
@@ -221,7 +221,7 @@ class _CleanTable(dict):
             out = None  # deleted
         elif _is_whitespace(char):
             out = " "
-        elif self.tokenize_chinese_chars and _is_chinese_char(cp):
+        elif self.tokenize_chinese_chars and is_chinese_char(cp):
             out = f" {char} "
         else:
             out = cp  # unchanged

@@ -1,15 +1,18 @@
-"""CoNLL reading, IOB1 -> IOB2, word-piece label alignment and long-sentence windows (data/ner.py)."""
+"""CoNLL and JSONL reading, tag schemes (IOB1, IOB2, BIOES), word-piece label alignment and
+long-sentence windows (data/ner.py)."""
 
+import json
 import random
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from bertkit.data.ner import (IGNORE_INDEX, NerExample, align_predictions, check_labels,
-                              convert_examples_to_features, count_entities, get_labels, iob1_to_iob2, make_windows,
-                              read_conll, window_owners)
-from bertkit.errors import DataError
+from bertkit.data.ner import (IGNORE_INDEX, NerExample, align_predictions, bioes_to_iob2, check_labels,
+                              convert_examples_to_features, count_entities, detect_scheme, entity_spans, get_labels,
+                              iob1_to_iob2, iob2_to_bioes, make_windows, read_conll, read_ner_file, to_scheme,
+                              window_owners)
+from bertkit.errors import ConfigError, DataError
 from bertkit.tokenization import FullTokenizer
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "ner"
@@ -54,7 +57,7 @@ def test_two_column_files_and_label_column(tmp_path):
 
 @pytest.mark.parametrize("name, text, line, message", [
     ("missing_column.txt", None, 3, "expected 4 columns as on line 1, got 3"),
-    ("bad_tag.txt", None, 3, "tag 'X-ORG' is not O, B-TYPE or I-TYPE"),
+    ("bad_tag.txt", None, 3, "tag 'X-ORG' is not O, B-TYPE, I-TYPE, E-TYPE or S-TYPE"),
     ("one_column.txt", "\n\nEU\nrejects\n", 3, "expected a token and a label column"),
     ("too_many.txt", "EU I-ORG\nrejects O extra\n", 2, "expected 2 columns as on line 1, got 3"),
     ("latin1.txt", b"EU I-ORG\n\nM\xfcnchen I-LOC\n", 3, "not valid UTF-8"),
@@ -179,3 +182,135 @@ def test_real_conll2003_has_the_published_counts(shared_data):
         assert sum(len(e.words) for e in examples) == tokens, name
         assert count_entities(examples) == entities, name
         assert get_labels(examples) == ["O", "B-LOC", "B-MISC", "B-ORG", "B-PER", "I-LOC", "I-MISC", "I-ORG", "I-PER"]
+
+
+# -- tag schemes ------------------------------------------------------------------------------
+
+IOB2 = ["B-PER", "I-PER", "O", "B-LOC", "B-LOC", "I-LOC", "I-LOC", "O", "B-ORG"]
+BIOES = ["B-PER", "E-PER", "O", "S-LOC", "B-LOC", "I-LOC", "E-LOC", "O", "S-ORG"]
+IOB1 = ["I-PER", "I-PER", "O", "I-LOC", "B-LOC", "I-LOC", "I-LOC", "O", "I-ORG"]
+
+
+def test_schemes_are_detected_and_convert_both_ways():
+    assert detect_scheme([IOB1]) == "IOB1" and detect_scheme([IOB2]) == "IOB2" and detect_scheme([BIOES]) == "BIOES"
+    assert detect_scheme([["O", "O"], []]) == "IOB2"  # no entities: nothing says otherwise
+    assert iob2_to_bioes(IOB2) == BIOES and bioes_to_iob2(BIOES) == IOB2
+    for tags in (IOB1, IOB2, BIOES):
+        assert to_scheme(tags, "IOB2") == IOB2 and to_scheme(tags, "BIOES") == BIOES
+    # Every scheme gives the same entities (type, first word, end word).
+    spans = [("PER", 0, 2), ("LOC", 3, 4), ("LOC", 4, 7), ("ORG", 8, 9)]
+    assert entity_spans(IOB2) == entity_spans(BIOES) == entity_spans(IOB1) == spans
+    # Predictions are decoded as seqeval reads them: an I- after O starts an entity, E- and S- end one.
+    assert entity_spans(["O", "I-PER", "I-PER", "E-PER", "I-PER", "S-LOC", "I-LOC"]) == [
+        ("PER", 1, 4), ("PER", 4, 5), ("LOC", 5, 6), ("LOC", 6, 7)]
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_each_file_reports_its_scheme_and_converts_to_the_models(tmp_path):
+    bioes = write(tmp_path / "bioes.txt", "Angela B-PER\nMerkel E-PER\nin O\nParis S-LOC\n")
+    examples, scheme = read_ner_file(bioes)
+    assert scheme == "BIOES" and examples[0].labels == ["B-PER", "E-PER", "O", "S-LOC"]  # a BIOES model keeps them
+    examples, _ = read_ner_file(bioes, scheme="IOB2")  # a dev file in BIOES for an IOB2 model
+    assert examples[0].labels == ["B-PER", "I-PER", "O", "B-LOC"]
+    examples, scheme = read_ner_file(FIXTURES / "eng.train")
+    assert scheme == "IOB1" and examples[0].labels[:3] == ["B-ORG", "O", "B-MISC"]
+    assert read_ner_file(FIXTURES / "eng.train", scheme="BIOES")[0][1].labels == ["B-PER", "E-PER"]
+
+
+@pytest.mark.parametrize("text, line, found", [
+    ("A B-PER\nB O\nC S-LOC\n", 2, "'O'"),  # B- not closed by E-
+    ("A S-PER\nB I-PER\n", 2, "'I-PER'"),  # I- that continues nothing
+    ("A B-PER\nB E-LOC\n", 2, "'E-LOC'"),  # E- of another type
+    ("A O\nB S-LOC\n\nC B-ORG\n", 4, "'B-ORG'"),  # B- open at the end of a sentence
+])
+def test_broken_bioes_order_names_the_line(tmp_path, text, line, found):
+    path = write(tmp_path / "bad.txt", text)
+    with pytest.raises(DataError, match=rf"bad\.txt:{line}: tag {found} breaks the BIOES order"):
+        read_ner_file(path)
+
+
+# -- JSONL -------------------------------------------------------------------------------------
+
+CONLL2003_NAMES = ["O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC", "B-MISC", "I-MISC"]
+
+
+def jsonl(path: Path, *records) -> Path:
+    return write(path, "".join((r if isinstance(r, str) else json.dumps(r, ensure_ascii=False)) + "\n"
+                               for r in records))
+
+
+def test_jsonl_as_transformers_datasets_hold_it(tmp_path):
+    # datasets' conll2003 rows: integer ner_tags named by the ClassLabel, extra keys beside them.
+    path = jsonl(tmp_path / "train.jsonl",
+                 {"id": "0", "tokens": ["EU", "rejects", "German", "call"], "pos_tags": [22, 42, 16, 21],
+                  "ner_tags": [3, 0, 7, 0]},
+                 "",  # a blank line is skipped
+                 {"id": "1", "tokens": ["Peter", "Blackburn"], "ner_tags": [1, 2]},
+                 {"id": "2", "tokens": [], "ner_tags": []})  # an empty record: nothing to tag, skipped
+    examples, scheme = read_ner_file(path, label_list=CONLL2003_NAMES)
+    assert scheme == "IOB2" and [e.words for e in examples] == [["EU", "rejects", "German", "call"],
+                                                                ["Peter", "Blackburn"]]
+    assert examples[0].labels == ["B-ORG", "O", "B-MISC", "O"] and examples[1].labels == ["B-PER", "I-PER"]
+    assert examples[1].line == 3 and examples[1].word_line(1) == 3  # a record's words are all on its line
+    # String tags and other key names; unlabelled reading needs the words only.
+    named = jsonl(tmp_path / "named.json", {"words": ["北", "京"], "tags": ["B-LOC", "I-LOC"]})
+    assert read_ner_file(named, text_column="words", label_column="tags")[0][0].labels == ["B-LOC", "I-LOC"]
+    unlabelled = jsonl(tmp_path / "test.jsonl", {"tokens": ["Paris"]})
+    assert read_ner_file(unlabelled, labelled=False) == ([NerExample("test.jsonl-0", ["Paris"], None, 1, True)], None)
+    with pytest.raises(DataError, match=r"eng\.jsonl:1: label 'B-PER' is not one of the model's 3 labels"):
+        check_labels(read_ner_file(jsonl(tmp_path / "eng.jsonl", {"tokens": ["Jo"], "ner_tags": ["B-PER"]}))[0],
+                     ["O", "B-LOC", "I-LOC"], tmp_path / "eng.jsonl")
+
+
+@pytest.mark.parametrize("record, options, message", [
+    ('{"tokens": ["a"], "ner_tags": ["O"]', {}, "not a JSON object"),
+    ({"text": "a b", "ner_tags": ["O"]}, {}, "missing key 'tokens'"),
+    ({"tokens": ["a", "b"], "ner_tags": ["O"]}, {}, "2 tokens but 1 ner_tags"),
+    ({"tokens": ["a", " "], "ner_tags": ["O", "O"]}, {}, r"tokens\[1\] is ' '"),
+    ({"tokens": ["a"], "ner_tags": [1]}, {}, "give their names in order with --label_list"),
+    ({"tokens": ["a"], "ner_tags": [9]}, {"label_list": CONLL2003_NAMES}, r"ner_tags\[0\] = 9 is not a class id"),
+    ({"tokens": ["a"], "ner_tags": [None]}, {}, r"ner_tags\[0\] is a JSON null"),
+    ({"tokens": ["a"], "ner_tags": ["PER"]}, {}, r"tag 'PER' is not O, B-TYPE"),
+])
+def test_bad_jsonl_records_name_the_file_and_line(tmp_path, record, options, message):
+    path = jsonl(tmp_path / "train.jsonl", {"tokens": ["ok"], "ner_tags": ["O"]}, record)
+    with pytest.raises(DataError, match=rf"train\.jsonl:2: .*{message}"):
+        read_ner_file(path, **options)
+
+
+def test_format_flags_that_do_not_fit_the_file_are_config_errors(tmp_path):
+    columns = write(tmp_path / "train.txt", "Paris B-LOC\n")
+    with pytest.raises(ConfigError, match="--label_column=ner_tags names a JSONL key"):
+        read_ner_file(columns, label_column="ner_tags")
+    with pytest.raises(ConfigError, match="--text_column=words is for JSONL files"):
+        read_ner_file(columns, text_column="words")
+    with pytest.raises(ConfigError, match="--label_column=1 is a column number"):
+        read_ner_file(jsonl(tmp_path / "t.jsonl", {"tokens": ["a"], "ner_tags": ["O"]}), label_column=1)
+    # --file_format overrides the extension.
+    assert read_ner_file(write(tmp_path / "records.txt", '{"tokens": ["a"], "ner_tags": ["O"]}\n'),
+                         file_format="jsonl")[0][0].words == ["a"]
+
+
+# -- one character per line (Chinese NER) -------------------------------------------------------
+
+def test_one_character_per_line(tmp_path):
+    path = write(tmp_path / "zh.txt", "我 O\n在 O\n北 B-LOC\n京 I-LOC\n\n新 B-ORG\n华 I-ORG\n社 I-ORG\n")
+    examples, scheme = read_ner_file(path)
+    assert scheme == "IOB2" and examples[0].words == ["我", "在", "北", "京"] and examples[1].line == 6
+    vocab = write(tmp_path / "vocab.txt", "\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "我", "在", "北", "京"]))
+    features = convert_examples_to_features(examples, get_labels(examples), 16, FullTokenizer(vocab))
+    # One token per character; a character missing from the vocabulary is [UNK] and keeps its label.
+    assert features[0].input_ids == [2, 4, 5, 6, 7, 3] and features[1].input_ids == [2, 1, 1, 1, 3]
+    assert features[1].labels[1:4] == [2, 4, 4]  # O, B-LOC, B-ORG, I-LOC, I-ORG
+
+
+def test_real_chinese_ner_files(shared_data):
+    for name, sentences in (("dev.txt", 2318), ("test.txt", 4636)):
+        examples, scheme = read_ner_file(shared_data / "chinese" / "ner" / name)
+        assert len(examples) == sentences and scheme == "IOB2"
+        assert all(len(word) == 1 for example in examples for word in example.words)
+    assert set(get_labels(examples)) == {"O", "B-LOC", "I-LOC", "B-ORG", "I-ORG", "B-PER", "I-PER"}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import random
@@ -364,3 +365,161 @@ def test_prepare_corpus_tool(tmp_path, capsys, monkeypatch):
     assert "total (training)" in capsys.readouterr().out
     with pytest.raises(SystemExit, match="not git-ignored"):
         tool.main([f"--corpus_dir={corpus}", f"--output={ROOT / 'README.md'}", "--vocab_file=none"])
+
+
+# -- Chinese: sentence splitting, one document per line, whole-word masking from a segmenter ------
+
+ZH_WORDS = ["酒店", "服务", "房间", "早餐", "位置", "方便", "干净", "不错", "价格", "便宜", "我们", "喜欢", "电脑",
+            "键盘", "屏幕", "很", "好", "差", "大", "小", "的", "了", "是"]
+
+
+@pytest.fixture(scope="module")
+def zh_tokenizer(tmp_path_factory):
+    chars = sorted({char for word in ZH_WORDS for char in word} | set("。！？，"))
+    path = tmp_path_factory.mktemp("zh_vocab") / "vocab.txt"
+    path.write_text("\n".join(SPECIAL + chars + ["iphone", "##4"]) + "\n", encoding="utf-8")
+    return FullTokenizer(path)
+
+
+def fake_segmenter(line: str) -> list[str]:
+    """Greedy longest match over ZH_WORDS: a stand-in for jieba that needs nothing installed."""
+    words, i = [], 0
+    while i < len(line):
+        word = next((w for w in sorted(ZH_WORDS, key=len, reverse=True) if line.startswith(w, i)), line[i])
+        words.append(word)
+        i += len(word)
+    return words
+
+
+def write_reviews(path: Path, reviews: int, seed: int = 0) -> Path:
+    """One review per line, several sentences each, as ChnSentiCorp's texts."""
+    rng = random.Random(seed)
+    with open(path, "w", encoding="utf-8") as handle:
+        for _ in range(reviews):
+            sentences = ["".join(rng.choice(ZH_WORDS) for _ in range(rng.randint(2, 8))) + rng.choice("。！？")
+                         for _ in range(rng.randint(2, 6))]
+            handle.write("".join(sentences) + "\n")
+    return path
+
+
+def test_chinese_sentences_split_after_full_width_marks():
+    from bertkit.data.pretraining import split_sentences
+
+    assert split_sentences("房间很大。早餐不错！价格呢？还好") == ["房间很大。", "早餐不错！", "价格呢？", "还好"]
+    assert split_sentences("“太好了！”他说。。。好吧……") == ["“太好了！”", "他说。。。", "好吧……"]
+    assert split_sentences("Great! Really?  Yes") == ["Great!", "Really?", "Yes"]
+    assert split_sentences("没有句号") == ["没有句号"] and split_sentences("。") == ["。"]
+
+
+def test_one_review_per_line_becomes_documents_of_sentences(zh_tokenizer, tmp_path):
+    from bertkit.data.pretraining import read_documents
+
+    corpus = tmp_path / "reviews.txt"
+    corpus.write_text("房间很大。早餐不错！\n位置方便。\n\n价格便宜？很好\n", encoding="utf-8")
+    config = PretrainingDataConfig(one_document_per_line=True, split_sentences=True)
+    documents = list(read_documents([corpus], zh_tokenizer, config=config))
+    assert [len(d.sentences) for d in documents] == [2, 1, 2] and documents[2].source == f"{corpus}:4"
+    assert zh_tokenizer.convert_ids_to_tokens(documents[0].sentences[1]) == list("早餐不错！")  # a token per character
+    plain = list(read_documents([corpus], zh_tokenizer))  # Google's format: a line is a sentence
+    assert [len(d.sentences) for d in plain] == [2, 1]
+
+
+def test_segmented_ids_mark_the_later_characters_of_a_word(zh_tokenizer):
+    from bertkit.data.pretraining import segmented_ids
+
+    text = "酒店很干净，iPhone4的屏幕小"
+    ids, continues = segmented_ids(zh_tokenizer, text, fake_segmenter)
+    assert ids == zh_tokenizer.text_to_ids(text)  # the tokens do not change
+    tokens = zh_tokenizer.convert_ids_to_tokens(ids)
+    assert list(zip(tokens, continues)) == [
+        ("酒", 0), ("店", 1), ("很", 0), ("干", 0), ("净", 1), ("，", 0), ("iphone", 0), ("##4", 0), ("的", 0),
+        ("屏", 0), ("幕", 1), ("小", 0)]
+    with pytest.raises(ConfigError, match="segmenter changed the text"):
+        segmented_ids(zh_tokenizer, text, lambda line: line.split("，"))
+
+
+def check_whole_words(made, tokenizer, words_of) -> int:
+    """Every instance masks whole segmenter words: a character is masked exactly when the rest of
+    its word (within the instance) is. Returns the number of masked words of two or more characters."""
+    specials = (tokenizer.cls_token_id, tokenizer.sep_token_id)
+    multi = 0
+    for instance in made:
+        original = list(instance.input_ids)
+        for p, label in zip(instance.masked_lm_positions, instance.masked_lm_ids):
+            original[p] = label
+        masked = set(instance.masked_lm_positions)
+        # The segments' text, re-segmented: the instance holds whole sentences but for truncated ends.
+        for start, end in _segments(original, specials):
+            chars = tokenizer.convert_ids_to_tokens(original[start:end])
+            position = start
+            for word in words_of("".join(chars)):
+                span = range(position, position + len(word))
+                inside = [p in masked for p in span]
+                if position > start and position + len(word) < end:  # words cut by truncation aside
+                    assert all(inside) or not any(inside), (word, inside)
+                    multi += all(inside) and len(word) > 1
+                position += len(word)
+    return multi
+
+
+def _segments(ids, specials):
+    start = 1
+    for i, token in enumerate(ids):
+        if token in specials and i:
+            yield start, i
+            start = i + 1
+
+
+def test_chinese_whole_word_masking_with_a_segmenter(zh_tokenizer, tmp_path):
+    corpus = write_reviews(tmp_path / "reviews.txt", 60)
+    config = PretrainingDataConfig(max_seq_length=48, dupe_factor=3, do_whole_word_mask=True,
+                                   one_document_per_line=True, split_sentences=True)
+    made = list(iter_training_instances([corpus], zh_tokenizer, config, segmenter=fake_segmenter))
+    assert check_whole_words(made, zh_tokenizer, fake_segmenter) > 100
+    # Without the segmenter every character is a word: characters of one word are masked apart.
+    plain = list(iter_training_instances([corpus], zh_tokenizer, dataclasses.replace(config, do_whole_word_mask=False)))
+    with pytest.raises(AssertionError):
+        check_whole_words(plain, zh_tokenizer, fake_segmenter)
+
+
+def test_word_segmenter_flags(zh_tokenizer, tmp_path, capsys):
+    with pytest.raises(ConfigError, match="add --do_whole_word_mask"):
+        PretrainingDataConfig(word_segmenter="jieba")
+    with pytest.raises(ConfigError, match="not one of jieba"):
+        PretrainingDataConfig(word_segmenter="ltp", do_whole_word_mask=True)
+    corpus = write_reviews(tmp_path / "reviews.txt", 20)
+    argv = ["-q", "create_pretraining_data", f"--input_file={corpus}", f"--output_dir={tmp_path / 'out'}",
+            f"--vocab_file={zh_tokenizer.vocab_file}", "--max_seq_length=32", "--dupe_factor=1",
+            "--one_document_per_line", "--split_sentences", "--do_whole_word_mask", "--word_segmenter=jieba"]
+    if importlib.util.find_spec("jieba") is None:
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert "pip install 'bertkit[zh]'" in err and "Traceback" not in err and not (tmp_path / "out").exists()
+        return
+    assert main(argv) == 0
+    index = json.loads((tmp_path / "out" / "index.json").read_text())
+    assert index["settings"]["word_segmenter"] == "jieba" and index["num_documents"] == 20
+    assert index["num_sentences"] > 40
+
+
+@pytest.mark.skipif(importlib.util.find_spec("jieba") is None, reason="jieba is not installed (pip install jieba)")
+def test_chinese_whole_word_masking_with_jieba(zh_tokenizer, tmp_path):
+    import jieba
+
+    corpus = write_reviews(tmp_path / "reviews.txt", 60, seed=1)
+    config = PretrainingDataConfig(max_seq_length=48, dupe_factor=2, do_whole_word_mask=True, word_segmenter="jieba",
+                                   one_document_per_line=True, split_sentences=True)
+    made = list(iter_training_instances([corpus], zh_tokenizer, config))
+    assert check_whole_words(made, zh_tokenizer, jieba.lcut) > 50
+
+
+def test_whole_word_masking_of_chinese_without_a_segmenter_says_so(zh_tokenizer, tmp_path, caplog):
+    corpus = write_reviews(tmp_path / "reviews.txt", 10)
+    config = PretrainingDataConfig(max_seq_length=32, dupe_factor=1, do_whole_word_mask=True, one_document_per_line=True)
+    with caplog.at_level("WARNING", logger="bertkit.data.pretraining"):
+        list(iter_training_instances([corpus], zh_tokenizer, config))
+    assert "add --word_segmenter=jieba" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="bertkit.data.pretraining"):
+        list(iter_training_instances([corpus], zh_tokenizer, config, segmenter=fake_segmenter))
+    assert "word_segmenter" not in caplog.text

@@ -200,6 +200,59 @@ def test_bad_calls_are_clear_errors(mrpc, minilm_path):
         pipeline(mrpc, task="translation")
 
 
+@pytest.fixture(scope="module")
+def chinese_ner(tmp_path_factory):
+    """A model trained (one step, from scratch) on one character per line: config.json says word_unit char."""
+    from helpers import google_tiny_config
+
+    out = tmp_path_factory.mktemp("zh_ner")
+    chars = list("新华社记者在北京上海年我说") + list("0123456789")
+    (out / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *chars]) + "\n",
+                                   encoding="utf-8")
+    (out / "bert_config.json").write_text(json.dumps(google_tiny_config(vocab_size=len(chars) + 5,
+                                                                        max_position_embeddings=64)))
+    (out / "train.txt").write_text("新 B-ORG\n华 I-ORG\n社 E-ORG\n在 O\n北 B-LOC\n京 E-LOC\n\n我 O\n在 O\n沪 S-LOC\n",
+                                   encoding="utf-8")
+    _train(["run_ner", f"--train_file={out / 'train.txt'}", "--do_train", f"--vocab_file={out / 'vocab.txt'}",
+            f"--bert_config_file={out / 'bert_config.json'}", "--max_seq_length=16", "--max_steps=1",
+            f"--output_dir={out / 'model'}"])
+    return out / "model"
+
+
+def test_chinese_ner_entities_slice_the_text_character_by_character(chinese_ner, monkeypatch):
+    """Chinese text with digits, Latin letters and spaces: each character is a word (as in training),
+    entities follow the model's BIOES tags, and text[start:end] is every entity's word. The model's
+    outputs are set to chosen tags per character, so the test checks the words, windows, decoding
+    and offsets, not what one training step learnt."""
+    p = pipeline(chinese_ner, max_seq_length=8)  # windows: the text is longer than 6 characters
+    assert p.info()["label_scheme"] == "BIOES" and p.config.extra["word_unit"] == "char"
+    text = "2006年 新华社记者在北京说：NBA在上海。"
+    wanted = {"新": "B-ORG", "华": "I-ORG", "社": "E-ORG", "北": "B-LOC", "京": "E-LOC", "N": "B-ORG", "B": "I-ORG",
+              "A": "E-ORG", "上": "B-LOC", "海": "E-LOC", "2": "S-LOC"}
+    label2id = {label: i for i, label in enumerate(p.labels)}
+    seen = []
+
+    def outputs(batch, features):
+        rows = []
+        for feature in features:
+            window, words = feature.meta
+            seen.append([w for w, _, _ in words])
+            logits = np.zeros((len(feature.input_ids), len(label2id)), dtype=np.float32)
+            for position, word in enumerate(window.predict_words):
+                if word >= 0:
+                    logits[position, label2id[wanted.get(text[words[word][1]], "O")]] = 5.0
+            rows.append(logits)
+        return rows
+
+    monkeypatch.setattr(p, "_outputs", outputs)
+    entities = p(text)
+    assert seen[0] == [c for c in text if not c.isspace()]  # characters, "2006" and "NBA" included
+    assert [(e["entity_group"], e["word"]) for e in entities] == [
+        ("LOC", "2"), ("ORG", "新华社"), ("LOC", "北京"), ("ORG", "NBA"), ("LOC", "上海")]
+    for entity in entities:
+        assert text[entity["start"]:entity["end"]] == entity["word"] and 0 < entity["score"] <= 1
+
+
 def test_unknown_words_warn_once_naming_the_vocab_and_share(minilm_path, caplog):
     p = pipeline(minilm_path)
     with caplog.at_level("WARNING", logger="bertkit"):

@@ -4,6 +4,7 @@ equal to the pipeline's own, under a short concurrent load; and the command's in
 from __future__ import annotations
 
 import asyncio
+import json
 
 import httpx
 import numpy as np
@@ -121,3 +122,31 @@ def test_a_question_without_context_is_400_not_500(tmp_path):
             assert "inputs 0 gives the model nothing to read" in response.json()["error"]["message"]
         body = httpx.post(f"{url}/predict", json={"inputs": "where?", "parameters": {"context": "in the house"}}).json()
         assert body["outputs"]["answer"] in "in the house"
+
+
+def test_chinese_ner_through_predict_and_serve(tmp_path, capsys):
+    """A character-level Chinese NER model (config.json: word_unit char, BIOES labels) answers the same
+    through the pipeline, `bertkit predict` and the server's /predict, and every entity's offsets
+    slice its word out of the caller's text (digits, Latin letters and spaces included)."""
+    chars = list("新华社记者在北京上海说年我们") + list("0123456789")
+    vocab = tmp_path / "vocab.txt"
+    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *chars]) + "\n", encoding="utf-8")
+    labels = ["O", "B-LOC", "I-LOC", "E-LOC", "S-LOC", "B-ORG", "I-ORG", "E-ORG", "S-ORG"]
+    torch.manual_seed(0)
+    model = heads.BertForTokenClassification(tiny_config(vocab_size=len(chars) + 5, num_labels=len(labels),
+                                                   id2label=dict(enumerate(labels))))
+    model.config.extra.update({"label_scheme": "BIOES", "word_unit": "char", "max_seq_length": 16})
+    directory = tmp_path / "zh_ner"
+    model.save_pretrained(directory, tokenizer=FullTokenizer(vocab))
+    text = "2006年 新华社记者在北京说：我们在上海NBA"
+    expected = pipeline(directory)(text)
+    assert len(expected) >= 2 and all(text[e["start"]:e["end"]] == e["word"] for e in expected)
+
+    assert main(["-q", "predict", "--model", str(directory), text]) == 0
+    assert json.loads(capsys.readouterr().out) == json.loads(json.dumps(expected))
+    app = create_app({"zh": lambda: pipeline(directory)}, ServeSettings())
+    with running(app) as url:
+        reply = httpx.post(f"{url}/predict", json={"inputs": text}, timeout=60)
+    assert reply.status_code == 200 and expected[0]["word"] in reply.text  # UTF-8 text, not \u escapes
+    assert [(e["entity_group"], e["word"], e["start"], e["end"]) for e in reply.json()["outputs"]] == [
+        (e["entity_group"], e["word"], e["start"], e["end"]) for e in expected]

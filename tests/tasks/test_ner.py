@@ -148,3 +148,77 @@ def test_malformed_files_are_one_line_errors_naming_file_and_line(tmp_path, caps
                  f"--output_dir={tmp_path / 'out'}"]) == 2
     err = capsys.readouterr().err
     assert f"{data / next(iter(files))}" in err and message in err and "Traceback" not in err
+
+
+ZH_CHARS = list("我在北京新华社记者年月日上海说的了是中国人民银行") + list("0123456789")
+
+
+def _zh_vocab(path: Path) -> Path:
+    path.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *ZH_CHARS]) + "\n", encoding="utf-8")
+    return path
+
+
+def _char_lines(sentences) -> str:
+    return "\n\n".join("\n".join(f"{char} {tag}" for char, tag in sentence) for sentence in sentences) + "\n"
+
+
+ZH_TRAIN = [list(zip("新华社记者在北京", ["B-ORG", "I-ORG", "I-ORG", "O", "O", "O", "B-LOC", "I-LOC"])),
+            list(zip("2006年我在上海", ["O"] * 5 + ["O", "O", "B-LOC", "I-LOC"]))]
+
+
+def test_cli_on_chinese_characters_records_scheme_and_word_unit(tmp_path):
+    """One character per line (the Chinese NER format), a BIOES JSONL dev file for the IOB2 model,
+    and a BIOES training file that gives a BIOES model."""
+    config = tmp_path / "bert_config.json"
+    config.write_text(json.dumps(google_tiny_config(max_position_embeddings=64, vocab_size=len(ZH_CHARS) + 5)))
+    vocab = _zh_vocab(tmp_path / "vocab.txt")
+    (tmp_path / "train.txt").write_text(_char_lines(ZH_TRAIN), encoding="utf-8")
+    (tmp_path / "dev.jsonl").write_text(json.dumps(
+        {"tokens": list("中国人民银行在北京"), "ner_tags": ["B-ORG", "I-ORG", "I-ORG", "I-ORG", "I-ORG", "E-ORG", "O",
+                                                           "B-LOC", "E-LOC"]}, ensure_ascii=False) + "\n",
+        encoding="utf-8")
+    common = [f"--vocab_file={vocab}", f"--bert_config_file={config}", "--max_seq_length=16", "--train_batch_size=2",
+              "--no_progress", "--max_steps=1", "--do_train=true", "--do_eval=true",
+              f"--train_file={tmp_path / 'train.txt'}", f"--eval_file={tmp_path / 'dev.jsonl'}"]
+    out = tmp_path / "iob2"
+    assert main(["-q", "run_ner", *common, f"--output_dir={out}"]) == 0
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["label_scheme"] == "IOB2" and saved["source_label_scheme"] == "IOB2" and saved["word_unit"] == "char"
+    assert set(saved["label2id"]) == {"O", "B-LOC", "I-LOC", "B-ORG", "I-ORG"}
+    assert json.loads((out / "eval_results.json").read_text())["support"] == 2  # the BIOES dev file, as IOB2
+
+    (tmp_path / "train_bioes.txt").write_text(_char_lines(
+        [[(c, t.replace("I-ORG", "E-ORG") if i == 2 else t.replace("I-LOC", "E-LOC")) for i, (c, t) in enumerate(s)]
+         for s in ZH_TRAIN[:1]] + [list(zip("我在上海", ["O", "O", "S-LOC", "S-LOC"]))]), encoding="utf-8")
+    out = tmp_path / "bioes"
+    assert main(["-q", "run_ner", *common[:-2], f"--train_file={tmp_path / 'train_bioes.txt'}",
+                 f"--eval_file={tmp_path / 'dev.jsonl'}", f"--output_dir={out}"]) == 0
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["label_scheme"] == "BIOES" and set(saved["label2id"]) == {"O", "B-ORG", "I-ORG", "E-ORG", "E-LOC",
+                                                                           "B-LOC", "S-LOC"}
+    # Evaluating the saved model reads its scheme from config.json.
+    again = tmp_path / "again"
+    assert main(["-q", "run_ner", "--do_eval=true", f"--init_checkpoint={out}", "--max_seq_length=16",
+                 "--no_progress", f"--eval_file={tmp_path / 'dev.jsonl'}", f"--output_dir={again}"]) == 0
+    assert (_results(again / "eval_results.txt")["eval_f1"] == _results(out / "eval_results.txt")["eval_f1"])
+
+
+def test_cli_on_integer_jsonl_tags_with_label_list(tmp_path, capsys):
+    config = tmp_path / "bert_config.json"
+    config.write_text(json.dumps(google_tiny_config(max_position_embeddings=64)))
+    names = "O,B-PER,I-PER,B-ORG,I-ORG,B-LOC,I-LOC,B-MISC,I-MISC"
+    records = [{"tokens": ["John", "lives", "in", "New", "York"], "ner_tags": [1, 0, 0, 5, 6]},
+               {"tokens": ["Mary", "and", "John"], "ner_tags": [1, 0, 1]}]
+    (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    argv = ["-q", "run_ner", f"--vocab_file={VOCAB}", f"--bert_config_file={config}", "--max_seq_length=16",
+            "--no_progress", "--max_steps=1", "--do_train=true", "--do_eval=true",
+            f"--train_file={tmp_path / 'train.jsonl'}", f"--eval_file={tmp_path / 'train.jsonl'}",
+            f"--output_dir={tmp_path / 'out'}"]
+    assert main(argv + [f"--label_list={names}"]) == 0
+    saved = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert set(saved["label2id"]) == {"O", "B-PER", "B-LOC", "I-LOC"} and "word_unit" not in saved
+    # Without the names: one line naming the file and line, and nothing trained.
+    assert main(argv[:-1] + [f"--output_dir={tmp_path / 'bad'}"]) != 0
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'train.jsonl'}:1: ner_tags are integers" in err and "Traceback" not in err
+    assert not (tmp_path / "bad").exists()

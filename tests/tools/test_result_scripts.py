@@ -521,3 +521,83 @@ def test_positional_probe_batches_follow_the_rule_and_train(monkeypatch, capsys)
     assert torch.equal(original[:, 1:], (original[:, :-1] * 7 + 3) % 90 + 10)
     assert probe.main(["--steps=2", "--batch_size=4"]) == 0
     assert "step 2: loss" in capsys.readouterr().out
+
+
+def test_chinese_results_commands_parse_and_run_after_what_they_read(monkeypatch):
+    tool = load_tool("chinese_results", monkeypatch)
+    steps = tool.planned(DATA)
+    keys = [step.key for step in steps]
+    assert len(set(keys)) == len(keys) == 1 + 2 + 2 * 3 * 3  # baseline, two pre-trainings, 2 tasks x 3 arms x 3 seeds
+    assert keys[:9] == ["tfidf", "csc-scratch-s1", "pretrain-char", "csc-tapt-s1", "pretrain-wwm", "csc-tapt-wwm-s1",
+                        "ner-scratch-s1", "ner-tapt-s1", "ner-tapt-wwm-s1"]  # one task's comparison, then the next
+    assert keys.index("ner-tapt-wwm-s1") < keys.index("csc-scratch-s2")  # every arm's seed 1 before seed 2
+    for step in steps:
+        assert all(keys.index(need) < keys.index(step.key) for need in step.needs)
+        for argv in step.argvs:
+            assert_parses(argv)
+            assert sum(arg.startswith("--seed=") for arg in argv) <= 1
+        if step.key.startswith(("csc-", "ner-")):
+            assert f"--seed={step.seed}" in step.argvs[0]
+            pretrained = [a for a in step.argvs[0] if a.startswith("--init_checkpoint=")]
+            assert [str(tool.OUTPUTS / need / "model") for need in step.needs] == [a.split("=", 1)[1] for a in pretrained]
+    wwm = next(step for step in steps if step.key == "pretrain-wwm").argvs[0]
+    assert "--do_whole_word_mask" in wwm and "--word_segmenter=jieba" in wwm
+    assert "--word_segmenter=jieba" not in next(step for step in steps if step.key == "pretrain-char").argvs[0]
+
+
+def test_chinese_report_marks_what_did_not_run(monkeypatch, tmp_path):
+    tool = load_tool("chinese_results", monkeypatch)
+    monkeypatch.setattr(tool, "REPORT", tmp_path / "chinese.md")
+    monkeypatch.setattr(tool, "RECORDS", tmp_path / "runs.jsonl")
+    tool.record("tfidf", 1, {"eval_accuracy": 0.92, "test_accuracy": 0.94, "C": 16.0, "features": 10}, 1.0, ["..."])
+    for seed, accuracy in ((1, 0.80), (2, 0.84)):
+        tool.record(f"csc-scratch-s{seed}", seed, {"test_accuracy": accuracy}, 1.0, ["..."])
+    tool.record("csc-tapt-s1", 1, {"test_accuracy": 0.85}, 1.0, ["..."])
+    tool.record("csc-tapt-wwm-s1", 1, {"test_accuracy": 0.86, "test_macro_f1": 0.33}, 1.0, ["..."])
+    ner = {"f1": 0.5, "precision": 0.6, "recall": 0.4, "per_type": {"LOC": {"f1": 0.5, "support": 10}}}
+    tool.record("ner-scratch-s1", 1, ner, 1.0, ["..."])
+    tool.record("pretrain-char", 1, {"masked_lm_accuracy": 0.2, "masked_lm_loss": 5.0, "num_documents": 3,
+                                     "num_sentences": 5, "num_corpus_tokens": 100, "num_instances": 4,
+                                     "fill_mask": [{"text": "好[MASK]。", "top": [["的", 0.5]]}]}, 1.0, ["..."])
+    tool.write_report(tool.planned(DATA), DATA)
+    report = (tmp_path / "chinese.md").read_text()
+    assert "| TF-IDF character 1-3-grams + logistic regression (C=16, chosen on dev; deterministic) | 92.0 | 94.0 |" in report
+    assert "| BERT-Tiny shape, from scratch | – | 82.0 ± 2.8 | 80.0 | 84.0 | not run |" in report
+    assert "| BERT-Tiny shape, task-adaptive MLM, character masking | – | 85.0 | 85.0 | not run | not run |" in report
+    assert "| BERT-Tiny shape, from scratch | 50.0 | 60.0 | 40.0 | 50.0 | not run | not run |" in report
+    assert "| whole words (jieba) | not run |" in report and "| characters (BERT's Chinese default) | 3 |" in report
+    assert ("Whole-word minus character masking: ChnSentiCorp test accuracy +1.0 (one seed: no spread to compare "
+            "with, seed 1).") in report
+    assert "from scratch: ChnSentiCorp test accuracy +5.0 (one seed: no spread to compare with, seed 1)." in report
+    assert "- 好[MASK]。 → 的 (0.50)" in report
+    assert "(macro F1 below 0.4: task-adaptive MLM, whole-word masking (jieba)) predict one class" in report
+    assert "Not run yet (the CPU budget): pretrain-wwm, ner-tapt-s1, ner-tapt-wwm-s1, csc-tapt-s2, csc-tapt-wwm-s2," in report
+
+
+@pytest.mark.slow
+def test_chinese_results_steps_on_the_real_data(monkeypatch, tmp_path, shared_data):
+    """A bounded smoke run of the real steps: the corpus, whole-word-masked pre-training data from a
+    slice of it (jieba, when installed), 2 pre-training steps, fill-mask, and one NER fine-tuning step
+    on 32 sentences from the pre-trained model."""
+    tool = load_tool("chinese_results", monkeypatch)
+    monkeypatch.setattr(tool, "OUTPUTS", tmp_path / "outputs")
+    monkeypatch.setattr(tool, "RECORDS", tmp_path / "runs.jsonl")
+    monkeypatch.setitem(tool.PRETRAIN, "steps", 2)
+    tool.write_corpus(shared_data)
+    lines = tool.corpus_path().read_text(encoding="utf-8").splitlines()
+    assert len(lines) == 9600 + 4636 and lines[9600] == "我们变而以书会友，以书结缘，把欧美、港台流行的食品类图谱、画册、工具书汇集一堂。"
+    tool.corpus_path().write_text("\n".join(lines[:100] + lines[-100:]) + "\n", encoding="utf-8")
+    masking = "wwm" if importlib.util.find_spec("jieba") else "char"
+    pretrain = tool.pretrain_step(shared_data, masking)
+    pretrain.argvs[1].append("--max_eval_steps=1")
+    tool.run_step(pretrain, shared_data)
+    ner = tool.ner_step(shared_data, f"tapt{'-wwm' * (masking == 'wwm')}", 1)
+    ner.argvs[0] += ["--max_steps=1", "--max_train_examples=32", "--max_eval_examples=32"]
+    tool.run_step(ner, shared_data)
+    records = tool.read_records()
+    pretrained = records[f"pretrain-{masking}"]["metrics"]
+    assert pretrained["num_documents"] == 200 and pretrained["num_sentences"] > 200
+    assert len(pretrained["fill_mask"]) == 3 and len(pretrained["fill_mask"][0]["top"]) == 5
+    assert 0 <= records[ner.key]["metrics"]["f1"] <= 1
+    saved = json.loads((ner.output / "config.json").read_text())
+    assert saved["word_unit"] == "char" and saved["label_scheme"] == "IOB2"

@@ -11,12 +11,19 @@ Output: a folder of memory-mapped numpy shards and index.json, read by `bertkit 
 The corpus is streamed: it is read in chunks of --chunk_documents documents (or --chunk_tokens
 tokens), and the random next sentence of an NSP pair comes from another document of the same
 chunk, so memory stays bounded whatever the corpus size. See bertkit.data.pretraining.
+
+Chinese (one review or article per line, sentences not on lines of their own), with Chinese
+whole-word masking (word boundaries from jieba: pip install 'bertkit[zh]'):
+
+    bertkit create_pretraining_data --input_file=reviews.txt --output_dir=/tmp/zh_128 \
+        --vocab_file=vocab/bert-base-chinese/vocab.txt --one_document_per_line --split_sentences \
+        --do_whole_word_mask --word_segmenter=jieba
 """
 
 from __future__ import annotations
 
 from bertkit.cli.main import str2bool
-from bertkit.data.pretraining import PretrainingDataConfig, create_pretraining_data
+from bertkit.data.pretraining import SEGMENTERS, PretrainingDataConfig, create_pretraining_data
 from bertkit.io_utils import check_output_dir
 from bertkit.tokenization import FullTokenizer
 
@@ -40,7 +47,13 @@ def add_arguments(parser) -> None:
     google.add_argument("--masked_lm_prob", type=float, default=0.15)
     google.add_argument("--short_seq_prob", type=float, default=0.1,
                         help="probability of an instance shorter than max_seq_length")
-    ours = parser.add_argument_group("bertkit's flags (streaming)")
+    ours = parser.add_argument_group("bertkit's flags")
+    ours.add_argument("--word_segmenter", choices=SEGMENTERS, default=None,
+                      help="with --do_whole_word_mask: the words of Chinese text from this segmenter (Chinese "
+                           "whole-word masking); without it every CJK character is a word")
+    ours.add_argument("--one_document_per_line", **flag, help="every line is a document (e.g. one review per line)")
+    ours.add_argument("--split_sentences", **flag,
+                      help="cut lines into sentences after 。！？ (full-width or ASCII !?) and …")
     ours.add_argument("--chunk_documents", type=int, default=1000,
                       help="documents per chunk: random next sentences come from the same chunk")
     ours.add_argument("--chunk_tokens", type=int, default=1_000_000, help="... or at most this many tokens per chunk")
@@ -54,7 +67,8 @@ def run(args) -> int:
         max_seq_length=args.max_seq_length, max_predictions_per_seq=args.max_predictions_per_seq,
         masked_lm_prob=args.masked_lm_prob, dupe_factor=args.dupe_factor, short_seq_prob=args.short_seq_prob,
         do_whole_word_mask=args.do_whole_word_mask, random_seed=args.random_seed,
-        chunk_documents=args.chunk_documents, chunk_tokens=args.chunk_tokens,
+        chunk_documents=args.chunk_documents, chunk_tokens=args.chunk_tokens, word_segmenter=args.word_segmenter,
+        one_document_per_line=args.one_document_per_line, split_sentences=args.split_sentences,
         instances_per_shard=args.instances_per_shard)
     tokenizer = FullTokenizer.from_pretrained(args.vocab_file, do_lower_case=args.do_lower_case)
     index = create_pretraining_data(args.input_file, args.output_dir, tokenizer, config)

@@ -1,4 +1,4 @@
-"""Fine-tune and evaluate BERT on CoNLL-2003 named-entity recognition (token classification).
+"""Fine-tune and evaluate BERT on named-entity recognition (token classification): CoNLL-2003, or your own files.
 
     bertkit run_ner --data_dir=../shared/data/conll2003 --do_train=true --do_eval=true --do_predict=true \\
         --max_seq_length=128 --train_batch_size=32 --learning_rate=5e-5 --num_train_epochs=3.0 \\
@@ -13,26 +13,66 @@ into overlapping windows, never truncated. Results: eval_results.txt / test_resu
 <prefix>_results.json, <prefix>_per_type.txt and predictions_dev.txt / predictions_test.txt
 (`word gold pred` columns). Features are built in seconds and are not cached (no --cache_dir).
 
+Your own files: CoNLL columns (one word, or one Chinese character, per line) or JSONL as
+transformers' datasets hold NER (`{"tokens": [...], "ner_tags": [...]}`, tags as strings, or
+integers named by --label_list), told apart by the extension (.jsonl/.json) or --file_format:
+
+    bertkit run_ner --train_file=train.jsonl --eval_file=dev.jsonl --do_train=true --do_eval=true \
+        --label_list=O,B-PER,I-PER,B-ORG,I-ORG,B-LOC,I-LOC,B-MISC,I-MISC --output_dir=/tmp/ner_output/
+
+The tag scheme (IOB1, IOB2 or BIOES) is detected from the training file and recorded in
+config.json (`label_scheme`; IOB1 is learnt as IOB2), and the pipeline decodes entities with it.
+A model trained on one character per line records `word_unit: char`, and `predict` / `serve`
+cut raw text into characters the same way.
+
 --init_checkpoint defaults to the packaged all-MiniLM-L6-v2; with only --bert_config_file the
 model trains from scratch. Run under `torchrun --nproc_per_node=N` for data parallelism.
 """
 
 from __future__ import annotations
 
+import argparse
+
 from bertkit.cli.common import (ModelSource, add_model_arguments, add_training_arguments, task_from_args, train_task,
                                 training_arguments)
 from bertkit.cli.main import positive_int, str2bool
 from bertkit.config import BertConfig
+from bertkit.data.ner import FORMATS
 from bertkit.tasks.ner import CONLL2003_FILES, NerTask, model_labels, training_labels
 
 
+def _column(value: str) -> int | str:
+    """A column number for CoNLL files, a key name for JSONL."""
+    try:
+        return int(value)
+    except ValueError:
+        return value
+
+
+def _names(value: str) -> list[str]:
+    names = [name.strip() for name in value.split(",")]
+    if not all(names) or len(set(names)) != len(names):
+        raise argparse.ArgumentTypeError(f"expected distinct comma-separated tag names, got {value!r}")
+    return names
+
+
 def add_arguments(parser) -> None:
-    parser.add_argument("--data_dir", required=True, help="folder of the CoNLL files (e.g. ../shared/data/conll2003)")
-    parser.add_argument("--train_file", default=CONLL2003_FILES["train"], help="training file in --data_dir")
-    parser.add_argument("--eval_file", default=CONLL2003_FILES["dev"], help="dev file for --do_eval")
+    parser.add_argument("--data_dir", default="",
+                        help="folder of the data files (e.g. ../shared/data/conll2003); without it the file "
+                             "flags are paths")
+    parser.add_argument("--train_file", default=CONLL2003_FILES["train"], help="training file (in --data_dir)")
+    parser.add_argument("--eval_file", "--validation_file", dest="eval_file", default=CONLL2003_FILES["dev"],
+                        help="dev file for --do_eval")
     parser.add_argument("--test_file", default=CONLL2003_FILES["test"], help="test file for --do_predict")
-    parser.add_argument("--label_column", type=int, default=-1,
-                        help="0-based column of the tag; negative counts from the end (default -1: the last)")
+    parser.add_argument("--file_format", choices=FORMATS, default=None,
+                        help="conll (columns) or jsonl; default by each file's extension (.jsonl/.json: jsonl)")
+    parser.add_argument("--label_column", type=_column, default=None,
+                        help="the tag: a 0-based column of a CoNLL file, negative from the end (default -1: the "
+                             "last), or the key of a JSONL record (default ner_tags)")
+    parser.add_argument("--text_column", default=None, help="the key of a JSONL record's words (default tokens)")
+    parser.add_argument("--label_list", type=_names, default=None, metavar="O,B-PER,...",
+                        help="names of integer JSONL tags, comma-separated in class-id order (a data set's "
+                             "ClassLabel names)")
     parser.add_argument("--test_has_labels", type=str2bool, default=True, metavar="BOOL",
                         help="false: --test_file is unlabelled (words in the first column); it is only predicted")
     parser.add_argument("--doc_stride", type=int, default=None,
@@ -51,7 +91,8 @@ def _checkpoint_labels(args) -> list[str] | None:
 
 
 def run(args) -> int:
-    task = task_from_args(NerTask, args)
+    # --label_list names the file's integer tags (tag_names); NerTask.label_list is the model's, set below.
+    task = task_from_args(NerTask, args, tag_names=args.label_list, label_list=None)
     training = training_arguments(args)
     # Training takes the labels from the training file; evaluating a fine-tuned model, from its config.
     labels = None if args.do_train else _checkpoint_labels(args)

@@ -1,17 +1,32 @@
-"""CoNLL-2003 named-entity data: column files, IOB tags, word-piece alignment and windows.
+"""Named-entity data: CoNLL column files and JSONL records, tag schemes, word-piece alignment and windows.
 
-Reading (`read_conll`). A CoNLL file holds one word per line, its fields split on whitespace, and
-a blank line between sentences; `-DOCSTART-` lines separate documents and are not sentences.
-CoNLL-2003's English files have four columns, `token POS chunk NER`; a generic two-column
-`token label` file reads the same way. The label is the last column unless `label_column` says
-otherwise (`None`: unlabelled text, the token column only). Every line of a file must have the
-same number of columns; a line that does not, or a tag that is not `O`, `B-TYPE` or `I-TYPE`, is a
-DataError naming the file and the 1-based line.
+Reading (`read_ner_file`; `read_conll` for column files). Two formats, told apart by the file's
+extension (`.jsonl` / `.json`: JSONL, anything else: columns) unless `file_format` says:
 
-Tags. CoNLL-2003 uses IOB1: `I-X` starts an entity and `B-X` appears only where an entity follows
-another of the same type. Tags are converted to IOB2 on reading (`iob1_to_iob2`: an `I-X` that
-starts an entity becomes `B-X`); the conversion leaves IOB2 input unchanged, so either is fine.
-The label list comes from the training file: `O` first, then the others sorted (`get_labels`).
+* CoNLL columns: one word per line, its fields split on whitespace, and a blank line between
+  sentences; `-DOCSTART-` lines separate documents and are not sentences. CoNLL-2003's English
+  files have four columns, `token POS chunk NER`; a generic two-column `token label` file reads
+  the same way, and so does Chinese NER with one character per line (`中 B-ORG`). The label is
+  the last column unless `label_column` says otherwise (`None`: unlabelled text, the token column
+  only). Every line of a file must have the same number of columns.
+* JSONL, as transformers' datasets hold NER (`datasets.load_dataset("conll2003")` rows written out
+  with `to_json`): one JSON object per line, `{"tokens": [...], "ner_tags": [...]}`, the tags as
+  strings, or as integers that index a `label_list` (the data set's ClassLabel names). Other keys
+  (`id`, `pos_tags`, ...) are ignored; the two key names can be changed.
+
+Anything malformed (a line with other columns, a tag that is not `O` or `B-/I-/E-/S-TYPE`, a
+record whose tags do not match its tokens, an integer tag without a label list) is a DataError
+naming the file and the 1-based line.
+
+Tag schemes (`detect_scheme`). A labelled file is IOB1 (CoNLL-2003's: `I-X` starts an entity,
+`B-X` appears only where an entity follows another of the same type), IOB2 (every entity starts
+with `B-X`) or BIOES (`S-X` a one-word entity, `E-X` an entity's last word). The scheme is
+detected per file: BIOES when an `E-` or `S-` tag occurs (and then every tag must follow BIOES's
+order, else the line is named), IOB1 when an `I-X` starts an entity, else IOB2. The model learns
+IOB2 tags for IOB1 and IOB2 data (IOB1 is converted: `iob1_to_iob2`) and BIOES tags for BIOES
+data; every file of a run is converted to the model's scheme (`to_scheme`), so a dev file may use
+another scheme than the training file. The label list comes from the training file: `O` first,
+then the others sorted (`get_labels`).
 
 Features (`convert_examples_to_features`). Each word is split into word pieces; the first piece
 carries the word's label, the other pieces, `[CLS]` and `[SEP]` carry -100 (ignored by the loss).
@@ -33,6 +48,7 @@ that `align_predictions` maps per-token predictions back to one tag per word of 
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -44,7 +60,8 @@ from typing import Sequence
 import numpy as np
 
 from bertkit.data.batching import InputFeatures
-from bertkit.errors import DataError
+from bertkit.data.json_records import json_field, json_type_name
+from bertkit.errors import ConfigError, DataError
 from bertkit.io_utils import first_non_utf8_line, open_input
 from bertkit.tokenization import pack
 
@@ -53,7 +70,10 @@ logger = logging.getLogger(__name__)
 DOCSTART = "-DOCSTART-"
 OUTSIDE = "O"
 IGNORE_INDEX = -100
-_TAG = re.compile(r"^([BI])-(\S+)$")
+_TAG = re.compile(r"^([BIES])-(\S+)$")
+MODEL_SCHEMES = ("IOB2", "BIOES")  # the schemes a model's labels follow (IOB1 data is learnt as IOB2)
+FORMATS = ("conll", "jsonl")
+JSONL_SUFFIXES = (".jsonl", ".json")
 
 
 @dataclass
@@ -63,7 +83,12 @@ class NerExample:
     guid: str
     words: list[str]
     labels: list[str] | None = None
-    line: int | None = None  # 1-based line of the first word; word i is on line `line + i`
+    line: int | None = None  # 1-based line of the first word; in a column file word i is on line `line + i`
+    one_line: bool = False  # True: every word is on `line` (a JSONL record)
+
+    def word_line(self, i: int) -> int | None:
+        """The line of word i in its file."""
+        return None if self.line is None else self.line if self.one_line else self.line + i
 
 
 @dataclass
@@ -95,8 +120,89 @@ def iob1_to_iob2(tags: Sequence[str]) -> list[str]:
     return converted
 
 
+def iob2_to_bioes(tags: Sequence[str]) -> list[str]:
+    """IOB2 -> BIOES: an entity's last word becomes `E-X` (`S-X` when it is its only word)."""
+    converted = []
+    for i, tag in enumerate(tags):
+        last = i + 1 == len(tags) or tags[i + 1] != "I-" + tag[2:]
+        if tag == OUTSIDE or not last:
+            converted.append(tag)
+        else:
+            converted.append(("S-" if tag.startswith("B-") else "E-") + tag[2:])
+    return converted
+
+
+def bioes_to_iob2(tags: Sequence[str]) -> list[str]:
+    """BIOES -> IOB2: `S-X` becomes `B-X`, `E-X` becomes `I-X`."""
+    return [{"S": "B", "E": "I"}.get(tag[0], tag[0]) + tag[1:] if tag != OUTSIDE else tag for tag in tags]
+
+
+def detect_scheme(sentences: Sequence[Sequence[str]]) -> str:
+    """IOB1, IOB2 or BIOES (see the module docstring); a file without entities counts as IOB2."""
+    if any(tag[:2] in ("E-", "S-") for tags in sentences for tag in tags):
+        return "BIOES"
+    for tags in sentences:
+        previous = OUTSIDE
+        for tag in tags:
+            if tag.startswith("I-") and previous[2:] != tag[2:]:
+                return "IOB1"
+            previous = tag
+    return "IOB2"
+
+
+def bioes_error(tags: Sequence[str]) -> int | None:
+    """The index of the first tag that breaks BIOES's order, if any: `I-X` and `E-X` continue a
+    `B-X` or `I-X`, and a `B-X` or `I-X` is followed by `I-X` or `E-X`."""
+    previous = OUTSIDE
+    for i, tag in enumerate([*tags, OUTSIDE]):
+        opened = previous[:2] in ("B-", "I-")
+        if opened and tag not in ("I-" + previous[2:], "E-" + previous[2:]):
+            return i if i < len(tags) else i - 1
+        if not opened and tag[:2] in ("I-", "E-"):
+            return i
+        previous = tag
+    return None
+
+
+def to_scheme(tags: Sequence[str], scheme: str) -> list[str]:
+    """IOB1, IOB2 or BIOES tags as the model's scheme (IOB2 or BIOES)."""
+    if scheme not in MODEL_SCHEMES:
+        raise ValueError(f"unknown label scheme {scheme!r}; expected one of {', '.join(MODEL_SCHEMES)}")
+    iob2 = bioes_to_iob2(tags) if any(tag[:2] in ("E-", "S-") for tag in tags) else iob1_to_iob2(tags)
+    return iob2 if scheme == "IOB2" else iob2_to_bioes(iob2)
+
+
+def model_scheme(detected: str | None) -> str:
+    """The scheme a model learns from data in the `detected` scheme: BIOES stays, IOB1 and IOB2 give IOB2."""
+    return "BIOES" if detected == "BIOES" else "IOB2"
+
+
+def scheme_of_labels(labels: Sequence[str]) -> str:
+    """The scheme a model's label list follows: BIOES when it has E- or S- tags, else IOB2."""
+    return "BIOES" if any(label[:2] in ("E-", "S-") for label in labels) else "IOB2"
+
+
 def entity_type(tag: str) -> str | None:
     return None if tag == OUTSIDE else tag[2:]
+
+
+def entity_spans(tags: Sequence[str]) -> list[tuple[str, int, int]]:
+    """(type, first word, end word) of every entity in predicted tags of any scheme: `B-X` and `S-X`
+    start an entity, `I-X` and `E-X` continue one of type X (and start one after anything else, as
+    seqeval reads them), and an entity ends after its `E-X` or `S-X`."""
+    spans: list[list] = []
+    open_ = False
+    for i, tag in enumerate(tags):
+        kind = entity_type(tag)
+        if kind is None:
+            open_ = False
+            continue
+        if open_ and tag[0] in "IE" and spans[-1][0] == kind:
+            spans[-1][2] = i + 1
+        else:
+            spans.append([kind, i, i + 1])
+        open_ = tag[0] in "BI"
+    return [tuple(span) for span in spans]
 
 
 def get_labels(examples: Sequence[NerExample]) -> list[str]:
@@ -113,21 +219,88 @@ def count_entities(examples: Sequence[NerExample]) -> Counter:
 # -- reading ---------------------------------------------------------------------------------
 
 
-def read_conll(path: str | os.PathLike, label_column: int | None = -1, set_type: str | None = None) -> list[NerExample]:
-    """Sentences of a CoNLL column file, with IOB2 tags (see the module docstring).
+def file_format_of(path: str | os.PathLike, file_format: str | None = None) -> str:
+    """`file_format` if given, else by the extension: .jsonl / .json are JSONL, anything else columns."""
+    if file_format is not None:
+        if file_format not in FORMATS:
+            raise ConfigError(f"--file_format={file_format} is not one of {', '.join(FORMATS)}")
+        return file_format
+    return "jsonl" if Path(path).suffix.lower() in JSONL_SUFFIXES else "conll"
 
-    label_column: index of the tag column (negative counts from the end; default the last);
-        None reads unlabelled text (first column only).
+
+def read_ner_file(path: str | os.PathLike, labelled: bool = True, file_format: str | None = None,
+                  label_column: int | str | None = None, text_column: str | None = None,
+                  label_list: Sequence[str] | None = None, scheme: str | None = None,
+                  set_type: str | None = None) -> tuple[list[NerExample], str | None]:
+    """(sentences, the file's detected scheme) of a CoNLL column file or a JSONL file (module docstring).
+
+    labelled: False reads words only (the file may still hold tags; a CoNLL file's first column).
+    label_column: the CoNLL tag column (an int, negative from the end; default the last) or the
+        JSONL key of the tags (default `ner_tags`); text_column: the JSONL key of the words
+        (default `tokens`).
+    label_list: names of integer JSONL tags (tag i is label_list[i]).
+    scheme: the scheme the tags are returned in (IOB2 or BIOES); default the model scheme of the
+        file's own (`model_scheme`). The detected scheme is None for unlabelled reading.
     set_type: the guid prefix (default: the file name), guids are `<set_type>-<sentence index>`.
     """
     path = Path(path)
     set_type = set_type or path.name
+    if file_format_of(path, file_format) == "jsonl":
+        examples = _read_jsonl(path, labelled, "tokens" if text_column is None else text_column,
+                               "ner_tags" if label_column is None else label_column, label_list, set_type)
+    else:
+        if text_column is not None:
+            raise ConfigError(f"--text_column={text_column} is for JSONL files; in the column file {path} the word is "
+                              "the first column")
+        column = -1 if label_column is None else label_column
+        if labelled and not isinstance(column, int):
+            raise ConfigError(f"--label_column={column} names a JSONL key, but {path} is read as a column file: give "
+                              "the tag's column number (0-based, negative from the end) or --file_format=jsonl")
+        examples = _read_columns(path, column if labelled else None, set_type)
+    if not labelled:
+        return examples, None
+    detected = detect_scheme([e.labels for e in examples])
+    if detected == "BIOES":
+        for example in examples:
+            bad = bioes_error(example.labels)
+            if bad is not None:
+                raise DataError(f"{path}:{example.word_line(bad)}: tag {example.labels[bad]!r} breaks the BIOES order "
+                                f"of this file (after {example.labels[bad - 1] if bad else 'the sentence start'!r}): "
+                                "I-X and E-X continue B-X or I-X, and B-X / I-X are followed by I-X or E-X")
+    target = scheme or model_scheme(detected)
+    for example in examples:
+        example.labels = to_scheme(example.labels, target)
+    return examples, detected
+
+
+def read_conll(path: str | os.PathLike, label_column: int | None = -1, set_type: str | None = None) -> list[NerExample]:
+    """Sentences of a CoNLL column file, with IOB2 tags (BIOES for a BIOES file); label_column None
+    reads unlabelled text (the first column). See read_ner_file."""
+    return read_ner_file(path, labelled=label_column is not None, file_format="conll", label_column=label_column,
+                         set_type=set_type)[0]
+
+
+def _read_text(path: Path) -> str:
     try:
         with open_input(path, "check --data_dir and the file name") as handle:
-            text = handle.read()
+            return handle.read()
     except UnicodeDecodeError:
         raise DataError(f"{path}:{first_non_utf8_line(path)}: not valid UTF-8; re-save the file as UTF-8") from None
 
+
+def _lines(text: str) -> list[str]:
+    # Lines end at \n, \r\n or \r only: str.splitlines() would also end one at a form feed, U+2028 and
+    # the like, and number every later line wrongly.
+    return text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+
+
+def _check_tag(tag: str, where: str) -> None:
+    if tag != OUTSIDE and not _TAG.match(tag):
+        raise DataError(f"{where}: tag {tag!r} is not O, B-TYPE, I-TYPE, E-TYPE or S-TYPE (IOB1, IOB2 or BIOES tags)")
+
+
+def _read_columns(path: Path, label_column: int | None, set_type: str) -> list[NerExample]:
+    text = _read_text(path)
     examples: list[NerExample] = []
     words: list[str] = []
     tags: list[str] = []
@@ -138,12 +311,10 @@ def read_conll(path: str | os.PathLike, label_column: int | None = -1, set_type:
         nonlocal words, tags
         if words:
             examples.append(NerExample(f"{set_type}-{len(examples)}", words,
-                                       iob1_to_iob2(tags) if label_column is not None else None, start))
+                                       tags if label_column is not None else None, start))
         words, tags = [], []
 
-    # Lines end at \n, \r\n or \r only: str.splitlines() would also end one at a form feed, U+2028 and
-    # the like, and number every later line wrongly.
-    for number, line in enumerate(text.replace("\r\n", "\n").replace("\r", "\n").split("\n"), 1):
+    for number, line in enumerate(_lines(text), 1):
         fields = line.split()
         if not fields:
             finish()
@@ -164,8 +335,7 @@ def read_conll(path: str | os.PathLike, label_column: int | None = -1, set_type:
                 raise DataError(f"{path}:{number}: expected {columns[0]} columns as on line {columns[1]}, got "
                                 f"{len(fields)} ({line.strip()!r}); every word line needs the same columns")
             tag = fields[label_column]
-            if tag != OUTSIDE and not _TAG.match(tag):
-                raise DataError(f"{path}:{number}: tag {tag!r} is not O, B-TYPE or I-TYPE (IOB1 or IOB2 tags)")
+            _check_tag(tag, f"{path}:{number}")
             tags.append(tag)
         if not words:
             start = number
@@ -174,13 +344,64 @@ def read_conll(path: str | os.PathLike, label_column: int | None = -1, set_type:
     return examples
 
 
+def _read_jsonl(path: Path, labelled: bool, text_key: str, label_key, label_list: Sequence[str] | None,
+                set_type: str) -> list[NerExample]:
+    if labelled and not isinstance(label_key, str):
+        raise ConfigError(f"--label_column={label_key} is a column number, but {path} is read as JSONL: give the "
+                          "key of the tags (default ner_tags)")
+    examples: list[NerExample] = []
+    empty = 0
+    for number, line in enumerate(_lines(_read_text(path)), 1):
+        if not line.strip():
+            continue
+        where = f"{path}:{number}"
+        try:
+            record = json.loads(line)
+        except ValueError as err:
+            raise DataError(f"{where}: not a JSON object ({err}); a JSONL file holds one object per line") from None
+        words = json_field(record, text_key, list, where, f"JSONL NER file with {text_key!r} and {label_key!r} lists")
+        for i, word in enumerate(words):
+            if not isinstance(word, str) or not word.strip():
+                raise DataError(f"{where}: {text_key}[{i}] is {word!r}; every token must be a non-empty string")
+        if not words:
+            empty += 1
+            continue
+        tags = None
+        if labelled:
+            raw = json_field(record, label_key, list, where, f"labelled JSONL NER file (tags under {label_key!r})")
+            if len(raw) != len(words):
+                raise DataError(f"{where}: {len(words)} {text_key} but {len(raw)} {label_key}; every token needs a tag")
+            tags = [_jsonl_tag(tag, i, where, label_key, label_list) for i, tag in enumerate(raw)]
+        examples.append(NerExample(f"{set_type}-{len(examples)}", list(words), tags, number, one_line=True))
+    if empty:
+        logger.warning("%s: %d records with no tokens were skipped (nothing to tag)", path, empty)
+    return examples
+
+
+def _jsonl_tag(tag, i: int, where: str, key: str, label_list: Sequence[str] | None) -> str:
+    if isinstance(tag, int) and not isinstance(tag, bool):
+        if label_list is None:
+            raise DataError(f"{where}: {key} are integers (class ids); give their names in order with --label_list "
+                            "(e.g. --label_list=O,B-PER,I-PER,B-ORG,I-ORG,B-LOC,I-LOC,B-MISC,I-MISC for conll2003)")
+        if not 0 <= tag < len(label_list):
+            raise DataError(f"{where}: {key}[{i}] = {tag} is not a class id of the {len(label_list)} names of "
+                            "--label_list")
+        tag = label_list[tag]
+    elif not isinstance(tag, str):
+        raise DataError(f"{where}: {key}[{i}] is a JSON {json_type_name(type(tag))}; tags are strings, or integers "
+                        "with --label_list")
+    _check_tag(tag, f"{where}: {key}[{i}]")
+    return tag
+
+
 def check_labels(examples: Sequence[NerExample], label_list: Sequence[str], path: str | os.PathLike) -> None:
     """Every tag of `examples` (read from `path`) must be one the model knows."""
     known = set(label_list)
     for example in examples:
         for i, tag in enumerate(example.labels or ()):
             if tag not in known:
-                where = f"{path}:{example.line + i}" if example.line is not None else f"{path} ({example.guid})"
+                line = example.word_line(i)
+                where = f"{path}:{line}" if line is not None else f"{path} ({example.guid})"
                 raise DataError(f"{where}: label {tag!r} is not one of the model's {len(known)} labels "
                                 f"({', '.join(label_list)}); they come from the training file")
 

@@ -15,6 +15,17 @@ position becomes [MASK] 80% of the time, stays itself 10% and becomes a random t
 (`create_masked_lm_predictions`). The whole corpus is gone over `dupe_factor` times, with
 different masks each time.
 
+Chinese text. BERT's tokenizer makes every CJK character a word of its own, so Google's whole-word
+masking masks single characters in Chinese. Chinese whole-word masking (Cui et al. 2019,
+Chinese-BERT-wwm) takes word boundaries from a word segmenter instead: with `word_segmenter`
+(`jieba`, the optional extra `bertkit[zh]`, or any callable that cuts a line into words), a
+character that continues the segmenter's word joins the characters before it as `##` pieces
+join theirs, so the whole word is masked together; the tokens themselves do not change. Corpora
+that are not one sentence per line: `one_document_per_line` makes each line a document (one
+review, one news item), and `split_sentences` cuts lines into sentences after the sentence
+end marks 。！？ (full-width and ASCII !?, and …, with any closing quotes), so NSP pairs are
+pairs of sentences. Both are off by default: Google's format is one sentence per line.
+
 Where this differs from Google's, and why:
 
 * It streams. Google holds every document in memory, because the random "next" segment may come
@@ -73,6 +84,7 @@ from torch.utils.data import Dataset
 
 from bertkit.errors import ConfigError, DataError
 from bertkit.io_utils import atomic_directory, atomic_write, read_text_lines
+from bertkit.tokenization import is_chinese_char
 
 logger = logging.getLogger(__name__)
 
@@ -91,6 +103,9 @@ SHARD_ARRAYS = {
 }
 # Vocabulary entries never drawn as random replacements: [PAD], [UNK], [CLS], [SEP], [MASK], [unused0], ...
 SPECIAL_TOKEN_RE = re.compile(r"\[[A-Za-z0-9_]+\]")
+SEGMENTERS = ("jieba",)
+# A sentence ends after a run of these marks and any closing quotes or brackets.
+_SENTENCE_END = re.compile("([。！？!?…]+[”’」』）)\"']*)")
 
 
 @dataclass
@@ -104,6 +119,9 @@ class PretrainingDataConfig:
     short_seq_prob: float = 0.1
     do_whole_word_mask: bool = False
     random_seed: int = 12345
+    word_segmenter: str | None = None  # whole words of Chinese text from this segmenter ("jieba")
+    one_document_per_line: bool = False  # every line is a document (no blank lines between documents)
+    split_sentences: bool = False  # cut lines into sentences after 。！？ (a Chinese corpus of paragraphs)
     chunk_documents: int = 1000  # a chunk (the pool of random next segments) ends at this many documents
     chunk_tokens: int = 1_000_000  # ... or at this many tokens
     instances_per_shard: int = 20_000  # a shard buffer of 20k x 128 tokens takes ~50 MB at its flush
@@ -116,6 +134,11 @@ class PretrainingDataConfig:
             raise ConfigError(f"masked_lm_prob must be between 0 and 1, got {self.masked_lm_prob}")
         if not 0.0 <= self.short_seq_prob <= 1.0:
             raise ConfigError(f"short_seq_prob must be between 0 and 1, got {self.short_seq_prob}")
+        if self.word_segmenter is not None and not self.do_whole_word_mask:
+            raise ConfigError(f"--word_segmenter={self.word_segmenter} only gives the words of whole-word masking; "
+                              "add --do_whole_word_mask")
+        if self.word_segmenter is not None and self.word_segmenter not in SEGMENTERS:
+            raise ConfigError(f"--word_segmenter={self.word_segmenter} is not one of {', '.join(SEGMENTERS)}")
         for name, least in (("max_predictions_per_seq", 1), ("dupe_factor", 1), ("chunk_documents", 2),
                             ("chunk_tokens", 1), ("instances_per_shard", 1)):
             if getattr(self, name) < least:
@@ -138,6 +161,8 @@ class Document:
     sentences: list[array]  # token ids of each non-empty sentence
     num_tokens: int
     source: str  # "file:line" of its first sentence
+    # With a word segmenter: per sentence, 1 where a token continues the segmenter's word.
+    continues: list[array] | None = None
 
 
 class MaskingVocab:
@@ -193,36 +218,99 @@ def expand_input_files(spec: str | os.PathLike | Sequence[str | os.PathLike]) ->
     return files
 
 
-def read_documents(files: Iterable[Path], tokenizer, stats: dict | None = None) -> Iterator[Document]:
-    """Documents of token ids, one at a time: a blank line (or a new file) ends a document.
+def split_sentences(line: str) -> list[str]:
+    """A line cut after every run of sentence end marks (。！？ full-width and ASCII !?, …) and the
+    closing quotes or brackets after it: "好。很好！" -> ["好。", "很好！"]. Other text stays whole."""
+    parts = _SENTENCE_END.split(line)
+    sentences = ["".join(parts[i:i + 2]).strip() for i in range(0, len(parts), 2)]
+    return [sentence for sentence in sentences if sentence]
+
+
+def load_segmenter(name: str):
+    """The word segmenter called `name`: a function from a line to its words (which join to the line)."""
+    if name == "jieba":
+        try:
+            import jieba
+        except ImportError:
+            raise ConfigError("--word_segmenter=jieba needs jieba: pip install 'bertkit[zh]' (or pip install jieba)") \
+                from None
+        jieba.setLogLevel(logging.WARNING)  # not its "Building prefix dict" lines on every run
+        return jieba.lcut
+    raise ConfigError(f"--word_segmenter={name} is not one of {', '.join(SEGMENTERS)}")
+
+
+def segmented_ids(tokenizer, text: str, segmenter) -> tuple[list[int], list[int]]:
+    """(token ids of `text`, 1 where a token continues the segmenter's word, else 0).
+
+    A CJK character is a word of its own to BERT's tokenizer; it continues a word when the
+    segmenter's word it lies in started before it. Other words keep their `##` pieces (0 here:
+    the vocabulary marks those). The ids are the tokenizer's for the whole text.
+    """
+    words = segmenter(text)
+    if "".join(words) != text:
+        raise ConfigError("the word segmenter changed the text (its words do not join to the line); use one that "
+                          "only cuts it")
+    starts, offset = set(), 0
+    for word in words:
+        starts.add(offset)
+        offset += len(word)
+    ids: list[int] = []
+    continues: list[int] = []
+    for word, start, _ in tokenizer.words_with_offsets(text):
+        word_ids = tokenizer.text_to_ids(word)
+        inside = len(word) == 1 and is_chinese_char(ord(word)) and start not in starts
+        ids += word_ids
+        continues += [int(inside)] + [0] * (len(word_ids) - 1)
+    return ids, continues
+
+
+def read_documents(files: Iterable[Path], tokenizer, stats: dict | None = None,
+                   config: PretrainingDataConfig | None = None, segmenter=None) -> Iterator[Document]:
+    """Documents of token ids, one at a time: a blank line (or a new file) ends a document, and
+    with config.one_document_per_line every line does; config.split_sentences cuts lines into
+    sentences. With a `segmenter`, documents carry which tokens continue a word (`continues`).
 
     Lines are stripped and tokenized; lines with no tokens are skipped, as are empty documents.
     """
     stats = stats if stats is not None else {}
+    config = config or PretrainingDataConfig()
     for path in files:
         sentences: list[array] = []
+        continues: list[array] = []
         num_tokens = 0
         first_line = 0
+
+        def document() -> Document:
+            stats["documents"] = stats.get("documents", 0) + 1
+            return Document(sentences, num_tokens, f"{path}:{first_line}", continues if segmenter else None)
+
         lines = read_text_lines(path, "a text file, one sentence per line and a blank line between documents")
         for line_number, line in lines:
             line = line.strip()
             if not line:
                 if sentences:
-                    stats["documents"] = stats.get("documents", 0) + 1
-                    yield Document(sentences, num_tokens, f"{path}:{first_line}")
-                    sentences, num_tokens = [], 0
+                    yield document()
+                    sentences, continues, num_tokens = [], [], 0
                 continue
-            ids = tokenizer.text_to_ids(line)
-            if ids:
-                if not sentences:
-                    first_line = line_number
-                sentences.append(array("i", ids))
-                num_tokens += len(ids)
-                stats["sentences"] = stats.get("sentences", 0) + 1
-                stats["tokens"] = stats.get("tokens", 0) + len(ids)
+            for sentence in split_sentences(line) if config.split_sentences else [line]:
+                if segmenter is None:
+                    ids, joined = tokenizer.text_to_ids(sentence), None
+                else:
+                    ids, joined = segmented_ids(tokenizer, sentence, segmenter)
+                if ids:
+                    if not sentences:
+                        first_line = line_number
+                    sentences.append(array("i", ids))
+                    if joined is not None:
+                        continues.append(array("b", joined))
+                    num_tokens += len(ids)
+                    stats["sentences"] = stats.get("sentences", 0) + 1
+                    stats["tokens"] = stats.get("tokens", 0) + len(ids)
+            if config.one_document_per_line and sentences:
+                yield document()
+                sentences, continues, num_tokens = [], [], 0
         if sentences:
-            stats["documents"] = stats.get("documents", 0) + 1
-            yield Document(sentences, num_tokens, f"{path}:{first_line}")
+            yield document()
 
 
 def iter_chunks(documents: Iterable[Document], chunk_documents: int, chunk_tokens: int) -> Iterator[list[Document]]:
@@ -259,26 +347,34 @@ def iter_chunks(documents: Iterable[Document], chunk_documents: int, chunk_token
 # Google's instance creation, on token ids.
 
 
-def truncate_seq_pair(tokens_a: list, tokens_b: list, max_num_tokens: int, rng: random.Random) -> None:
-    """Google's pre-training truncation: shorten the longer segment (B on ties) from a random end."""
+def truncate_seq_pair(tokens_a: list, tokens_b: list, max_num_tokens: int, rng: random.Random,
+                      along_a: list | None = None, along_b: list | None = None) -> None:
+    """Google's pre-training truncation: shorten the longer segment (B on ties) from a random end.
+    `along_a` / `along_b` (per-token lists of the same lengths) lose the same positions."""
     while len(tokens_a) + len(tokens_b) > max_num_tokens:
-        trunc_tokens = tokens_a if len(tokens_a) > len(tokens_b) else tokens_b
-        if rng.random() < 0.5:
-            del trunc_tokens[0]
-        else:
-            trunc_tokens.pop()
+        a_longer = len(tokens_a) > len(tokens_b)
+        lists = [tokens_a, along_a] if a_longer else [tokens_b, along_b]
+        front = rng.random() < 0.5
+        for values in lists:
+            if values is not None:
+                if front:
+                    del values[0]
+                else:
+                    values.pop()
 
 
 def create_masked_lm_predictions(input_ids: list[int], masked_lm_prob: float, max_predictions_per_seq: int,
-                                 vocab: MaskingVocab, rng: random.Random,
-                                 do_whole_word_mask: bool = False) -> tuple[list[int], list[int], list[int]]:
-    """(masked input_ids, masked_lm_positions ascending, original ids there), Google's algorithm."""
+                                 vocab: MaskingVocab, rng: random.Random, do_whole_word_mask: bool = False,
+                                 continues: Sequence[int] | None = None) -> tuple[list[int], list[int], list[int]]:
+    """(masked input_ids, masked_lm_positions ascending, original ids there), Google's algorithm.
+    `continues` (per position, from a word segmenter) marks more tokens that join the word before
+    them under whole-word masking: the later characters of a Chinese word."""
     cand_indexes: list[list[int]] = []
     for i, token in enumerate(input_ids):
         if token == vocab.cls_id or token == vocab.sep_id:
             continue
-        if do_whole_word_mask and cand_indexes and vocab.is_continuation[token]:
-            cand_indexes[-1].append(i)  # a ##piece joins the word before it
+        if do_whole_word_mask and cand_indexes and (vocab.is_continuation[token] or (continues and continues[i])):
+            cand_indexes[-1].append(i)  # a ##piece (or a word's next character) joins the word before it
         else:
             cand_indexes.append([i])
     rng.shuffle(cand_indexes)
@@ -310,6 +406,8 @@ def create_instances_from_document(documents: Sequence[Document], document_index
                                    rng: random.Random) -> list[TrainingInstance]:
     """Google's create_instances_from_document; the random next segment comes from another document."""
     document = documents[document_index].sentences
+    joins = documents[document_index].continues  # per sentence, with a word segmenter
+    segmented = joins is not None
     max_num_tokens = config.max_seq_length - 3  # [CLS], [SEP], [SEP]
     target_seq_length = max_num_tokens
     if rng.random() < config.short_seq_prob:
@@ -317,11 +415,14 @@ def create_instances_from_document(documents: Sequence[Document], document_index
 
     instances = []
     current_chunk: list[array] = []
+    current_joins: list[array] = []
     current_length = 0
     i = 0
     while i < len(document):
         segment = document[i]
         current_chunk.append(segment)
+        if segmented:
+            current_joins.append(joins[i])
         current_length += len(segment)
         if i == len(document) - 1 or current_length >= target_seq_length:
             if current_chunk:
@@ -329,9 +430,13 @@ def create_instances_from_document(documents: Sequence[Document], document_index
                 if len(current_chunk) >= 2:
                     a_end = rng.randint(1, len(current_chunk) - 1)
                 tokens_a: list[int] = []
+                joins_a: list[int] | None = [] if segmented else None
                 for j in range(a_end):
                     tokens_a.extend(current_chunk[j])
+                    if segmented:
+                        joins_a.extend(current_joins[j])
                 tokens_b: list[int] = []
+                joins_b: list[int] | None = [] if segmented else None
                 if len(current_chunk) == 1 or rng.random() < 0.5:
                     is_random_next = True
                     target_b_length = target_seq_length - len(tokens_a)
@@ -345,6 +450,8 @@ def create_instances_from_document(documents: Sequence[Document], document_index
                     random_start = rng.randint(0, len(random_document) - 1)
                     for j in range(random_start, len(random_document)):
                         tokens_b.extend(random_document[j])
+                        if segmented:
+                            joins_b.extend(documents[other].continues[j])
                         if len(tokens_b) >= target_b_length:
                             break
                     # The segments not used go back, so they are not wasted.
@@ -353,16 +460,20 @@ def create_instances_from_document(documents: Sequence[Document], document_index
                     is_random_next = False
                     for j in range(a_end, len(current_chunk)):
                         tokens_b.extend(current_chunk[j])
-                truncate_seq_pair(tokens_a, tokens_b, max_num_tokens, rng)
+                        if segmented:
+                            joins_b.extend(current_joins[j])
+                truncate_seq_pair(tokens_a, tokens_b, max_num_tokens, rng, joins_a, joins_b)
                 assert tokens_a and tokens_b
 
                 input_ids = [vocab.cls_id, *tokens_a, vocab.sep_id, *tokens_b, vocab.sep_id]
                 segment_ids = [0] * (len(tokens_a) + 2) + [1] * (len(tokens_b) + 1)
+                continues = [0, *joins_a, 0, *joins_b, 0] if segmented else None
                 input_ids, positions, labels = create_masked_lm_predictions(
                     input_ids, config.masked_lm_prob, config.max_predictions_per_seq, vocab, rng,
-                    config.do_whole_word_mask)
+                    config.do_whole_word_mask, continues)
                 instances.append(TrainingInstance(input_ids, segment_ids, positions, labels, is_random_next))
             current_chunk = []
+            current_joins = []
             current_length = 0
         i += 1
     return instances
@@ -377,13 +488,31 @@ def create_instances_from_chunk(documents: list[Document], config: PretrainingDa
             yield from create_instances_from_document(documents, document_index, config, vocab, rng)
 
 
+def warn_if_chinese(documents: Sequence[Document], tokenizer) -> None:
+    """Whole-word masking without a segmenter masks single characters of Chinese text: say so when
+    most of the tokens (of the first chunk) are CJK characters."""
+    ids = [i for document in documents for sentence in document.sentences for i in sentence]
+    tokens = tokenizer.convert_ids_to_tokens(ids)
+    chinese = sum(len(token) == 1 and is_chinese_char(ord(token)) for token in tokens)
+    if ids and chinese > 0.3 * len(ids):
+        logger.warning("%.0f%% of the tokens are Chinese characters, each a word of its own to BERT's tokenizer: "
+                       "--do_whole_word_mask masks single characters; for Chinese whole-word masking add "
+                       "--word_segmenter=jieba (pip install 'bertkit[zh]')", 100 * chinese / len(ids))
+
+
 def iter_training_instances(files: Sequence[Path], tokenizer, config: PretrainingDataConfig,
-                            stats: dict | None = None) -> Iterator[TrainingInstance]:
-    """Every instance of the corpus, chunk after chunk, holding one chunk of documents at a time."""
+                            stats: dict | None = None, segmenter=None) -> Iterator[TrainingInstance]:
+    """Every instance of the corpus, chunk after chunk, holding one chunk of documents at a time.
+    `segmenter`: a callable cutting a line into words (default: config.word_segmenter's, if any)."""
     stats = stats if stats is not None else {}
     vocab = MaskingVocab.from_tokenizer(tokenizer)
-    chunks = iter_chunks(read_documents(files, tokenizer, stats), config.chunk_documents, config.chunk_tokens)
+    if segmenter is None and config.word_segmenter is not None:
+        segmenter = load_segmenter(config.word_segmenter)
+    documents = read_documents(files, tokenizer, stats, config, segmenter)
+    chunks = iter_chunks(documents, config.chunk_documents, config.chunk_tokens)
     for chunk_index, chunk in enumerate(chunks):
+        if chunk_index == 0 and config.do_whole_word_mask and segmenter is None:
+            warn_if_chinese(chunk, tokenizer)
         if len(chunk) < 2:
             raise DataError(f"{', '.join(map(str, files))}: the input holds a single document (from "
                             f"{chunk[0].source}); next-sentence prediction draws its random next sentence from a "
@@ -476,18 +605,22 @@ def vocab_fingerprint(vocab: dict[str, int]) -> str:
 
 
 def create_pretraining_data(input_files, output_dir: str | os.PathLike, tokenizer,
-                            config: PretrainingDataConfig | None = None) -> dict:
+                            config: PretrainingDataConfig | None = None, segmenter=None) -> dict:
     """Google's create_pretraining_data, streamed into shards under `output_dir`; returns the index.
 
     `input_files`: a comma-separated string of files and globs, or a list of paths.
+    `segmenter`: a callable cutting a line into words for Chinese whole-word masking (default:
+    the one config.word_segmenter names).
     """
     config = config or PretrainingDataConfig()
+    if segmenter is None and config.word_segmenter is not None:
+        segmenter = load_segmenter(config.word_segmenter)  # a missing package fails before any output
     files = expand_input_files(input_files)
     output_dir = Path(output_dir)
     created = not output_dir.exists()
     output_dir.mkdir(parents=True, exist_ok=True)
     try:
-        return _write_shards(files, output_dir, tokenizer, config)
+        return _write_shards(files, output_dir, tokenizer, config, segmenter)
     except BaseException:
         # The input is streamed, so a bad line can surface after the folder was made: a folder this
         # run created is removed again rather than left behind empty or half-filled.
@@ -496,7 +629,7 @@ def create_pretraining_data(input_files, output_dir: str | os.PathLike, tokenize
         raise
 
 
-def _write_shards(files: list[Path], output_dir: Path, tokenizer, config: PretrainingDataConfig) -> dict:
+def _write_shards(files: list[Path], output_dir: Path, tokenizer, config: PretrainingDataConfig, segmenter) -> dict:
     index_path = output_dir / INDEX_NAME
     if index_path.exists():
         index_path.unlink()  # the shards already there stop being a valid set now
@@ -507,7 +640,7 @@ def _write_shards(files: list[Path], output_dir: Path, tokenizer, config: Pretra
 
     stats: dict = {}
     writer = ShardWriter(output_dir, config.instances_per_shard, config.random_seed)
-    for instance in iter_training_instances(files, tokenizer, config, stats):
+    for instance in iter_training_instances(files, tokenizer, config, stats, segmenter):
         writer.add(instance)
     writer.flush()
     if not writer.shards:

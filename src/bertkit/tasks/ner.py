@@ -1,6 +1,6 @@
-"""run_ner: token classification (named-entity recognition) on CoNLL-2003 column files.
+"""run_ner: token classification (named-entity recognition) on CoNLL column files or JSONL records.
 
-The same shape as run_classifier: read the column files (data/ner.py), build one feature per
+The same shape as run_classifier: read the data files (data/ner.py), build one feature per
 window of every sentence, fine-tune BertForTokenClassification on the one Trainer, then evaluate
 on the dev file (CoNLL-2003's eng.testa) and, with do_predict, on the test file (eng.testb).
 
@@ -28,18 +28,18 @@ import numpy as np
 
 from bertkit.data.batching import FeatureDataset
 from bertkit.data.ner import (NerExample, align_predictions, check_labels,
-                              convert_examples_to_features, entity_type, get_labels, read_conll)
+                              convert_examples_to_features, entity_type, get_labels, model_scheme, read_ner_file,
+                              scheme_of_labels, MODEL_SCHEMES, entity_spans)
 from bertkit.errors import ConfigError
 from bertkit.heads import BertForTokenClassification
 from bertkit.io_utils import atomic_write
-from bertkit.tasks.base import Split, Task
+from bertkit.tasks.base import Split, Task, run_task
 from bertkit.tasks.pipeline import Feature, Pipeline, check_texts, softmax_rows
 from bertkit.tokenization import FullTokenizer
+from bertkit.training.trainer import TrainingArguments
 
 logger = logging.getLogger("bertkit")
 
-# The tag schemes the entity grouping reads (B-X starts an entity, I-X continues one of type X).
-LABEL_SCHEMES = ("IOB1", "IOB2")
 # CoNLL-2003's file names; the dev set is eng.testa, the test set eng.testb.
 CONLL2003_FILES = {"train": "eng.train", "dev": "eng.testa", "test": "eng.testb"}
 
@@ -52,7 +52,13 @@ class NerTask(Task):
     train_file: str = CONLL2003_FILES["train"]
     eval_file: str = CONLL2003_FILES["dev"]
     test_file: str = CONLL2003_FILES["test"]
-    label_column: int = -1  # the tag column (default the last)
+    label_column: int | str | None = None  # the tag column (default the last) or JSONL key (default ner_tags)
+    file_format: str | None = None  # conll or jsonl; None: by each file's extension
+    text_column: str | None = None  # the JSONL key of the words (default tokens)
+    tag_names: list[str] | None = None  # names of integer JSONL tags (--label_list)
+    label_scheme: str | None = None  # the scheme of the model's tags (IOB2 or BIOES); from the training file
+    source_label_scheme: str | None = None  # the training file's own scheme (IOB1, IOB2 or BIOES)
+    word_unit: str | None = None  # "char" when every training word is one character (Chinese NER)
     test_has_labels: bool = True  # False: the test file is unlabelled text, its words in the first column
     max_seq_length: int = 128
     doc_stride: int | None = None  # pieces between window starts for long sentences; None: half a window
@@ -78,7 +84,12 @@ class NerTask(Task):
         return Path(self.data_dir) / names[split]
 
     def metadata(self) -> dict:
-        return {"label_scheme": "IOB2", **({"doc_stride": self.doc_stride} if self.doc_stride else {})}
+        # The pipeline decodes entities in label_scheme and, for a model of characters, cuts its
+        # input into characters as the training file was.
+        return {"label_scheme": self.label_scheme or "IOB2",
+                **({"source_label_scheme": self.source_label_scheme} if self.source_label_scheme else {}),
+                **({"word_unit": self.word_unit} if self.word_unit else {}),
+                **({"doc_stride": self.doc_stride} if self.doc_stride else {})}
 
     def has_labels(self, split: str) -> bool:
         return split != "test" or self.test_has_labels
@@ -122,15 +133,23 @@ class NerSplit(Split):
 
 
 def read_examples(task: NerTask, split: str) -> list[NerExample]:
-    labelled = task.has_labels(split)
-    examples = read_conll(task.path(split), label_column=task.label_column if labelled else None)
+    examples, _ = read_ner_file(task.path(split), labelled=task.has_labels(split), file_format=task.file_format,
+                                label_column=task.label_column, text_column=task.text_column,
+                                label_list=task.tag_names, scheme=task.label_scheme)
     limit = task.max_train_examples if split == "train" else task.max_eval_examples
     return examples[:limit] if limit else examples
 
 
 def training_labels(task: NerTask) -> list[str]:
-    """The label list from the (whole) training file: `O` first, then the others sorted."""
-    return get_labels(read_conll(task.path("train"), label_column=task.label_column))
+    """The label list from the (whole) training file: `O` first, then the others sorted. Sets the
+    task's label scheme (and word unit) from that file too: they go with the labels into config.json."""
+    examples, detected = read_ner_file(task.path("train"), file_format=task.file_format, label_column=task.label_column,
+                                       text_column=task.text_column, label_list=task.tag_names)
+    task.label_scheme, task.source_label_scheme = model_scheme(detected), detected
+    if examples and all(len(word) == 1 for example in examples for word in example.words):
+        task.word_unit = "char"
+    logger.info("%s: %s tags, learnt as %s", task.path("train"), detected, task.label_scheme)
+    return get_labels(examples)
 
 
 def model_labels(config) -> list[str] | None:
@@ -233,11 +252,13 @@ def write_report(output_dir: Path, prefix: str, results: dict, entity_types: Seq
 class TokenClassificationPipeline(Pipeline):
     """p("Angela Merkel visited Paris.") -> entities with character offsets into the caller's string.
 
-    Words are the tokenizer's basic tokens (words and punctuation marks); each gets the tag
-    predicted at its first word piece, in the window where it has the most context (run_ner's
-    windows, so sentences longer than max_seq_length are covered). Tags are grouped into
-    entities: B-X starts one, I-X continues an entity of type X and starts one after anything
-    else, which reads IOB1 and IOB2 alike. An entity's score is the mean of its words' scores.
+    Words are the tokenizer's basic tokens (words and punctuation marks), or single characters for
+    a model trained on one character per line (config.json's `word_unit: char`, Chinese NER); each
+    gets the tag predicted at its first word piece, in the window where it has the most context
+    (run_ner's windows, so sentences longer than max_seq_length are covered). Tags are grouped
+    into entities in the model's `label_scheme` (IOB2 or BIOES): B-X (and S-X) starts one, I-X
+    (and E-X) continues an entity of type X and starts one after anything else, E-X and S-X end
+    it (`data.ner.entity_spans`). An entity's score is the mean of its words' scores.
     """
 
     task = "token-classification"
@@ -245,10 +266,17 @@ class TokenClassificationPipeline(Pipeline):
 
     def default_options(self) -> dict:
         # The windows of training (run_ner --doc_stride), as the checkpoint recorded them.
-        if self.metadata.label_scheme not in LABEL_SCHEMES + (None,):
-            raise ConfigError(f"label_scheme {self.metadata.label_scheme!r} in the model's config.json: the "
-                              f"token-classification pipeline reads {', '.join(LABEL_SCHEMES)} tags")
+        if self.label_scheme not in MODEL_SCHEMES:
+            raise ConfigError(f"label_scheme {self.label_scheme!r} in the model's config.json: the "
+                              f"token-classification pipeline reads {', '.join(MODEL_SCHEMES)} tags")
         return {"doc_stride": self.metadata.doc_stride, "aggregate": True}
+
+    @property
+    def label_scheme(self) -> str:
+        return self.metadata.label_scheme or scheme_of_labels(self.labels or [])
+
+    def info(self) -> dict:
+        return {**super().info(), "label_scheme": self.label_scheme}
 
     def call_inputs(self, records: list[dict]) -> list:
         return [record.get("text") for record in records]
@@ -262,6 +290,10 @@ class TokenClassificationPipeline(Pipeline):
 
     def preprocess(self, text, doc_stride=None, **options) -> list[Feature]:
         words = self.tokenizer.words_with_offsets(text)
+        if self.metadata.word_unit == "char":
+            # The model saw one character per word in training: a number or a Latin word of the
+            # basic tokenizer ("2006", "NBA") is cut into its characters the same way.
+            words = [(text[i], i, i + 1) for _, start, end in words for i in range(start, end)]
         example = NerExample("predict", [w for w, _, _ in words])
         windows = convert_examples_to_features([example], None, self.max_seq_length, self.tokenizer,
                                                         doc_stride)
@@ -284,17 +316,24 @@ class TokenClassificationPipeline(Pipeline):
         if not aggregate:
             return [{"entity": tag, "score": score, "word": text[start:end], "start": start, "end": end}
                     for (tag, score), (_, start, end) in zip(tags, words) if tag != "O"]
-        entities, current = [], None
-        for (tag, score), (_, start, end) in zip(tags, words):
-            kind = entity_type(tag)
-            if kind is None:
-                current = None
-                continue
-            if current is not None and tag.startswith("I-") and current["entity_group"] == kind:
-                current["end"] = end
-                current["scores"].append(score)
-                continue
-            current = {"entity_group": kind, "scores": [score], "start": start, "end": end}
-            entities.append(current)
-        return [{"entity_group": e["entity_group"], "score": float(np.mean(e["scores"])),
-                 "word": text[e["start"]:e["end"]], "start": e["start"], "end": e["end"]} for e in entities]
+        entities = []
+        for kind, first, last in entity_spans([tag for tag, _ in tags]):
+            start, end = words[first][1], words[last - 1][2]
+            entities.append({"entity_group": kind, "score": float(np.mean([score for _, score in tags[first:last]])),
+                             "word": text[start:end], "start": start, "end": end})
+        return entities
+
+
+def run_ner(model: BertForTokenClassification, tokenizer: FullTokenizer, task: NerTask, args: TrainingArguments,
+            resume: bool = False) -> dict:
+    """Train, evaluate (dev) and predict (test) as asked (run_task). The label list is the model's
+    (config.id2label). Returns the dev metrics (`eval_*`) and the test metrics (`test_*`)."""
+    label_list = model_labels(model.config)
+    if label_list is None or len(label_list) != model.config.num_labels:
+        raise ConfigError("the model's config has no NER label list (id2label with an 'O' tag for every class); "
+                          "build it with id2label/label2id from the training file (training_labels)")
+    task.label_list = label_list
+    if task.label_scheme is None:  # evaluating a fine-tuned model: the scheme it was trained with
+        task.label_scheme = model.config.task_metadata.label_scheme or scheme_of_labels(label_list)
+        task.word_unit = task.word_unit or model.config.task_metadata.word_unit
+    return run_task(task, model, tokenizer, args, resume=resume)
