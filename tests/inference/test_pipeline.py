@@ -225,7 +225,7 @@ def test_chinese_ner_entities_slice_the_text_character_by_character(chinese_ner,
     outputs are set to chosen tags per character, so the test checks the words, windows, decoding
     and offsets, not what one training step learnt."""
     p = pipeline(chinese_ner, max_seq_length=8)  # windows: the text is longer than 6 characters
-    assert p.info()["label_scheme"] == "BIOES" and p.config.extra["word_unit"] == "char"
+    assert p.info()["label_scheme"] == "BIOES" and p.config.task_metadata.word_unit == "char"
     text = "2006年 新华社记者在北京说：NBA在上海。"
     wanted = {"新": "B-ORG", "华": "I-ORG", "社": "E-ORG", "北": "B-LOC", "京": "E-LOC", "N": "B-ORG", "B": "I-ORG",
               "A": "E-ORG", "上": "B-LOC", "海": "E-LOC", "2": "S-LOC"}
