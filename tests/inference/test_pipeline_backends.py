@@ -34,7 +34,7 @@ def classifier(tmp_path):
 
 def test_onnx_backend_gives_the_torch_answers(classifier):
     pytest.importorskip("onnxruntime")
-    torch_answers = pipeline(classifier)(TEXTS, top_k=None)
+    torch_answers = pipeline(classifier, dtype="fp32")(TEXTS, top_k=None)
     p = pipeline(classifier, backend="onnx")
     assert type(p.model).__name__ == "OnnxModel"
     onnx_answers = p(TEXTS, top_k=None)
@@ -54,7 +54,7 @@ def test_fill_mask_through_onnx(tmp_path):
     pytest.importorskip("onnxruntime")
     directory = saved(tmp_path, heads.BertForPreTraining)
     text = "the [MASK] was in the [MASK]"
-    ours, theirs = pipeline(directory)(text, top_k=3), pipeline(directory, backend="onnx")(text, top_k=3)
+    ours, theirs = pipeline(directory, dtype="fp32")(text, top_k=3), pipeline(directory, backend="onnx")(text, top_k=3)
     for a, b in zip(ours, theirs):
         assert [c["token"] for c in a] == [c["token"] for c in b]
         np.testing.assert_allclose([c["score"] for c in a], [c["score"] for c in b], atol=1e-5)
@@ -71,7 +71,7 @@ def test_int8_checkpoints_load_in_the_pipeline(classifier, tmp_path):
         ["1_Pooling", "config.json", "model.safetensors", "vocab.txt"]
     p = pipeline(tmp_path / "int8")
     assert isinstance(p.model.bert.encoder.layer[0].intermediate.dense, Int8Linear) and p.device.type == "cpu"
-    fp32_scores = [[a["score"] for a in answer] for answer in pipeline(classifier)(TEXTS, top_k=None)]
+    fp32_scores = [[a["score"] for a in answer] for answer in pipeline(classifier, dtype="fp32")(TEXTS, top_k=None)]
     int8_scores = [[a["score"] for a in answer] for answer in p(TEXTS, top_k=None)]
     np.testing.assert_allclose(int8_scores, fp32_scores, atol=0.02)
     with pytest.raises(ConfigError, match="run on CPU"):
@@ -98,7 +98,7 @@ def test_an_exported_directory_runs_without_torch_weights(classifier, tmp_path):
     out = tmp_path / "exported"
     assert main(["-q", "export", "--model", str(classifier), "--output_dir", str(out)]) == 0
     assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.onnx", "vocab.txt"]
-    want = pipeline(classifier)(TEXTS, top_k=None)
+    want = pipeline(classifier, dtype="fp32")(TEXTS, top_k=None)
     for model in (out, out / "model.onnx"):
         p = pipeline(model, backend="onnx" if model == out else "torch")  # an .onnx file implies the backend
         assert type(p.model).__name__ == "OnnxModel" and p.model.path == out / "model.onnx"
@@ -127,7 +127,7 @@ def test_predict_with_the_onnx_backend(classifier, tmp_path, capsys):
     capsys.readouterr()
     assert main(["predict", "--model", str(tmp_path / "onnx"), "--backend", "onnx", TEXTS[0]]) == 0
     answer = json.loads(capsys.readouterr().out)
-    want = pipeline(classifier)(TEXTS[0])[0]
+    want = pipeline(classifier, dtype="fp32")(TEXTS[0])[0]
     assert answer["label"] == want["label"] and abs(answer["score"] - want["score"]) < 1e-5
 
 

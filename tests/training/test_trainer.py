@@ -195,6 +195,28 @@ def test_bf16_on_a_cpu_without_bf16_instructions_warns(tmp_path, monkeypatch, ca
     assert "bf16" not in caplog.text
 
 
+@pytest.mark.parametrize("native", [True, False])
+def test_bf16_auto_is_on_only_with_native_bf16(tmp_path, monkeypatch, caplog, native):
+    monkeypatch.setattr(trainer_module, "cpu_has_native_bf16", lambda: native)
+    with caplog.at_level(logging.WARNING, logger="bertkit"):
+        trainer = make_trainer(tmp_path, bf16="auto")
+    assert trainer.bf16 is native and "slower than fp32" not in caplog.text
+    assert trainer._autocast().fast_dtype == torch.bfloat16 and trainer._autocast()._enabled is native
+    assert trainer_module.resolve_bf16(True, torch.device("cpu")) is True
+    with pytest.raises(ConfigError, match="bf16='sometimes'"):
+        trainer_module.resolve_bf16("sometimes", torch.device("cpu"))
+
+
+@pytest.mark.parametrize("value, parsed", [([], False), (["--bf16"], True), (["--bf16", "auto"], "auto"),
+                                           (["--bf16=false"], False), (["--bf16", "TRUE"], True)])
+def test_bf16_flag(tmp_path, value, parsed):
+    from bertkit.cli.main import build_parser
+
+    args = build_parser("run_classifier").parse_args(["run_classifier", "--task_name=MRPC", f"--data_dir={tmp_path}",
+                                                      f"--output_dir={tmp_path}", *value])
+    assert args.bf16 == parsed
+
+
 class Crash(Exception):
     pass
 

@@ -14,6 +14,7 @@ from bertkit.compress.layerdrop import set_layerdrop
 from bertkit.cli.main import device_name, positive_int, proportion, seed_int, seq_length, str2bool
 from bertkit.config import BertConfig
 from bertkit.errors import CheckpointError, ConfigError
+from bertkit.inference.precision import DTYPES, apply_precision, choose_precision
 from bertkit.io_utils import check_output_dir
 from bertkit.paths import minilm_dir
 from bertkit.tasks.base import run_task
@@ -133,6 +134,29 @@ def resume_mode(value: str) -> bool | str:
         raise argparse.ArgumentTypeError(f"expected true, false or strict, got {value!r}") from None
 
 
+def bf16_mode(value: str) -> bool | str:
+    """--bf16's value: a boolean as Google's flags are written, or "auto"."""
+    if str(value).strip().lower() == "auto":
+        return "auto"
+    try:
+        return str2bool(value)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"expected auto, true or false, got {value!r}") from None
+
+
+def add_dtype_argument(parser, default: str | None = "auto", default_text: str | None = None) -> None:
+    """--dtype for the commands that run a model for inference (predict, serve, extract_features, similarity)."""
+    parser.add_argument("--dtype", choices=DTYPES, default=default, type=str.lower,
+                        help=f"precision: auto = the fastest path this CPU runs within the fidelity gates (bf16 with "
+                             f"AMX, int8 elsewhere on x86; docs/precision.md), fp32, bf16 or int8 (default: "
+                             f"{default_text or default})")
+
+
+def with_precision(model, dtype: str):
+    """`model` (fp32, on CPU, as load_model leaves it) in --dtype's precision; the log says what and why."""
+    return apply_precision(model, choose_precision(dtype, "cpu", task="feature-extraction"))
+
+
 def add_max_seq_length_argument(parser, default: int = 128) -> None:
     """--max_seq_length for the commands that only run a model (encode, extract_features, prune):
     its default is capped at the model's position table, see `max_seq_length_for`."""
@@ -201,7 +225,9 @@ def add_training_arguments(parser, learning_rate: float = 5e-5, epochs: float = 
     ours.add_argument("--seed", type=seed_int, default=42)
     ours.add_argument("--device", type=device_name, default="auto",
                       help="cpu, cuda, cuda:1 or auto (the local GPU when there is one, cuda:LOCAL_RANK under torchrun)")
-    ours.add_argument("--bf16", **flag, help="bf16 autocast (fast on CPUs with AMX and on GPUs)")
+    ours.add_argument("--bf16", type=bf16_mode, nargs="?", const=True, default=False, metavar="auto|true|false",
+                      help="bf16 autocast: true, false (default) or auto = on only where bf16 is native (a CPU with "
+                           "amx_bf16 or avx512_bf16, a GPU with bf16); elsewhere it is emulated and ~10x slower")
     ours.add_argument("--resume", type=resume_mode, nargs="?", const=True, default=False, metavar="BOOL|strict",
                       help="continue from the newest intact checkpoint in --output_dir (a damaged newer one is "
                            "skipped with a warning); strict: stop if the newest is damaged")

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import logging
 
-from bertkit.cli.common import (ModelSource, add_max_seq_length_argument, add_model_arguments, load_model,
-                                load_tokenizer, max_seq_length_for)
+from bertkit.cli.common import (ModelSource, add_dtype_argument, add_max_seq_length_argument, add_model_arguments,
+                                load_model, load_tokenizer, max_seq_length_for, with_precision)
 from bertkit.cli.main import positive_int, str2bool
 from bertkit.errors import ConfigError
 from bertkit.extract_features import POOLINGS, FeatureExtractor, read_examples, write_jsonl, write_npy
@@ -36,6 +36,9 @@ def add_arguments(parser) -> None:
                         help="L2-normalise sentence vectors")
     add_max_seq_length_argument(parser)
     parser.add_argument("--batch_size", type=positive_int, default=64)
+    # The fidelity gates are measured on pooled sentence vectors: per-token records (Google's
+    # JSON, often compared value by value) stay fp32 unless asked.
+    add_dtype_argument(parser, default=None, default_text="auto with --pooling, fp32 for token records")
 
 
 def _parse_layers(text: str | None) -> list[int] | None:
@@ -56,7 +59,7 @@ def run(args) -> int:
     check_output_file(args.output_file)
     examples = read_examples(args.input_file)
     source = ModelSource.from_args(args)
-    model = load_model(source, BertModel)
+    model = with_precision(load_model(source, BertModel), args.dtype or ("auto" if args.pooling else "fp32"))
     tokenizer = load_tokenizer(source, model.config)
     extractor = FeatureExtractor(model, tokenizer, max_seq_length_for(args, model.config), args.batch_size,
                                  progress=True)

@@ -26,6 +26,7 @@ import json
 import sys
 from pathlib import Path
 
+from bertkit.cli.common import add_dtype_argument
 from bertkit.cli.main import add_runtime_arguments
 from bertkit.errors import ConfigError, DataError
 from bertkit.io_utils import atomic_write
@@ -56,6 +57,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--max_seq_length", type=int, default=None,
                         help="default: the length the model was fine-tuned with (its config.json)")
     add_runtime_arguments(parser)
+    add_dtype_argument(parser)
 
 
 def top_k_value(text: str) -> int | str:
@@ -144,7 +146,8 @@ def run(args) -> int:
     if args.top_k is not None:
         options["top_k"] = None if args.top_k == "all" else args.top_k
     p = pipeline(args.model, args.task, device=args.device, backend=args.backend, batch_size=args.batch_size,
-                 max_seq_length=args.max_seq_length, progress=None if args.output_file else False)
+                 max_seq_length=args.max_seq_length, progress=None if args.output_file else False,
+                 dtype=args.dtype)
     if "top_k" in options and "top_k" not in p.options:
         raise ConfigError(f"--top_k does not apply to {p.task}")
     fields = FIELDS[p.task]

@@ -19,6 +19,7 @@ import logging
 from pathlib import Path
 
 from bertkit.checkpoint.load import resolve_checkpoint
+from bertkit.cli.common import add_dtype_argument
 from bertkit.cli.main import add_runtime_arguments, str2bool
 from bertkit.errors import CheckpointError, ConfigError
 from bertkit.paths import minilm_dir
@@ -36,6 +37,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="bind address (0.0.0.0 to accept other machines)")
     parser.add_argument("--port", type=int, default=8080)
     add_runtime_arguments(parser)
+    add_dtype_argument(parser)
+    parser.add_argument("--check_fidelity", type=str2bool, default=True, metavar="BOOL",
+                        help="with --dtype auto: before serving, compare the path auto picks with fp32 on 16 "
+                             "sentences (about a second) and fall back to the next path if it misses its gate")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads for the model (default: torch's, one per core); on a CPU shared with "
                              "other busy processes, 1 avoids threads waiting on each other")
@@ -140,7 +145,8 @@ def run(args) -> int:
         max_concurrent_requests=args.max_concurrent_requests, max_client_batch_size=args.max_client_batch_size,
         max_inputs_per_request=args.max_inputs_per_request, max_request_tokens=args.max_request_tokens,
         max_request_bytes=args.max_request_bytes, access_log=not args.no_access_log)
-    pipeline_options = {"device": args.device, "backend": args.backend, "max_seq_length": args.max_seq_length}
+    pipeline_options = {"device": args.device, "backend": args.backend, "max_seq_length": args.max_seq_length,
+                        "dtype": args.dtype}
     server = serve_modules["server"]
     # The port first: a port in use is one line now, not after the models have loaded.
     sock = server.bind(args.host, args.port)
@@ -153,6 +159,10 @@ def run(args) -> int:
         return 0
     if args.threads is not None:
         torch.set_num_threads(args.threads)
+    if args.dtype == "auto" and args.check_fidelity and args.backend == "torch":
+        from bertkit.inference.precision import check_auto
+
+        check_auto(next(iter(models.values())), args.device)
     # Loaded here, before the server starts, so that a bad checkpoint is one error line; the app
     # warms them up in the background and /health says 503 until then.
     try:

@@ -5,8 +5,8 @@
 
 from __future__ import annotations
 
-from bertkit.cli.common import (ModelSource, add_max_seq_length_argument, add_model_arguments, load_model,
-                                load_tokenizer, max_seq_length_for)
+from bertkit.cli.common import (ModelSource, add_dtype_argument, add_max_seq_length_argument, add_model_arguments,
+                                load_model, load_tokenizer, max_seq_length_for, with_precision)
 from bertkit.extract_features import POOLINGS, FeatureExtractor
 from bertkit.heads import BertModel
 
@@ -17,11 +17,12 @@ def add_arguments(parser) -> None:
     add_model_arguments(parser)
     parser.add_argument("--pooling", choices=POOLINGS, default="mean")
     add_max_seq_length_argument(parser, default=256)
+    add_dtype_argument(parser)
 
 
 def run(args) -> int:
     source = ModelSource.from_args(args)
-    model = load_model(source, BertModel)
+    model = with_precision(load_model(source, BertModel), args.dtype)
     tokenizer = load_tokenizer(source, model.config)
     vectors = FeatureExtractor(model, tokenizer, max_seq_length_for(args, model.config)).sentence_vectors(
         [args.text_a, *args.text_b], args.pooling, normalize=True)

@@ -12,7 +12,8 @@ Runtime's dynamic int8 do. What bertkit adds for fidelity, measured on MiniLM se
 (bench/bench_inference.py prints the cosine beside the speed):
   * per-channel weight scales (a per-tensor scale is set by the largest row);
   * the padding-free path, so that padding rows never widen an activation's range;
-  * 8-bit activations with 7-bit weights, where torch's default on x86 is the reverse (see WEIGHT_LEVELS);
+  * 8-bit activations with 7-bit weights, where torch's default on x86 is the reverse (see WEIGHT_LEVELS),
+    and 8-bit weights as well on CPUs with AVX-512 VNNI (`weight_bits=8`, which inference.precision picks);
   * `keep_fp32` leaves chosen projections in fp32; the FFN output ("output"), whose GELU inputs
     carry the largest outliers, is the one that pays most (README's int8 section has the figures).
 Only the encoder is quantized; embeddings, LayerNorms, the pooler and the heads stay fp32.
@@ -37,11 +38,21 @@ DEFAULT_KEEP_FP32: tuple[str, ...] = ()
 # drops the activations' bit instead (reduce_range); measured on MiniLM sentence vectors, the
 # activations' bit is worth far more (mean cosine 0.976 with 7-bit activations, 0.992 here, the
 # same as 8-bit weights with 8-bit activations, which can saturate on AVX2).
+# With AVX-512 VNNI, fbgemm sums u8 x s8 products straight into int32 (vpdpbusd): nothing saturates, and
+# `weight_bits=8` (+-127) halves the weights' rounding error.
 WEIGHT_LEVELS = 63
+WEIGHT_BITS = (7, 8)
+
+
+def weight_levels(weight_bits: int) -> int:
+    if weight_bits not in WEIGHT_BITS:
+        raise ConfigError(f"weight_bits={weight_bits!r}: use 7 (any x86 CPU) or 8 (CPUs with avx512_vnni)")
+    return 2 ** (weight_bits - 1) - 1
 
 
 class Int8Linear(nn.Module):
-    """y = x W^T + b with W int8 (one scale per output row, |W| <= WEIGHT_LEVELS) and x quantized per call.
+    """y = x W^T + b with W int8 (one scale per output row, |W| <= 63, or 127 with 8-bit weights) and x
+    quantized per call.
 
     The state is plain tensors (int8 weight, float scales and bias), so it saves to safetensors
     and loads by name; the kernel's packed form is rebuilt whenever those tensors change.
@@ -57,16 +68,18 @@ class Int8Linear(nn.Module):
         self._packed_key = None
 
     @classmethod
-    def from_float(cls, weight: torch.Tensor, bias: torch.Tensor | None, per_channel: bool = True) -> "Int8Linear":
-        """Symmetric int8 of a float (out, in) weight: scale = max |w| / WEIGHT_LEVELS per row (or overall)."""
+    def from_float(cls, weight: torch.Tensor, bias: torch.Tensor | None, per_channel: bool = True,
+                   weight_bits: int = 7) -> "Int8Linear":
+        """Symmetric int8 of a float (out, in) weight: scale = max |w| / levels per row (or overall),
+        levels = WEIGHT_LEVELS (63) for 7-bit weights, 127 for 8-bit ones."""
         out_features, in_features = weight.shape
+        levels = weight_levels(weight_bits)
         module = cls(in_features, out_features)
         weight = weight.detach().float()
         peak = weight.abs().amax(dim=1) if per_channel else weight.abs().max().expand(out_features)
-        scale = peak.clamp(min=1e-8) / WEIGHT_LEVELS
+        scale = peak.clamp(min=1e-8) / levels
         with torch.no_grad():
-            module.weight.copy_(torch.round(weight / scale[:, None]).clamp(-WEIGHT_LEVELS, WEIGHT_LEVELS)
-                                .to(torch.int8))
+            module.weight.copy_(torch.round(weight / scale[:, None]).clamp(-levels, levels).to(torch.int8))
             module.weight_scale.copy_(scale)
             if bias is not None:
                 module.bias.copy_(bias.detach().float())
@@ -128,13 +141,14 @@ def _resolve_keep(keep_fp32) -> tuple[str, ...]:
     return keep
 
 
-def _convert_layer(layer: BertLayer, keep: tuple[str, ...], per_channel: bool, from_weights: bool) -> None:
+def _convert_layer(layer: BertLayer, keep: tuple[str, ...], per_channel: bool, from_weights: bool,
+                   weight_bits: int = 7) -> None:
     """Swap the layer's Linear modules for Int8Linear, quantizing their weights when `from_weights`
     (else only building the structure, for a checkpoint's int8 state to be loaded into)."""
 
     def convert(linear: nn.Linear) -> Int8Linear:
         if from_weights:
-            return Int8Linear.from_float(linear.weight, linear.bias, per_channel)
+            return Int8Linear.from_float(linear.weight, linear.bias, per_channel, weight_bits)
         return Int8Linear(linear.in_features, linear.out_features)
 
     attention = layer.attention.self
@@ -156,27 +170,32 @@ def _convert_layer(layer: BertLayer, keep: tuple[str, ...], per_channel: bool, f
         layer.output.dense = convert(layer.output.dense)
 
 
-def quantization_config(per_channel: bool = True, keep_fp32=DEFAULT_KEEP_FP32) -> dict:
-    return {"method": METHOD, "per_channel": bool(per_channel), "keep_fp32": list(_resolve_keep(keep_fp32))}
+def quantization_config(per_channel: bool = True, keep_fp32=DEFAULT_KEEP_FP32, weight_bits: int = 7) -> dict:
+    return {"method": METHOD, "per_channel": bool(per_channel), "keep_fp32": list(_resolve_keep(keep_fp32)),
+            "weight_bits": weight_bits}
 
 
-def quantize(model: nn.Module, *, per_channel: bool = True, keep_fp32=DEFAULT_KEEP_FP32) -> nn.Module:
+def quantize(model: nn.Module, *, per_channel: bool = True, keep_fp32=DEFAULT_KEEP_FP32,
+             weight_bits: int = 7) -> nn.Module:
     """Quantize `model`'s encoder to int8 in place (eval mode, CPU) and return it.
 
     keep_fp32 names the projections of every layer left in fp32: any of "qkv",
     "attention_output", "intermediate", "output" (the FFN output). Default: none.
-    The config records it, so save_pretrained / from_pretrained round-trip the int8 model.
+    weight_bits: 7 (default; safe on every x86 CPU) or 8 (for CPUs with avx512_vnni only: on AVX2 the
+    kernel's int16 pair sums can saturate). The config records all three, so save_pretrained /
+    from_pretrained round-trip the int8 model.
     """
     layers = _check_model(model)
     if model.config.extra.get("quantization_config"):
         raise ConfigError("this model is already quantized")
     keep = _resolve_keep(keep_fp32)
+    weight_levels(weight_bits)  # checked before any layer changes
     if next(model.parameters()).device.type != "cpu":
         raise ConfigError("int8 quantization runs on CPU: move the model with model.cpu() first")
     model.eval()
     for layer in layers:
-        _convert_layer(layer, keep, per_channel, from_weights=True)
-    model.config.extra["quantization_config"] = quantization_config(per_channel, keep)
+        _convert_layer(layer, keep, per_channel, from_weights=True, weight_bits=weight_bits)
+    model.config.extra["quantization_config"] = quantization_config(per_channel, keep, weight_bits)
     return model
 
 

@@ -49,6 +49,7 @@ from bertkit.errors import ConfigError
 from bertkit.extract_features import POOLINGS, pool
 from bertkit.io_utils import atomic_directory
 from bertkit.heads import BertModel
+from bertkit.inference.precision import apply_precision, choose_precision
 from bertkit.paths import minilm_dir
 from bertkit.tokenization import FullTokenizer, pack, truncate_for_packing, unknown_words_message
 
@@ -94,12 +95,14 @@ BACKENDS = ("torch", "onnx")
 
 def pipeline(model: str | Path | None = None, task: str | None = None, *, device: str | None = None,
              batch_size: int = 32, max_seq_length: int | None = None, progress: bool | None = None,
-             backend: str = "torch", **task_options) -> "Pipeline":
+             backend: str = "torch", dtype: str | None = "auto", **task_options) -> "Pipeline":
     """Load `model` (a checkpoint directory; default: the packaged all-MiniLM-L6-v2) for `task`.
 
     `backend="onnx"` runs the model with ONNX Runtime (the directory's model.onnx from `bertkit
     export`, else an export made on the spot); int8 checkpoints (`bertkit quantize`) load as they are.
     Both run on CPU.
+    `dtype` is auto, fp32, bf16 or int8: auto picks the fastest path this CPU (or GPU) runs within the
+    fidelity gates, see bertkit.inference.precision; `p.model.precision` says what and why.
     `task` defaults to what the checkpoint's config.json says (its `architectures`); the default
     `max_seq_length` is the one the model was fine-tuned with (saved in its config). `task_options`
     are the task's call defaults, e.g. `top_k=None`, `doc_stride=128`, `normalize=False`.
@@ -154,6 +157,7 @@ def pipeline(model: str | Path | None = None, task: str | None = None, *, device
             logger.info("no ONNX export of this %s in %s: exporting now (run `bertkit export --model %s` once to "
                         "save it for the next start)", cls.model_class.__name__, directory, directory)
             loaded = onnx_backend(loaded)
+    loaded = apply_precision(loaded, choose_precision(dtype, device, task=task, backend=backend))
     tokenizer = FullTokenizer.from_pretrained(directory, do_lower_case=config.extra.get("do_lower_case"),
                                               keep_special_tokens=cls.keep_special_tokens)
     if max_seq_length is None:

@@ -659,4 +659,4 @@ def _model_info(slot: ModelSlot) -> dict:
     if p is None:
         return {"name": slot.name, "loaded": False}
     return {"name": slot.name, "loaded": True, **p.info(), "hidden_size": p.config.hidden_size,
-            "options": p.options}
+            "options": p.options, "precision": getattr(getattr(p.model, "precision", None), "as_dict", dict)()}

@@ -54,6 +54,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
+from bertkit.cpu import read_cpu_info
 from bertkit.data.batching import LengthGroupedBatchSampler, PaddingCollator, dataset_lengths
 from bertkit.devices import resolve_device
 from bertkit.errors import BertkitError, CheckpointError, ConfigError
@@ -95,7 +96,10 @@ class TrainingArguments:
     bias_correction: bool = True  # False: Google's AdamWeightDecayOptimizer
     max_grad_norm: float | None = 1.0  # None or 0: no clipping
     seed: int = 42
-    bf16: bool = False  # bf16 autocast; weights and optimizer stay fp32
+    # bf16 autocast (weights and optimizer stay fp32): True, False, or "auto" = on only where bf16 is
+    # native (a CPU with amx_bf16 or avx512_bf16, a CUDA device with bf16). Off by default: a bf16
+    # fine-tune has not been measured against fp32 on AMX yet (docs/precision.md).
+    bf16: bool | str = False
     device: str = "auto"  # "auto": the local GPU when there is one, else the CPU
     eval_steps: int | None = None  # None: evaluate at the end of every epoch
     save_checkpoints_steps: int | None = 1000  # None: no checkpoints, only the final model
@@ -226,12 +230,22 @@ def cpu_has_native_bf16(cpuinfo: str | os.PathLike = "/proc/cpuinfo") -> bool | 
     """Whether the CPU computes in bf16 natively (AVX-512 BF16 or AMX); None where it cannot be told.
     Without either, bf16 autocast converts every operand in software: on an AVX2 EPYC a BERT-Tiny
     training step took 10x as long as in fp32."""
-    try:
-        flags = next((line.split(":", 1)[1].split() for line in Path(cpuinfo).read_text().splitlines()
-                      if line.startswith("flags")), None)
-    except OSError:
-        return None
-    return None if flags is None else bool({"avx512_bf16", "amx_bf16"} & set(flags))
+    info = read_cpu_info(cpuinfo)
+    return None if info.source == "torch" else info.native_bf16
+
+
+def resolve_bf16(bf16: bool | str, device: torch.device) -> bool:
+    """TrainingArguments.bf16 -> whether to autocast: "auto" is on where bf16 is native only."""
+    if isinstance(bf16, str):
+        if bf16.lower() != "auto":
+            raise ConfigError(f"TrainingArguments.bf16={bf16!r}: use True, False or 'auto'")
+        if device.type == "cuda":
+            native = torch.cuda.is_bf16_supported()
+        else:
+            native = device.type == "cpu" and bool(cpu_has_native_bf16())
+        logger.info("bf16=auto: %s", "on (native bf16 here)" if native else "off (no native bf16 here)")
+        return native
+    return bool(bf16)
 
 
 def _concat(arrays: list[np.ndarray], pad_value: float = -100) -> np.ndarray:
@@ -284,7 +298,8 @@ class Trainer:
             if getattr(args, name) % self.world_size:
                 raise ConfigError(f"TrainingArguments.{name}={getattr(args, name)} is the global batch size "
                                   f"and must be divisible by the {self.world_size} processes")
-        if args.bf16 and self.device.type == "cpu" and cpu_has_native_bf16() is False:
+        self.bf16 = resolve_bf16(args.bf16, self.device)
+        if self.bf16 and self.device.type == "cpu" and cpu_has_native_bf16() is False:
             logger.warning("bf16 autocast on a CPU without bf16 instructions (no avx512_bf16 or amx_bf16 in "
                            "/proc/cpuinfo) is emulated and several times slower than fp32: leave bf16 off here")
         self.model = model.to(self.device)
@@ -470,7 +485,7 @@ class Trainer:
         checkpoints = self._checkpoints()
         kept = (f"the last good checkpoint, {checkpoints[-1][1]}, is kept: fix the settings and resume "
                 "from it with resume=True" if checkpoints else "no checkpoint was saved before it")
-        precision = "bf16 autocast: try fp32 (bf16=False)" if self.args.bf16 else "fp32"
+        precision = "bf16 autocast: try fp32 (bf16=False)" if self.bf16 else "fp32"
         return TrainingError(
             f"the training {what} is {value} at optimizer step {self.state.global_step + 1} (epoch {self.state.epoch}, "
             f"learning rate {learning_rate:.3e}, {precision}); training stopped. Try a lower learning_rate, "
@@ -778,7 +793,7 @@ class Trainer:
         return {k: v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
 
     def _autocast(self):
-        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.args.bf16)
+        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.bf16)
 
     def _mean_over_processes(self, value: torch.Tensor) -> float:
         if self.world_size > 1:
