@@ -362,7 +362,8 @@ def test_unknown_label_is_a_data_error():
 
 def test_first_five_examples_are_logged_like_google(caplog):
     examples = [InputExample(f"train-{i}", "ab", "c", "1") for i in range(7)]
-    with caplog.at_level(logging.DEBUG, logger="bertkit.data.glue"):  # shown with -v
+    # DEBUG: the CLI shows them with -v only (tests/test_cli.py::test_the_first_examples_token_ids_only_with_v)
+    with caplog.at_level(logging.DEBUG, logger="bertkit.data.glue"):
         convert_examples_to_features(examples, ["0", "1"], 6, CharTokenizer())
     messages = [r.getMessage() for r in caplog.records if r.name == "bertkit.data.glue"]
     assert messages[:7] == [

@@ -2,13 +2,16 @@
 
 import json
 
+import httpx
 import numpy as np
 import pytest
 
 from bertkit.cli.main import main
+from bertkit.serve.app import ServeSettings, create_app
 from bertkit.inference.pipeline import pipeline
 from bertkit.tasks.text_classification import classification_metrics
 from helpers import REPO, TINY_VOCAB, cli_error, google_tiny_config, read_eval_results
+from serve.serving import running
 
 REVIEWS = REPO / "examples" / "data" / "reviews"
 TICKETS = REPO / "examples" / "data" / "support_tickets"
@@ -79,6 +82,10 @@ def test_multi_label_jsonl_and_transformers_reads_the_saved_model(tmp_path, caps
     assert main(["-q", "predict", "--model", str(out), texts[0]]) == 0
     printed = json.loads(capsys.readouterr().out)
     assert [a["label"] for a in printed] == [a["label"] for a in ours[0]]  # `bertkit predict`: every label too
+    with running(create_app({"tags": lambda: pipeline(out)}, ServeSettings())) as url:  # and `bertkit serve`
+        served = httpx.post(f"{url}/predict", json={"inputs": texts[0]}).json()["outputs"]
+    assert [a["label"] for a in served] == [a["label"] for a in ours[0]]
+    np.testing.assert_allclose([a["score"] for a in served], [a["score"] for a in ours[0]], atol=1e-6)
     theirs = transformers_module.pipeline("text-classification", model=str(out), top_k=None, device="cpu")(texts)
     for mine, reference in zip(ours, theirs):
         assert [a["label"] for a in mine] == [a["label"] for a in reference]

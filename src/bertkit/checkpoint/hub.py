@@ -68,7 +68,7 @@ def resolve_name(name: str) -> Path | None:
         snapshot = cached_snapshot(name)
         if snapshot is not None:
             return snapshot
-        how = "install the hub extra to download it (pip install 'bertkit[hub]'), or run elsewhere: "
+        how = "install the hub extra to download it (pip install 'bertkit[hub]'), or run: "
     else:
         snapshot = _hub_snapshot(huggingface_hub, name)
         if snapshot is not None:
