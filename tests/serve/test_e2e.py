@@ -36,7 +36,9 @@ def classifier_dir(tmp_path_factory):
 
 @pytest.mark.slow
 def test_real_embeddings_and_classifier_under_concurrent_load(minilm_path, classifier_dir):
-    embedder, classifier = pipeline(minilm_path), pipeline(classifier_dir)
+    # fp32: int8 (auto's pick for embeddings on AVX2 and VNNI CPUs) scales activations per batch, so its
+    # vectors move slightly with the batch's company; this test is about batching changing nothing.
+    embedder, classifier = pipeline(minilm_path, dtype="fp32"), pipeline(classifier_dir, dtype="fp32")
     expected = {text: np.array(vector) for text, vector in zip(SENTENCES, embedder(SENTENCES))}
     app = create_app({"minilm": lambda: embedder, "clf": lambda: classifier}, ServeSettings())
     with running(app) as url:
@@ -85,6 +87,9 @@ def test_real_embeddings_and_classifier_under_concurrent_load(minilm_path, class
 
 def test_serve_command_checks_its_models_before_loading(tmp_path, capsys, classifier_dir):
     assert main(["serve", "--model", str(tmp_path / "missing")]) == 2
+    assert f"checkpoint not found: {tmp_path / 'missing'}" in capsys.readouterr().err  # no file, nor a hub name
+    (tmp_path / "empty").mkdir()
+    assert main(["serve", "--model", str(tmp_path / "empty")]) == 2
     assert "is not a checkpoint directory (no config.json)" in capsys.readouterr().err
     assert main(["serve", "--model", f"a={classifier_dir}", "--model", f"a={classifier_dir}"]) == 2
     assert "the name 'a' is given twice" in capsys.readouterr().err
@@ -97,7 +102,7 @@ def test_real_token_ids_tei_embed_and_rerank(minilm_path, tmp_path):
     torch.manual_seed(0)
     cross_encoder = BertForSequenceClassification(tiny_config(num_labels=1))  # one score per pair
     cross_encoder.save_pretrained(tmp_path, tokenizer=FullTokenizer(TINY_VOCAB))
-    embedder, reranker = pipeline(minilm_path), pipeline(tmp_path)
+    embedder, reranker = pipeline(minilm_path, dtype="fp32"), pipeline(tmp_path, dtype="fp32")
     app = create_app({"minilm": lambda: embedder, "rr": lambda: reranker}, ServeSettings())
     with running(app) as url:
         ids = embedder.tokenizer.text_to_ids(SENTENCES[0])
