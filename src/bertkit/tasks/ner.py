@@ -34,7 +34,7 @@ from bertkit.errors import ConfigError
 from bertkit.heads import BertForTokenClassification
 from bertkit.io_utils import atomic_write
 from bertkit.tasks.base import Split, Task, run_task
-from bertkit.tasks.pipeline import Feature, Pipeline, check_texts, softmax_rows
+from bertkit.tasks.pipeline import Feature, TextPipeline, softmax_rows
 from bertkit.tokenization import FullTokenizer
 from bertkit.training.trainer import TrainingArguments
 
@@ -249,7 +249,7 @@ def write_report(output_dir: Path, prefix: str, results: dict, entity_types: Seq
         handle.write(f"{path}, step {results.get('global_step')}\n\n" + per_type_table(plain, types))
 
 
-class TokenClassificationPipeline(Pipeline):
+class TokenClassificationPipeline(TextPipeline):
     """p("Angela Merkel visited Paris.") -> entities with character offsets into the caller's string.
 
     Words are the tokenizer's basic tokens (words and punctuation marks), or single characters for
@@ -277,16 +277,6 @@ class TokenClassificationPipeline(Pipeline):
 
     def info(self) -> dict:
         return {**super().info(), "label_scheme": self.label_scheme}
-
-    def call_inputs(self, records: list[dict]) -> list:
-        return [record.get("text") for record in records]
-
-    def parse(self, texts=None, **kwargs) -> tuple[bool, list]:
-        if texts is None and "text" in kwargs:
-            texts = kwargs.pop("text")
-        if kwargs:
-            raise ConfigError(f"token-classification takes texts, not {', '.join(sorted(kwargs))}")
-        return check_texts(texts)
 
     def preprocess(self, text, doc_stride=None, **options) -> list[Feature]:
         words = self.tokenizer.words_with_offsets(text)

@@ -305,6 +305,20 @@ def check_texts(texts, what: str = "input") -> tuple[bool, list[str]]:
     return False, [check_text(t, f"{what} {i}") for i, t in enumerate(texts)]
 
 
+class TextPipeline(Pipeline):
+    """A task whose one input is a text: p("a text") or p(["a text", ...]) (also text=...)."""
+
+    def call_inputs(self, records: list[dict]) -> list:
+        return [record.get("text") for record in records]
+
+    def parse(self, texts=None, **kwargs) -> tuple[bool, list]:
+        if texts is None and "text" in kwargs:
+            texts = kwargs.pop("text")
+        if kwargs:
+            raise ConfigError(f"{self.task} takes texts, not {', '.join(sorted(kwargs))}")
+        return check_texts(texts)
+
+
 def question_records(task: str, second: str, question, other, extra: dict) -> tuple[bool, list[dict]]:
     """p(question, other), p({"question", second}) or p([{...}, ...]) -> (single, records), checked."""
     if extra:

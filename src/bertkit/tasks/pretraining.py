@@ -33,7 +33,7 @@ from bertkit.data.pretraining import PretrainingDataset, expand_shard_dirs, load
 from bertkit.errors import ConfigError
 from bertkit.heads import BertForPreTraining, PreTrainingOutput
 from bertkit.tasks.base import Split, Task, run_task
-from bertkit.tasks.pipeline import Feature, Pipeline, check_texts, softmax_rows
+from bertkit.tasks.pipeline import Feature, TextPipeline, softmax_rows
 from bertkit.tokenization import FullTokenizer
 from bertkit.training.trainer import TrainingArguments
 
@@ -198,7 +198,7 @@ def run_pretraining(model: BertForPreTraining, tokenizer, task: PretrainingTask,
     return run_task(task, model, tokenizer, args, resume=resume)
 
 
-class FillMaskPipeline(Pipeline):
+class FillMaskPipeline(TextPipeline):
     """p("Paris is the [MASK] of France.") -> the top_k fillers, as transformers' fill-mask."""
 
     task = "fill-mask"
@@ -208,15 +208,8 @@ class FillMaskPipeline(Pipeline):
     def default_options(self) -> dict:
         return {"top_k": 5}
 
-    def call_inputs(self, records: list[dict]) -> list:
-        return [record.get("text") for record in records]
-
     def parse(self, texts=None, **kwargs) -> tuple[bool, list]:
-        if texts is None and "text" in kwargs:
-            texts = kwargs.pop("text")
-        if kwargs:
-            raise ConfigError(f"fill-mask takes texts, not {', '.join(sorted(kwargs))}")
-        single, items = check_texts(texts)
+        single, items = super().parse(texts, **kwargs)
         for i, text in enumerate(items):
             if "[MASK]" not in text:
                 raise ConfigError(f"input {i} has no [MASK] token to fill: {text[:60]!r}")
