@@ -7,6 +7,18 @@ import pytest
 from bertkit.paths import minilm_dir, shared_data_dir
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """torch on one thread for a module: tiny matmuls are faster on one, far faster when other jobs
+    share the cores, and runs compared with each other sum in the same order."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def shared_data():
     """../shared/data: present in CI, absent in a user's fresh clone."""

@@ -31,14 +31,7 @@ ROOT = Path(__file__).resolve().parents[2]
 TRAINER_LOGGER = "bertkit.training.trainer"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # For every run here, the module's reference run included: sums split over another number of
-    # threads round differently. Tiny matmuls are also faster on one.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: every run here on one thread
 
 
 def make_trainer(output_dir, model=None, **overrides):

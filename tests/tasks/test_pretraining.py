@@ -33,13 +33,7 @@ TOPICS = ["one two three four five six seven eight nine ten", "red blue green bi
           "cat dog house car tree book water fire day night", "run walk talk sit eat sleep read write play"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # The tiny models are far faster on one thread than on cores shared with other jobs.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: every run here on one thread
 
 
 @pytest.fixture(scope="module")

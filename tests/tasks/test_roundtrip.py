@@ -5,7 +5,6 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 
 from bertkit.cli.main import main
 from bertkit.config import BertConfig
@@ -18,13 +17,7 @@ FIXTURES = ROOT / "tests" / "fixtures"
 TRAIN = ["--do_train", "--max_steps=2", "--train_batch_size=4", "--no_progress"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # The tiny models are far faster on one thread than on cores shared with other jobs.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: every run here on one thread
 
 
 @pytest.fixture

@@ -36,13 +36,7 @@ TESTS_DIR = Path(__file__).resolve().parents[1]
 TIMING_KEYS = ("steps_per_second", "examples_per_second")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny matmuls are slower with two threads, and far slower when other jobs share the cores.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: every run here on one thread
 
 
 # The builders below are also pasted into the script that the subprocess tests run.
