@@ -125,24 +125,23 @@ def load_tokenizer(source: ModelSource, config: BertConfig) -> FullTokenizer:
     return tokenizer
 
 
-def resume_mode(value: str) -> bool | str:
-    """--resume's value: a boolean as Google's flags are written, or "strict"."""
-    if str(value).strip().lower() == "strict":
-        return "strict"
-    try:
-        return str2bool(value)
-    except argparse.ArgumentTypeError:
-        raise argparse.ArgumentTypeError(f"expected true, false or strict, got {value!r}") from None
+def bool_or(keyword: str):
+    """An argparse type: a boolean as Google's flags are written, or `keyword` (--resume's strict,
+    --bf16's auto)."""
+
+    def parse(value: str) -> bool | str:
+        if str(value).strip().lower() == keyword:
+            return keyword
+        try:
+            return str2bool(value)
+        except argparse.ArgumentTypeError:
+            raise argparse.ArgumentTypeError(f"expected true, false or {keyword}, got {value!r}") from None
+
+    return parse
 
 
-def bf16_mode(value: str) -> bool | str:
-    """--bf16's value: a boolean as Google's flags are written, or "auto"."""
-    if str(value).strip().lower() == "auto":
-        return "auto"
-    try:
-        return str2bool(value)
-    except argparse.ArgumentTypeError:
-        raise argparse.ArgumentTypeError(f"expected auto, true or false, got {value!r}") from None
+resume_mode = bool_or("strict")
+bf16_mode = bool_or("auto")
 
 
 def add_dtype_argument(parser, default: str | None = "auto", default_text: str | None = None) -> None:
