@@ -171,7 +171,8 @@ def run_hf_multiple_choice(task_name: str, data_dir: str | Path, model_dir: str 
     transformers.logging.set_verbosity_error()
     transformers.set_seed(seed)
     processor = get_processor(task_name)
-    task = MultipleChoiceTask(task_name, str(data_dir), max_seq_length, max_train_examples=max_train_examples)
+    task = MultipleChoiceTask(task_name, str(data_dir), max_seq_length, do_train=True, do_eval=True,
+                              max_train_examples=max_train_examples)
     tokenizer = FullTokenizer.from_pretrained(Path(model_dir) / "vocab.txt")
     _, train = build_dataset(processor, task, "train", tokenizer, False)
     _, dev = build_dataset(processor, task, "dev", tokenizer, False)

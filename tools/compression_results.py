@@ -255,7 +255,7 @@ def run_steps(steps: list[Step]) -> None:
 def dev_batches(task: str, model_dir: Path, data: Path) -> list[dict]:
     """The task's dev set as length-sorted batches of 32 (how a serving system would batch them)."""
     tokenizer = FullTokenizer.from_pretrained(model_dir / "vocab.txt")
-    classifier_task = ClassifierTask(task, str(data / "glue" / task), 128, cache_dir=None)
+    classifier_task = ClassifierTask(task, str(data / "glue" / task), 128, do_eval=True, cache_dir=None)
     _, dev = build_dataset(get_processor(task), classifier_task, "dev", tokenizer, str(model_dir / "vocab.txt"),
                            False, progress=False)
     order = sorted(range(len(dev)), key=lambda i: len(dev[i]["input_ids"]))

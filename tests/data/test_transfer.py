@@ -54,7 +54,7 @@ def test_mask_words_masks_whole_words_and_never_special_tokens():
 def _mrpc():
     tokenizer = FullTokenizer(TEACHER / "vocab.txt")
     processor = get_processor("MRPC")
-    task = ClassifierTask("MRPC", str(SAMPLE), 48, cache_dir=None)
+    task = ClassifierTask("MRPC", str(SAMPLE), 48, do_train=True, cache_dir=None)
     examples, train = build_dataset(processor, task, "train", tokenizer, str(TEACHER / "vocab.txt"), False, False)
     return tokenizer, processor, examples, train
 

@@ -16,6 +16,7 @@ from helpers import TINY_VOCAB
 
 from bertkit.config import BertConfig
 from bertkit.errors import ConfigError
+from bertkit.tasks import registry
 from bertkit.tasks.pipeline import Feature, Pipeline
 from bertkit.tokenization import FullTokenizer
 
@@ -28,6 +29,8 @@ class FakePipeline(Pipeline):
                  gate: threading.Event | None = None):
         self.task = task
         self.embeddings = task == "feature-extraction"
+        self._real = registry.get(task).pipeline  # the parameters its task's pipeline declares
+        self.parameters = self._real.parameters
         self.model = None  # no torch model (so no `precision` for /info)
         self.tokenizer = FullTokenizer(TINY_VOCAB)
         labels = {0: "short", 1: "long"} if task == "text-classification" else None
@@ -42,6 +45,9 @@ class FakePipeline(Pipeline):
         # call options: to pre/postprocess, as the pipeline's
         self.options = {"top_k": 1} if task == "text-classification" else {"normalize": False}
         self.preprocessed = 0  # items preprocessed: what a request cost before it was refused
+
+    def check_parameters(self, parameters, inputs):
+        self._real.check_parameters(self, parameters, inputs)
 
     def info(self):
         return {"task": self.task, "labels": self.labels, "max_seq_length": self.max_seq_length}
@@ -102,6 +108,8 @@ class FakePipeline(Pipeline):
 class FakeCrossEncoder(FakePipeline):
     """A text-classification model with one score per pair (what /rerank runs): the score of a pair
     is the number of word pieces the two texts share, minus 0.5, as a logit."""
+
+    cross_encoder = True
 
     def __init__(self, **kwargs):
         super().__init__("text-classification", **kwargs)

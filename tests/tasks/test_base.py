@@ -10,7 +10,7 @@ import pytest
 from bertkit.cli.common import print_results
 from bertkit.cli.main import main
 from bertkit.errors import ConfigError
-from bertkit.tasks.base import Task, record_task, run_task
+from bertkit.tasks.base import Task, record_task
 from bertkit.tasks.classifier import ClassifierTask
 from bertkit.tasks.multiple_choice import MultipleChoiceTask
 from bertkit.tasks.ner import NerTask
@@ -26,12 +26,15 @@ COMMON = ["-q", "run_classifier", "--task_name=MRPC", f"--data_dir={SAMPLE}",
           f"--bert_config_file={TF_CLASSIFIER / 'bert_config.json'}", "--cache_dir=none", "--no_progress"]
 
 
-@pytest.mark.parametrize("task", [ClassifierTask("MRPC", "d"), MultipleChoiceTask("swag", "d"), NerTask("d"),
-                                  SquadTask(), PretrainingTask()])
-def test_every_task_is_a_task_and_asks_for_a_step(task):
-    assert isinstance(task, Task) and task.model_class.__name__.startswith("BertFor")
+@pytest.mark.parametrize("task_class, args, step", [
+    (ClassifierTask, ("MRPC", "d"), {"do_eval": True}), (MultipleChoiceTask, ("swag", "d"), {"do_eval": True}),
+    (NerTask, ("d",), {"do_eval": True}), (SquadTask, (), {"do_predict": True, "predict_file": "dev.json"}),
+    (PretrainingTask, (), {"do_eval": True, "input_file": "shards"})])
+def test_every_task_is_checked_when_made_and_asks_for_a_step(task_class, args, step):
     with pytest.raises(ConfigError, match="at least one of --do_train"):
-        task.validate()
+        task_class(*args)
+    task = task_class(*args, **step)
+    assert isinstance(task, Task) and task.model_class.__name__.startswith("BertFor")
 
 
 def test_flags_are_checked_against_the_model_before_any_work(tmp_path, capsys):
@@ -70,8 +73,10 @@ def test_results_are_printed_on_the_main_process_only(monkeypatch, capsys):
     assert capsys.readouterr().out == ""
 
 
-def test_run_task_refuses_a_task_with_nothing_to_do(tmp_path):
-    from bertkit.training.trainer import TrainingArguments
-
-    with pytest.raises(ConfigError, match="at least one"):
-        run_task(ClassifierTask("MRPC", str(SAMPLE)), None, None, TrainingArguments(output_dir=str(tmp_path)))
+def test_a_task_is_validated_once_on_the_command_line(tmp_path, monkeypatch):
+    calls = []
+    validate = ClassifierTask.validate
+    monkeypatch.setattr(ClassifierTask, "validate", lambda self: calls.append(1) or validate(self))
+    assert main([*COMMON, "--do_eval", "--max_seq_length=32", "--max_eval_examples=2",
+                 f"--output_dir={tmp_path / 'out'}"]) == 0
+    assert len(calls) == 1

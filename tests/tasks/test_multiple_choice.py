@@ -61,7 +61,7 @@ def test_eval_only_from_the_trained_output_and_max_train_examples(tmp_path, tiny
 
 
 def test_accuracy_metric():
-    task = MultipleChoiceTask("swag", "unused")
+    task = MultipleChoiceTask("swag", "unused", do_eval=True)
     logits = np.array([[0.1, 0.9], [2.0, 1.0], [0.0, 3.0]])
     assert task.metrics(None, logits, np.array([1, 1, 1])) == {"accuracy": pytest.approx(2 / 3)}
 

@@ -59,7 +59,7 @@ def test_a_hand_computed_case():
 def test_evaluation_scores_word_tags_from_windowed_token_predictions(tmp_path):
     tokenizer = FullTokenizer(VOCAB, do_lower_case=True)
     labels = ["O", "B-LOC", "B-MISC", "B-ORG", "B-PER", "I-ORG", "I-PER"]
-    task = NerTask(data_dir=str(FIXTURES), max_seq_length=8, label_list=labels)  # windows in testb's long sentence
+    task = NerTask(data_dir=str(FIXTURES), max_seq_length=8, do_eval=True, label_list=labels)  # windows in testb's long sentence
     split = task.dataset("test", tokenizer, None)
     assert len(split.features) > len(split.examples)
     # Predict the gold label at every labelled position: the words' tags come back exactly.

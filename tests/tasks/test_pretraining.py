@@ -18,7 +18,8 @@ from bertkit.data.batching import PaddingCollator
 from bertkit.data.pretraining import PretrainingDataConfig, PretrainingDataset, create_pretraining_data
 from bertkit.errors import ConfigError
 from bertkit.heads import BertForPreTraining
-from bertkit.tasks.pretraining import PretrainingTask, pretraining_metrics, run_pretraining
+from bertkit.tasks.base import run_task
+from bertkit.tasks.pretraining import PretrainingTask, pretraining_metrics
 from bertkit.tokenization import FullTokenizer
 from bertkit.training.trainer import TrainingArguments
 
@@ -113,7 +114,7 @@ def test_eval_metrics_are_googles_over_all_masked_positions(tokenizer, tmp_path)
     model = BertForPreTraining(BertConfig(**TINY))
     task = PretrainingTask(input_file=str(shards), do_eval=True, max_seq_length=32, max_eval_steps=3)
     # eval_batch_size 7 leaves a short last batch: the per-position mean must still be exact.
-    results = run_pretraining(model, tokenizer, task, training_args(tmp_path / "out", eval_batch_size=7))
+    results = run_task(task, model, tokenizer, training_args(tmp_path / "out", eval_batch_size=7))
     data = PretrainingDataset(shards, limit=21)
     batch = PaddingCollator()([data[i] for i in range(len(data))])
     model.eval()
@@ -144,10 +145,10 @@ def test_loss_goes_down_and_the_saved_model_keeps_its_tied_weights(tokenizer, tm
     torch.manual_seed(0)
     model = BertForPreTraining(BertConfig(**TINY))
     task = PretrainingTask(input_file=str(shards), do_eval=True, max_seq_length=32, max_eval_steps=4)
-    before = run_pretraining(model, tokenizer, task, training_args(tmp_path / "before"))
+    before = run_task(task, model, tokenizer, training_args(tmp_path / "before"))
     task.do_train = True
     out = tmp_path / "out"
-    after = run_pretraining(model, tokenizer, task, training_args(out, max_steps=60, learning_rate=3e-3))
+    after = run_task(task, model, tokenizer, training_args(out, max_steps=60, learning_rate=3e-3))
     assert after["global_step"] == 60
     assert after["eval_masked_lm_loss"] < before["eval_masked_lm_loss"] - 1.0
     assert after["eval_loss"] < before["eval_loss"] - 1.0
@@ -187,7 +188,7 @@ def test_positions_past_512_keep_the_trained_rows_and_are_measured(tokenizer, tm
 
     task = PretrainingTask(input_file=str(shards), do_train=True, do_eval=True, max_seq_length=640,
                            max_predictions_per_seq=100, max_eval_steps=2)
-    results = run_pretraining(model, tokenizer, task, training_args(tmp_path / "out", max_steps=2, train_batch_size=4,
+    results = run_task(task, model, tokenizer, training_args(tmp_path / "out", max_steps=2, train_batch_size=4,
                                                                      eval_batch_size=4))
     assert 0.0 <= results["eval_masked_lm_accuracy_beyond_512"] <= 1.0
     assert "eval_masked_lm_accuracy_beyond_512" in json.loads(
@@ -198,7 +199,7 @@ def test_positions_past_512_keep_the_trained_rows_and_are_measured(tokenizer, tm
     # Without the flag the data does not fit the 512 positions: the error says which flag to pass.
     short = BertForPreTraining.from_pretrained(tmp_path / "base")
     with pytest.raises(ConfigError, match="--max_position_embeddings=640"):
-        run_pretraining(short, tokenizer, task, training_args(tmp_path / "x", max_steps=1))
+        run_task(task, short, tokenizer, training_args(tmp_path / "x", max_steps=1))
 
 
 def test_cli_two_phases(tokenizer, tmp_path, capsys):
@@ -283,5 +284,5 @@ def test_continue_from_a_google_checkpoint(tokenizer, tmp_path, capsys):
     other = tmp_path / "vocab.txt"
     other.write_text(VOCAB.read_text().replace("\ncat\n", "\nkitten\n"))
     with pytest.raises(ConfigError, match="pass the --vocab_file the data was built with"):
-        run_pretraining(google, FullTokenizer(other), PretrainingTask(input_file=str(shards), do_eval=True,
-                                                                      max_seq_length=32), training_args(tmp_path / "y"))
+        run_task(PretrainingTask(input_file=str(shards), do_eval=True, max_seq_length=32), google,
+                 FullTokenizer(other), training_args(tmp_path / "y"))

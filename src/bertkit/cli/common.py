@@ -6,13 +6,15 @@ import argparse
 import dataclasses
 import logging
 import os
+import types
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 
 from bertkit.checkpoint.load import resolve_checkpoint
 from bertkit.checkpoint.surgery import POSITION_INITS, Surgery
 from bertkit.compress.layerdrop import set_layerdrop
-from bertkit.cli.main import device_name, positive_int, proportion, seed_int, seq_length, str2bool
+from bertkit.cli.main import device_name, in_range, positive_int, proportion, seed_int, seq_length, str2bool
 from bertkit.config import BertConfig
 from bertkit.errors import CheckpointError, ConfigError
 from bertkit.inference.precision import DTYPES, apply_precision, choose_precision
@@ -178,21 +180,21 @@ def max_seq_length_for(args, config: BertConfig) -> int:
     return args.max_seq_length
 
 
-def add_training_arguments(parser, learning_rate: float = 5e-5, epochs: float = 3.0, max_seq_length: int = 128,
-                           feature_cache: bool = False) -> None:
-    """Google's training flags plus bertkit's; shared by every task runner. `feature_cache`: the
-    runner caches its features (--cache_dir); the others have no such flag."""
+def add_training_arguments(parser, task_class, epochs: float = 3.0, feature_cache: bool = False) -> None:
+    """Google's training flags plus bertkit's; shared by every task runner (--max_seq_length's
+    default is the task's). `feature_cache`: the runner caches its features (--cache_dir); the
+    others have no such flag."""
     flag = dict(type=str2bool, nargs="?", const=True, default=False, metavar="BOOL")
     google = parser.add_argument_group("Google's flags")
     google.add_argument("--output_dir", required=True)
     google.add_argument("--do_train", **flag)
     google.add_argument("--do_eval", **flag)
     google.add_argument("--do_predict", **flag)
-    google.add_argument("--max_seq_length", type=seq_length, default=max_seq_length)
+    google.add_argument("--max_seq_length", type=seq_length, default=task_class.max_seq_length)
     google.add_argument("--train_batch_size", type=positive_int, default=32)
     google.add_argument("--eval_batch_size", type=positive_int, default=8)
     google.add_argument("--predict_batch_size", type=positive_int, default=8)
-    google.add_argument("--learning_rate", type=float, default=learning_rate)
+    google.add_argument("--learning_rate", type=float, default=5e-5)
     google.add_argument("--num_train_epochs", type=float, default=epochs)
     google.add_argument("--warmup_proportion", type=proportion, default=0.1)
     google.add_argument("--save_checkpoints_steps", type=int, default=1000)
@@ -291,15 +293,64 @@ def cache_dir(args) -> str | None:
     return None if args.cache_dir.lower() == "none" else args.cache_dir
 
 
+def _flag_kind(hint):
+    """A field's type without None: `int | None` -> int."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        kinds = [kind for kind in typing.get_args(hint) if kind is not type(None)]
+        return kinds[0] if len(kinds) == 1 else hint
+    return hint
+
+
+def names_list(value: str) -> list[str]:
+    """An argparse type: distinct comma-separated names."""
+    names = [name.strip() for name in value.split(",")]
+    if not all(names) or len(set(names)) != len(names):
+        raise argparse.ArgumentTypeError(f"expected distinct comma-separated names, got {value!r}")
+    return names
+
+
+def add_task_arguments(parser, task_class, parsers: dict | None = None,
+                       required: tuple[str, ...] = ()) -> dict[str, argparse._ArgumentGroup]:
+    """The runner's flags for its Task's own fields, declared once on the Task (`tasks.base.option`):
+    the field's default, help, names and --help section. The argparse type follows the field's
+    type (bool: Google's `--flag=true` spelling, int/float checked against `minimum`, list[str]:
+    comma-separated); `parsers` gives one for a field of any other type. `required`: fields this
+    runner must be given although the Task's flag is optional. Returns the --help sections made, by
+    title, for the runner's own flags to join."""
+    hints = typing.get_type_hints(task_class)
+    sections: dict[str, argparse._ArgumentGroup] = {}
+    for f in dataclasses.fields(task_class):
+        flag = f.metadata.get("flag")
+        if flag is None:
+            continue
+        section = parser if flag.group is None else (
+            sections.get(flag.group) or sections.setdefault(flag.group, parser.add_argument_group(flag.group)))
+        options = dict(dest=f.name, help=flag.help, required=flag.required or f.name in required,
+                       default=None if f.default is dataclasses.MISSING else f.default)
+        kind = _flag_kind(hints[f.name])
+        if parsers and f.name in parsers:
+            options["type"] = parsers[f.name]
+        elif kind is bool:
+            options.update(type=str2bool, nargs="?", const=True, metavar="BOOL")
+        elif kind in (int, float):
+            options["type"] = kind if flag.minimum is None else in_range(kind, flag.minimum)
+        elif kind == list[str]:
+            options["type"] = names_list
+        elif kind is not str:
+            raise TypeError(f"{task_class.__name__}.{f.name}: no command-line type for {hints[f.name]}; "
+                            "pass one in `parsers`")
+        options.update({key: getattr(flag, key) for key in ("choices", "metavar") if getattr(flag, key) is not None})
+        section.add_argument(*(flag.names or (f"--{f.name}",)), **options)
+    return sections
+
+
 def task_from_args(task_class, args, **values):
-    """A runner's Task from its flags, declared once: every field of the Task dataclass whose flag
-    the runner's parser has (same name) takes the flag's value; `values` are what the runner
-    computes itself. Validated here, so that a bad flag fails before any model loads."""
+    """A runner's Task from its flags: every field of the Task dataclass whose flag the runner's
+    parser has (same name) takes the flag's value; `values` are what the runner computes itself.
+    The Task checks itself when made, so that a bad flag fails before any model loads."""
     names = {f.name for f in dataclasses.fields(task_class)}
     flags = {name: getattr(args, name) for name in names if hasattr(args, name)}
-    task = task_class(**{**flags, **values})
-    task.validate()
-    return task
+    return task_class(**{**flags, **values})
 
 
 def train_task(args, task, training: TrainingArguments, source: ModelSource | None = None,

@@ -20,9 +20,9 @@ import json
 import logging
 from pathlib import Path
 
-from bertkit.cli.common import (ModelSource, add_training_arguments, cache_dir, is_main_process, load_tokenizer,
-                                print_results, task_from_args, training_arguments)
-from bertkit.cli.main import positive_int, str2bool
+from bertkit.cli.common import (ModelSource, add_task_arguments, add_training_arguments, cache_dir, is_main_process,
+                                load_tokenizer, print_results, task_from_args, training_arguments)
+from bertkit.cli.main import str2bool
 from bertkit.compress.distill import DistillationArguments
 from bertkit.compress.layerdrop import set_layerdrop
 from bertkit.compress.student import student_from_teacher
@@ -40,10 +40,7 @@ logger = logging.getLogger("bertkit")
 def add_arguments(parser) -> None:
     parser.add_argument("--teacher", required=True,
                         help="the fine-tuned teacher: an HF directory or a Google checkpoint of this task")
-    parser.add_argument("--task_name", required=True, help="MRPC, CoLA, SST-2, STS-B, RTE, WNLI, QQP, MNLI, QNLI")
-    parser.add_argument("--data_dir", required=True, help="the task's GLUE folder (train.tsv, dev.tsv, test.tsv)")
-    parser.add_argument("--max_train_examples", type=positive_int, default=None,
-                        help="train on the first N examples only")
+    add_task_arguments(parser, ClassifierTask, required=("task_name", "data_dir"))
     group = parser.add_argument_group("student and distillation")
     group.add_argument("--student_layers", default="every_other",
                        help="teacher layers the student keeps: every_other (default), 0,2,4, bottom:N, top:N, uniform:N")
@@ -69,7 +66,7 @@ def add_arguments(parser) -> None:
     group.add_argument("--vocab_file", help="vocab.txt (default: the one beside the teacher)")
     group.add_argument("--do_lower_case", type=str2bool, default=None, metavar="BOOL",
                        help="lower-case the input (default: tokenizer_config.json, else true)")
-    add_training_arguments(parser, learning_rate=5e-5, feature_cache=True)
+    add_training_arguments(parser, ClassifierTask, feature_cache=True)
 
 
 def parse_layer_map(text: str | None) -> dict[int, int] | None:

@@ -98,7 +98,7 @@ def run(args) -> int:
     report: dict = {"model": str(args.model), "parameters_before": model.num_parameters()}
     dev = None
     if args.do_eval or args.depth_report:
-        task = ClassifierTask(args.task_name, args.data_dir, max_seq_length, cache_dir=cache_dir)
+        task = ClassifierTask(args.task_name, args.data_dir, max_seq_length, do_eval=True, cache_dir=cache_dir)
         _, dev = build_dataset(processor, task, "dev", tokenizer, vocab_file, False)
     if args.do_eval:
         report["before"] = _evaluate(model, dev, args.task_name, processor.is_regression, args.output_dir,
@@ -113,7 +113,7 @@ def run(args) -> int:
         report["kept_layers"] = model.config.kept_layers
     if args.heads or args.neurons:
         if args.method == "importance":
-            task = ClassifierTask(args.task_name, args.data_dir, max_seq_length, cache_dir=cache_dir,
+            task = ClassifierTask(args.task_name, args.data_dir, max_seq_length, do_train=True, cache_dir=cache_dir,
                                   max_train_examples=args.importance_examples)
             _, train = build_dataset(processor, task, "train", tokenizer, vocab_file, False)
             loader = DataLoader(train, batch_size=args.batch_size, collate_fn=PaddingCollator())

@@ -15,9 +15,8 @@ trains from scratch. Run the same command under `torchrun --nproc_per_node=N` fo
 
 from __future__ import annotations
 
-from bertkit.cli.common import (ModelSource, add_model_arguments, add_training_arguments, cache_dir, task_from_args,
-                                train_task, training_arguments)
-from bertkit.cli.main import positive_int
+from bertkit.cli.common import (ModelSource, add_model_arguments, add_task_arguments, add_training_arguments, cache_dir,
+                                task_from_args, train_task, training_arguments)
 from bertkit.config import BertConfig
 from bertkit.data.tabular import FORMATS, PROBLEM_TYPES, TabularData
 from bertkit.errors import ConfigError
@@ -26,10 +25,8 @@ from bertkit.tasks.text_classification import TASK_NAME, FileClassifierTask
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--task_name", help="MRPC, CoLA, SST-2, STS-B, RTE, WNLI, QQP, MNLI, MNLI-MM, QNLI")
-    parser.add_argument("--data_dir", help="the task's GLUE folder (train.tsv, dev.tsv, test.tsv)")
-    parser.add_argument("--max_train_examples", type=positive_int, default=None,
-                        help="train on the first N examples only")
+    add_task_arguments(parser, ClassifierTask)
+    # Your own files: TabularData's arguments (FileClassifierTask takes the data read).
     files = parser.add_argument_group("your own files (instead of --task_name)")
     files.add_argument("--train_file", help="CSV, TSV or JSONL file with a header row (CSV/TSV) of columns")
     files.add_argument("--validation_file", help="the dev split, read as --train_file")
@@ -46,7 +43,7 @@ def add_arguments(parser) -> None:
                        help="no --validation_file: hold out this percentage of --train_file as the dev split "
                             "(shuffled with --seed)")
     add_model_arguments(parser)
-    add_training_arguments(parser, learning_rate=5e-5, feature_cache=True)
+    add_training_arguments(parser, ClassifierTask, feature_cache=True)
 
 
 def run(args) -> int:

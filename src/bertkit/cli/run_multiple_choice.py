@@ -14,18 +14,15 @@ every run (they take seconds), so there is no --cache_dir.
 
 from __future__ import annotations
 
-from bertkit.cli.common import add_model_arguments, add_training_arguments, task_from_args, train_task, training_arguments
-from bertkit.cli.main import positive_int
+from bertkit.cli.common import (add_model_arguments, add_task_arguments, add_training_arguments, task_from_args,
+                                train_task, training_arguments)
 from bertkit.tasks.multiple_choice import MultipleChoiceTask
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--task", "--task_name", dest="task_name", required=True, help="swag or commonsenseqa")
-    parser.add_argument("--data_dir", required=True, help="the task's folder (see above for the file names)")
-    parser.add_argument("--max_train_examples", type=positive_int, default=None,
-                        help="train on the first N examples only")
+    add_task_arguments(parser, MultipleChoiceTask)
     add_model_arguments(parser)
-    add_training_arguments(parser, learning_rate=5e-5, max_seq_length=128)
+    add_training_arguments(parser, MultipleChoiceTask)
 
 
 def run(args) -> int:

@@ -31,14 +31,10 @@ model trains from scratch. Run under `torchrun --nproc_per_node=N` for data para
 
 from __future__ import annotations
 
-import argparse
-
-from bertkit.cli.common import (ModelSource, add_model_arguments, add_training_arguments, task_from_args, train_task,
-                                training_arguments)
-from bertkit.cli.main import positive_int, str2bool
+from bertkit.cli.common import (ModelSource, add_model_arguments, add_task_arguments, add_training_arguments,
+                                task_from_args, train_task, training_arguments)
 from bertkit.config import BertConfig
-from bertkit.data.ner import FORMATS
-from bertkit.tasks.ner import CONLL2003_FILES, NerTask, model_labels, training_labels
+from bertkit.tasks.ner import NerTask, training_labels, use_model_labels
 
 
 def _column(value: str) -> int | str:
@@ -49,54 +45,20 @@ def _column(value: str) -> int | str:
         return value
 
 
-def _names(value: str) -> list[str]:
-    names = [name.strip() for name in value.split(",")]
-    if not all(names) or len(set(names)) != len(names):
-        raise argparse.ArgumentTypeError(f"expected distinct comma-separated tag names, got {value!r}")
-    return names
-
-
 def add_arguments(parser) -> None:
-    parser.add_argument("--data_dir", default="",
-                        help="folder of the data files (e.g. ../shared/data/conll2003); without it the file "
-                             "flags are paths")
-    parser.add_argument("--train_file", default=CONLL2003_FILES["train"], help="training file (in --data_dir)")
-    parser.add_argument("--eval_file", "--validation_file", dest="eval_file", default=CONLL2003_FILES["dev"],
-                        help="dev file for --do_eval")
-    parser.add_argument("--test_file", default=CONLL2003_FILES["test"], help="test file for --do_predict")
-    parser.add_argument("--file_format", choices=FORMATS, default=None,
-                        help="conll (columns) or jsonl; default by each file's extension (.jsonl/.json: jsonl)")
-    parser.add_argument("--label_column", type=_column, default=None,
-                        help="the tag: a 0-based column of a CoNLL file, negative from the end (default -1: the "
-                             "last), or the key of a JSONL record (default ner_tags)")
-    parser.add_argument("--text_column", default=None, help="the key of a JSONL record's words (default tokens)")
-    parser.add_argument("--label_list", type=_names, default=None, metavar="O,B-PER,...",
-                        help="names of integer JSONL tags, comma-separated in class-id order (a data set's "
-                             "ClassLabel names)")
-    parser.add_argument("--test_has_labels", type=str2bool, default=True, metavar="BOOL",
-                        help="false: --test_file is unlabelled (words in the first column); it is only predicted")
-    parser.add_argument("--doc_stride", type=int, default=None,
-                        help="for sentences longer than max_seq_length: word pieces between the starts of "
-                             "consecutive windows (default: half a window)")
-    parser.add_argument("--max_train_examples", type=positive_int, default=None,
-                        help="train on the first N sentences only")
+    add_task_arguments(parser, NerTask, parsers={"label_column": _column})
     add_model_arguments(parser)
-    add_training_arguments(parser, learning_rate=5e-5)
-
-
-def _checkpoint_labels(args) -> list[str] | None:
-    """The NER labels in the checkpoint's (or --bert_config_file's) config, if it has them."""
-    config_file = ModelSource.from_args(args).config_path
-    return model_labels(BertConfig.from_json_file(config_file)) if config_file else None
+    add_training_arguments(parser, NerTask)
 
 
 def run(args) -> int:
     # --label_list names the file's integer tags (tag_names); NerTask.label_list is the model's, set below.
-    task = task_from_args(NerTask, args, tag_names=args.label_list, label_list=None)
+    task = task_from_args(NerTask, args)
     training = training_arguments(args)
     # Training takes the labels from the training file; evaluating a fine-tuned model, from its config.
-    labels = None if args.do_train else _checkpoint_labels(args)
-    task.label_list = labels if labels is not None else training_labels(task)
+    config_file = None if args.do_train else ModelSource.from_args(args).config_path
+    if not (config_file and use_model_labels(task, BertConfig.from_json_file(config_file))):
+        task.label_list = training_labels(task)
     train_task(args, task, training, num_labels=len(task.label_list), id2label=dict(enumerate(task.label_list)),
                label2id={label: i for i, label in enumerate(task.label_list)})
     return 0

@@ -25,27 +25,20 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from bertkit.cli.common import (ModelSource, add_model_arguments, add_training_arguments, task_from_args, train_task,
-                                training_arguments)
+from bertkit.cli.common import (ModelSource, add_model_arguments, add_task_arguments, add_training_arguments,
+                                task_from_args, train_task, training_arguments)
 from bertkit.errors import ConfigError
-from bertkit.tasks.pretraining import PretrainingTask
+from bertkit.tasks.pretraining import GOOGLE, PretrainingTask
 
 
 def add_arguments(parser) -> None:
-    google = parser.add_argument_group("Google's pre-training flags")
-    google.add_argument("--input_file", help="create_pretraining_data output folder(s), comma-separated, globs allowed")
-    google.add_argument("--max_predictions_per_seq", type=int, default=20)
+    # Google's names of two training flags (TrainingArguments' --max_steps and --warmup_steps).
+    google = add_task_arguments(parser, PretrainingTask)[GOOGLE]
     google.add_argument("--num_train_steps", type=int, default=None,
                         help="optimizer steps (the same as --max_steps; default: --num_train_epochs over the data)")
     google.add_argument("--num_warmup_steps", type=int, default=None, help="the same as --warmup_steps")
-    google.add_argument("--max_eval_steps", type=int, default=100, help="evaluate on this many batches")
-    ours = parser.add_argument_group("bertkit's pre-training flags")
-    ours.add_argument("--eval_input_file", help="shards to evaluate on (default: --input_file)")
-    ours.add_argument("--next_sentence_weight", type=float, default=1.0,
-                      help="weight of the next-sentence loss in the training loss (default 1, BERT's); 0 trains "
-                           "the masked LM alone (RoBERTa's choice), NSP is still evaluated")
     add_model_arguments(parser, default_to_minilm=False)
-    add_training_arguments(parser, learning_rate=5e-5, epochs=1.0, max_seq_length=128)
+    add_training_arguments(parser, PretrainingTask, epochs=1.0)
 
 
 def _merge(args, google: str, ours: str) -> None:

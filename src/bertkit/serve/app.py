@@ -44,8 +44,8 @@ from bertkit.errors import BertkitError
 from bertkit.serve.batcher import Batcher, BatchLimits
 from bertkit.serve.metrics import ServeMetrics
 from bertkit.serve.server import MAX_HEAD_BYTES
-from bertkit.serve.schemas import (TASK_PARAMETERS, EmbeddingsRequest, EmbedRequest, PredictRequest, RerankRequest,
-                                   TokenizeRequest, brief, check_parameters, fields_of, validation_message)
+from bertkit.serve.schemas import (EmbeddingsRequest, EmbedRequest, PredictRequest, RerankRequest, TokenizeRequest,
+                                   brief, check_parameters, fields_of, parameters_model, validation_message)
 from bertkit.tasks.pipeline import Feature, Pipeline
 
 logger = logging.getLogger(__name__)
@@ -103,9 +103,8 @@ def _is_embedder(p: Pipeline) -> bool:
     return p.embeddings
 
 
-def _is_cross_encoder(p) -> bool:
-    """A text-classification model with one score per pair: what /rerank runs."""
-    return p.task == "text-classification" and p.config.num_labels == 1
+def _is_cross_encoder(p: Pipeline) -> bool:
+    return p.cross_encoder
 
 
 class ServerState:
@@ -545,13 +544,13 @@ def create_app(loaders: dict[str, Callable[[], Any]], settings: ServeSettings | 
 
     def task_parameters(p, parameters: dict, inputs) -> dict:
         try:
-            return check_parameters(p.task, parameters, inputs)
+            return check_parameters(p, parameters, inputs)
         except ValidationError as err:
-            fields = fields_of(TASK_PARAMETERS[p.task])
+            fields = fields_of(parameters_model(p.parameters))
             raise ApiError(422, f"{validation_message(err.errors(), fields, ('parameters',))} "
                                 f"(a {p.task} model)") from None
-        except ValueError as err:
-            raise ApiError(422, str(err)) from None
+        except BertkitError as err:  # the pipeline's: the parameters do not go with these inputs
+            raise ApiError(422, f"parameters.{err}") from None
 
     @app.post("/predict")
     async def predict(body: PredictRequest, request: Request):

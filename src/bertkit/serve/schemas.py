@@ -4,20 +4,24 @@ Types are strict ("normalize": "false" is not a boolean, 1.0 is not a count) and
 are refused, so a request either means exactly one thing or gets a 422 naming the field and what
 it accepts; FastAPI documents the same models on /docs and /openapi.json.
 
-The per-task parameter models live here, keyed by the pipeline's task name, until the task
-modules declare their own: they list each pipeline's call options (top_k, normalize, ...) and the
-keyword inputs of its parse (text_pair, context, choices, ...).
+Each task's parameters (its pipeline's call options, top_k, normalize, ..., and the keyword inputs
+of its parse, text_pair, context, choices, ...) are declared by its pipeline in the task's module,
+as a dataclass; `parameters_model` makes the strict model of it that the server validates with.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
+import functools
+import types
+import typing
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, create_model
 from pydantic.json_schema import WithJsonSchema
 
-from bertkit.extract_features import POOLINGS
+from bertkit.tasks import registry
 
 Count = Annotated[StrictInt, Field(ge=1)]
 TokenIds = Annotated[list[Annotated[StrictInt, Field(ge=0)]], Field(min_length=1)]
@@ -27,75 +31,45 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
 
-# -- each task's parameters --------------------------------------------------------------------
+# -- each task's parameters: declared by its pipeline (tasks/*.py), made strict here -------------
 
-class FeatureExtractionParameters(_Strict):
-    """feature-extraction: how the token vectors become one sentence vector."""
-
-    # No default here: the pipeline's comes from the checkpoint's files (sent nothing: that one).
-    pooling: Literal[POOLINGS] = Field(None, description="default: the checkpoint's (1_Pooling/config.json)")
-    normalize: StrictBool = Field(None, description="L2-normalise (default: the checkpoint's modules.json)")
-    text_pair: StrictStr | None = Field(None, description="a second text, packed after the input (one input only)")
-
-
-class TextClassificationParameters(_Strict):
-    top_k: Count | None = Field(1, description="how many labels, best first; null for every label")
-    text_pair: StrictStr | list[StrictStr] | None = Field(
-        None, description="the second text of the pair: a text for one input, a list as long as the inputs for a list")
+def _bounded(kind, bounds: dict):
+    """`kind` with its bounds on each member but None (`int | None` with ge=1: null, or an int >= 1)."""
+    if not bounds:
+        return kind
+    if typing.get_origin(kind) in (typing.Union, types.UnionType):
+        return typing.Union[tuple(member if member is type(None) else Annotated[member, Field(**bounds)]
+                                  for member in typing.get_args(kind))]
+    return Annotated[kind, Field(**bounds)]
 
 
-class TokenClassificationParameters(_Strict):
-    doc_stride: Count | None = Field(None, description="token overlap of the windows of a text longer than the model")
-    aggregate: StrictBool = Field(True, description="group word tags into entities (false: one answer per word)")
+@functools.cache
+def parameters_model(declared: type) -> type[_Strict]:
+    """A pipeline's `parameters` dataclass as a strict pydantic model (a text is not a bool, 1.0 not
+    a count, an unknown field is refused), with each field's description and bounds."""
+    hints = typing.get_type_hints(declared)
+    fields = {f.name: (_bounded(hints[f.name], f.metadata.get("bounds", {})),
+                       Field(f.default, description=f.metadata.get("description") or None))
+              for f in dataclasses.fields(declared)}
+    return create_model(declared.__name__, __base__=_Strict, __doc__=declared.__doc__, **fields)
 
-
-class QuestionAnsweringParameters(_Strict):
-    question: StrictStr | None = Field(None, description="the question, when inputs holds none")
-    context: StrictStr | None = Field(None, description="the text to find the answer in")
-    doc_stride: Count = Field(128, description="default: the checkpoint's")
-    max_query_length: Count = Field(64, description="default: the checkpoint's")
-    max_answer_length: Count = 30
-    n_best_size: Annotated[StrictInt, Field(ge=1, le=100)] = 20
-    top_k: Annotated[StrictInt, Field(ge=1, le=100)] | None = Field(1, description="answers per question; null: the n best")
-
-
-class MultipleChoiceParameters(_Strict):
-    question: StrictStr | None = None
-    choices: Annotated[list[StrictStr], Field(min_length=2)] | None = Field(None, description="at least two texts")
-
-
-class FillMaskParameters(_Strict):
-    # Each candidate carries its decoded sequence: the bound keeps one request's answer small.
-    top_k: Annotated[StrictInt, Field(ge=1, le=100)] = Field(5, description="fillers per [MASK]")
-
-
-TASK_PARAMETERS: dict[str, type[_Strict]] = {
-    "feature-extraction": FeatureExtractionParameters,
-    "text-classification": TextClassificationParameters,
-    "token-classification": TokenClassificationParameters,
-    "question-answering": QuestionAnsweringParameters,
-    "multiple-choice": MultipleChoiceParameters,
-    "fill-mask": FillMaskParameters,
-}
 
 # OpenAPI: /predict's parameters are one of these, by the model's task.
 _PARAMETERS_SCHEMA = WithJsonSchema({
     "description": "the pipeline's options and keyword inputs, by the model's task (see GET /info)",
-    "anyOf": [{**model.model_json_schema(), "title": task} for task, model in TASK_PARAMETERS.items()]})
+    "anyOf": [{**parameters_model(spec.pipeline.parameters).model_json_schema(), "title": spec.name}
+              for spec in registry.tasks() if spec.pipeline.parameters is not None]})
 Parameters = Annotated[dict[str, Any], _PARAMETERS_SCHEMA]
 
 
-def check_parameters(task: str, parameters: dict, inputs: Any) -> dict:
-    """The parameters the client gave, checked against the task's model (pydantic's ValidationError
-    if they do not fit, ValueError if they do not go with the inputs); the fields it did not send
-    are left to the pipeline's defaults."""
-    model = TASK_PARAMETERS.get(task)
-    if model is None:  # a task this server has no declared schema for: the pipeline checks
+def check_parameters(p, parameters: dict, inputs: Any) -> dict:
+    """The parameters the client gave, checked against pipeline `p`'s declared ones (pydantic's
+    ValidationError if they do not fit, a ConfigError if they do not go with the inputs); the
+    fields it did not send are left to the pipeline's defaults."""
+    if p.parameters is None:  # a pipeline that declares none: its parse checks
         return parameters
-    checked = model.model_validate(parameters).model_dump(exclude_unset=True)
-    if task == "feature-extraction" and checked.get("text_pair") is not None and isinstance(inputs, list):
-        raise ValueError("parameters.text_pair: a second text goes with one input (inputs a text), not with a list "
-                         "of inputs; send one request per pair")
+    checked = parameters_model(p.parameters).model_validate(parameters).model_dump(exclude_unset=True)
+    p.check_parameters(checked, inputs)
     return checked
 
 

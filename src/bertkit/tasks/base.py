@@ -13,9 +13,12 @@ A task says what is particular to it, as Lightning's LightningModule does; run_t
                                         prediction files (and any scores made from them)
     metadata()                          what a saved model records for prediction (TaskMetadata)
 
-A task keeps no per-split state: what metrics and prediction files need of a split travels in
-its Split. Adding a task is one module (a Task subclass with its data, head (`model_class`),
-metric and postprocessing; its Pipeline), one line in tasks/registry.py and a thin CLI command.
+A task is checked when it is made (`validate()` from `__post_init__`, as TrainingArguments is), so
+a bad flag fails before any model loads, and once. A task keeps no per-split state: what metrics
+and prediction files need of a split travels in its Split. Its own flags are its dataclass fields
+declared with `option()`: cli/common.add_task_arguments turns them into the runner's arguments.
+Adding a task is one module (a Task subclass with its data, head (`model_class`), metric and
+postprocessing; its Pipeline), one line in tasks/registry.py and a thin CLI command.
 """
 
 from __future__ import annotations
@@ -56,6 +59,25 @@ def record_task(config: BertConfig, task: str, max_seq_length: int, tokenizer, *
     config.task_metadata.validate()
 
 
+@dataclass(frozen=True)
+class Flag:
+    """How a Task field is offered on its runner's command line (the field's metadata["flag"])."""
+
+    help: str
+    names: tuple[str, ...] = ()  # the flag's names; default --<field name>
+    group: str | None = None  # the --help section it is listed under (None: the command's own)
+    minimum: float | None = None  # the least value a number may take, checked when the flags are parsed
+    choices: tuple | None = None
+    metavar: str | None = None
+    required: bool = False
+
+
+def option(default: Any = dataclasses.MISSING, help: str = "", **flag) -> Any:
+    """A Task field that its runner offers as a command-line flag, declared once here (the field's
+    default is the flag's): `flag` holds Flag's other fields (names, group, minimum, ...)."""
+    return dataclasses.field(default=default, metadata={"flag": Flag(help, **flag)})
+
+
 @dataclass
 class Split:
     """One split of a task's data, read and converted: the Dataset the Trainer runs, and what the
@@ -83,6 +105,10 @@ class Task:
     label_names: tuple[str, ...] = ("labels",)  # batch keys that are the labels metrics compare with
     eval_split = "dev"  # the split --do_eval evaluates (and evaluates during training)
     predict_split = "test"  # the split --do_predict predicts
+
+    def __post_init__(self) -> None:
+        # A task is valid once made; subclasses with their own __post_init__ call this last.
+        self.validate()
 
     @property
     def name(self) -> str:
@@ -137,7 +163,6 @@ def run_task(task: Task, model, tokenizer, args: TrainingArguments, resume: bool
     `make_trainer(model, args, **kwargs)` builds the trainer (default: the Trainer); distillation
     passes one that wraps the student with its teacher.
     """
-    task.validate()
     task.check(model, tokenizer)
     task.configure(model)
     record_task(model.config, task.name, task.max_seq_length, tokenizer, **task.metadata())

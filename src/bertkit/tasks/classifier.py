@@ -22,8 +22,8 @@ from bertkit.data.glue import DataProcessor, InputExample, convert_examples_to_f
 from bertkit.heads import BertForSequenceClassification
 from bertkit.errors import ConfigError
 from bertkit.io_utils import atomic_write
-from bertkit.tasks.base import Split, Task, run_task
-from bertkit.tasks.pipeline import Feature, Pipeline, check_text, softmax_rows
+from bertkit.tasks.base import Split, Task, option, run_task
+from bertkit.tasks.pipeline import Feature, Pipeline, check_text, parameter, softmax_rows
 
 # transformers' text-classification `function_to_apply` values.
 FUNCTIONS_TO_APPLY = {"softmax": softmax_rows, "sigmoid": lambda x: expit(np.asarray(x, dtype=np.float64)),
@@ -45,14 +45,14 @@ GLUE_SUBMISSION_NAMES = {
 class ClassifierTask(Task):
     """GLUE-style (pair) classification and regression: what run_classifier needs beyond the model."""
 
-    task_name: str
-    data_dir: str
+    task_name: str = option(help="MRPC, CoLA, SST-2, STS-B, RTE, WNLI, QQP, MNLI, MNLI-MM, QNLI")
+    data_dir: str = option(help="the task's GLUE folder (train.tsv, dev.tsv, test.tsv)")
     max_seq_length: int = 128
     do_train: bool = False
     do_eval: bool = False
     do_predict: bool = False
     cache_dir: str | None = None  # feature cache; None: tokenize every time
-    max_train_examples: int | None = None  # a bounded subset, for smoke tests and quick looks
+    max_train_examples: int | None = option(None, "train on the first N examples only", minimum=1)
     max_eval_examples: int | None = None  # the first N dev / test examples
 
     model_class = BertForSequenceClassification
@@ -168,11 +168,24 @@ def distill_classifier(teacher: BertForSequenceClassification, student: BertForS
     return run_task(task, student, tokenizer, args, resume=resume, make_trainer=make_trainer)
 
 
+@dataclass
+class TextClassificationParameters:
+    top_k: int | None = parameter(1, "how many labels, best first; null for every label", ge=1)
+    text_pair: str | list[str] | None = parameter(
+        None, "the second text of the pair: a text for one input, a list as long as the inputs for a list")
+
+
 class TextClassificationPipeline(Pipeline):
     """p("a"), p("a", "b"), p(["a", "b"]), p([("a", "b"), ...]), p({"text": "a", "text_pair": "b"})."""
 
     task = "text-classification"
     input_fields = ("text", "text_pair")
+    parameters = TextClassificationParameters
+
+    @property
+    def cross_encoder(self) -> bool:
+        """One score per pair (a regression head, as sentence-transformers' CrossEncoder): /rerank's model."""
+        return self.config.num_labels == 1
 
     def default_options(self) -> dict:
         # transformers' function_to_apply: a multi-label model scores every label on its own (sigmoid),

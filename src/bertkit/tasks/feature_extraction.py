@@ -11,12 +11,14 @@ loaded as it is.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import torch
 
 from bertkit.errors import ConfigError
-from bertkit.tasks.pipeline import Feature, Pipeline, check_texts
+from bertkit.tasks.pipeline import Feature, Pipeline, check_texts, parameter
 
 POOLINGS = ("cls", "mean", "max")
 
@@ -33,6 +35,24 @@ def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, pooling: str) -> to
     raise ValueError(f"pooling {pooling!r} is not one of {POOLINGS}")
 
 
+@dataclass
+class FeatureExtractionParameters:
+    """How the token vectors become one sentence vector. No defaults here: the pipeline's come from
+    the checkpoint's files (a request that sends nothing gets those)."""
+
+    pooling: Literal[POOLINGS] = parameter(None, "default: the checkpoint's (1_Pooling/config.json)")
+    normalize: bool = parameter(None, "L2-normalise (default: the checkpoint's modules.json)")
+    text_pair: str | None = parameter(None, "a second text, packed after the input (one input only)")
+
+
+def check_text_pair(texts, text_pair) -> None:
+    """A second text goes with one text: packed after each of a list, it would silently mean
+    another thing than the list's vectors."""
+    if text_pair is not None and isinstance(texts, list):
+        raise ConfigError("text_pair: a second text goes with one input (a text), not with a list of inputs; "
+                          "send one call per pair")
+
+
 class FeatureExtractionPipeline(Pipeline):
     """p("text") -> the sentence vector, pooled (and normalised) as the checkpoint says.
 
@@ -43,6 +63,10 @@ class FeatureExtractionPipeline(Pipeline):
     task = "feature-extraction"
     input_fields = ("text", "text_pair")
     embeddings = True
+    parameters = FeatureExtractionParameters
+
+    def check_parameters(self, parameters: dict, inputs) -> None:
+        check_text_pair(inputs, parameters.get("text_pair"))
 
     def default_options(self) -> dict:
         pooling, normalize = "mean", False
@@ -68,6 +92,7 @@ class FeatureExtractionPipeline(Pipeline):
             texts = kwargs.pop("text")
         if kwargs:
             raise ConfigError(f"feature-extraction takes texts, not {', '.join(sorted(kwargs))}")
+        check_text_pair(texts, text_pair)
         single, items = check_texts(texts)
         return single, [(t, text_pair if single else None) for t in items]
 

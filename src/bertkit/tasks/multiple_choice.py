@@ -25,8 +25,8 @@ from bertkit.heads import BertForMultipleChoice
 from bertkit.io_utils import atomic_write
 from bertkit.tokenization import FullTokenizer
 from bertkit.training.metrics import accuracy
-from bertkit.tasks.base import Split, Task
-from bertkit.tasks.pipeline import Feature, Pipeline, check_text, question_records, softmax_rows
+from bertkit.tasks.base import Split, Task, option
+from bertkit.tasks.pipeline import Feature, Pipeline, check_text, parameter, question_records, softmax_rows
 
 logger = logging.getLogger("bertkit")
 
@@ -38,13 +38,13 @@ TEST_PREDICTIONS_FILE = "test_predictions.jsonl"
 class MultipleChoiceTask(Task):
     """SWAG / CommonsenseQA: what run_multiple_choice needs beyond the model."""
 
-    task_name: str  # "swag" or "commonsenseqa"
-    data_dir: str
+    task_name: str = option(help="swag or commonsenseqa", names=("--task", "--task_name"), required=True)
+    data_dir: str = option(help="the task's folder (see above for the file names)", required=True)
     max_seq_length: int = 128
     do_train: bool = False
     do_eval: bool = False
     do_predict: bool = False
-    max_train_examples: int | None = None  # a bounded subset, for smoke tests and quick looks
+    max_train_examples: int | None = option(None, "train on the first N examples only", minimum=1)
     max_eval_examples: int | None = None
 
     model_class = BertForMultipleChoice
@@ -104,11 +104,18 @@ def write_choice_predictions(path: str | Path, examples: list[MultipleChoiceExam
     logger.info("wrote %d predictions to %s", len(examples), path)
 
 
+@dataclass
+class MultipleChoiceParameters:
+    question: str | None = None
+    choices: list[str] | None = parameter(None, "at least two texts", min_length=2)
+
+
 class MultipleChoicePipeline(Pipeline):
     """p("Where do you keep milk?", choices=["fridge", "oven", "garden"]) -> the chosen index and the probabilities."""
 
     task = "multiple-choice"
     input_fields = ("question", "choices")
+    parameters = MultipleChoiceParameters
     warmup_input = {"question": "What is warmed up?", "choices": ["the model", "the server"]}
 
     def parse(self, question=None, choices=None, **kwargs) -> tuple[bool, list]:

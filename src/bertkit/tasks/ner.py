@@ -29,14 +29,13 @@ import numpy as np
 from bertkit.data.batching import FeatureDataset
 from bertkit.data.ner import (NerExample, align_predictions, check_labels,
                               convert_examples_to_features, entity_type, get_labels, model_scheme, read_ner_file,
-                              scheme_of_labels, MODEL_SCHEMES, entity_spans)
+                              scheme_of_labels, FORMATS, MODEL_SCHEMES, entity_spans)
 from bertkit.errors import ConfigError
 from bertkit.heads import BertForTokenClassification
 from bertkit.io_utils import atomic_write
-from bertkit.tasks.base import Split, Task, run_task
-from bertkit.tasks.pipeline import Feature, TextPipeline, softmax_rows
+from bertkit.tasks.base import Split, Task, option
+from bertkit.tasks.pipeline import Feature, TextPipeline, parameter, softmax_rows
 from bertkit.tokenization import FullTokenizer
-from bertkit.training.trainer import TrainingArguments
 
 logger = logging.getLogger("bertkit")
 
@@ -48,24 +47,33 @@ CONLL2003_FILES = {"train": "eng.train", "dev": "eng.testa", "test": "eng.testb"
 class NerTask(Task):
     """CoNLL-style token classification: what run_ner needs beyond the model and the training arguments."""
 
-    data_dir: str
-    train_file: str = CONLL2003_FILES["train"]
-    eval_file: str = CONLL2003_FILES["dev"]
-    test_file: str = CONLL2003_FILES["test"]
-    label_column: int | str | None = None  # the tag column (default the last) or JSONL key (default ner_tags)
-    file_format: str | None = None  # conll or jsonl; None: by each file's extension
-    text_column: str | None = None  # the JSONL key of the words (default tokens)
-    tag_names: list[str] | None = None  # names of integer JSONL tags (--label_list)
+    data_dir: str = option("", "folder of the data files (e.g. ../shared/data/conll2003); without it the file "
+                               "flags are paths")
+    train_file: str = option(CONLL2003_FILES["train"], "training file (in --data_dir)")
+    eval_file: str = option(CONLL2003_FILES["dev"], "dev file for --do_eval", names=("--eval_file", "--validation_file"))
+    test_file: str = option(CONLL2003_FILES["test"], "test file for --do_predict")
+    file_format: str | None = option(None, "conll (columns) or jsonl; default by each file's extension "
+                                           "(.jsonl/.json: jsonl)", choices=FORMATS)
+    # The tag column (default the last) or JSONL key (default ner_tags); run_ner parses the flag.
+    label_column: int | str | None = option(None, "the tag: a 0-based column of a CoNLL file, negative from the end "
+                                                  "(default -1: the last), or the key of a JSONL record (default "
+                                                  "ner_tags)")
+    text_column: str | None = option(None, "the key of a JSONL record's words (default tokens)")
+    tag_names: list[str] | None = option(None, "names of integer JSONL tags, comma-separated in class-id order (a "
+                                               "data set's ClassLabel names)", names=("--label_list",),
+                                         metavar="O,B-PER,...")
     label_scheme: str | None = None  # the scheme of the model's tags (IOB2 or BIOES); from the training file
     source_label_scheme: str | None = None  # the training file's own scheme (IOB1, IOB2 or BIOES)
     word_unit: str | None = None  # "char" when every training word is one character (Chinese NER)
-    test_has_labels: bool = True  # False: the test file is unlabelled text, its words in the first column
+    test_has_labels: bool = option(True, "false: --test_file is unlabelled (words in the first column); it is only "
+                                         "predicted")
     max_seq_length: int = 128
-    doc_stride: int | None = None  # pieces between window starts for long sentences; None: half a window
+    doc_stride: int | None = option(None, "for sentences longer than max_seq_length: word pieces between the starts "
+                                          "of consecutive windows (default: half a window)", minimum=1)
     do_train: bool = False
     do_eval: bool = False
     do_predict: bool = False
-    max_train_examples: int | None = None  # the first N training sentences, for smoke tests
+    max_train_examples: int | None = option(None, "train on the first N sentences only", minimum=1)
     max_eval_examples: int | None = None  # the first N dev / test sentences
     label_list: list[str] | None = None  # the model's labels; run_ner takes them from its config
 
@@ -249,6 +257,12 @@ def write_report(output_dir: Path, prefix: str, results: dict, entity_types: Seq
         handle.write(f"{path}, step {results.get('global_step')}\n\n" + per_type_table(plain, types))
 
 
+@dataclass
+class TokenClassificationParameters:
+    doc_stride: int | None = parameter(None, "token overlap of the windows of a text longer than the model", ge=1)
+    aggregate: bool = parameter(True, "group word tags into entities (false: one answer per word)")
+
+
 class TokenClassificationPipeline(TextPipeline):
     """p("Angela Merkel visited Paris.") -> entities with character offsets into the caller's string.
 
@@ -263,6 +277,7 @@ class TokenClassificationPipeline(TextPipeline):
 
     task = "token-classification"
     input_fields = ("text",)
+    parameters = TokenClassificationParameters
 
     def default_options(self) -> dict:
         # The windows of training (run_ner --doc_stride), as the checkpoint recorded them.
@@ -314,16 +329,14 @@ class TokenClassificationPipeline(TextPipeline):
         return entities
 
 
-def run_ner(model: BertForTokenClassification, tokenizer: FullTokenizer, task: NerTask, args: TrainingArguments,
-            resume: bool = False) -> dict:
-    """Train, evaluate (dev) and predict (test) as asked (run_task). The label list is the model's
-    (config.id2label). Returns the dev metrics (`eval_*`) and the test metrics (`test_*`)."""
-    label_list = model_labels(model.config)
-    if label_list is None or len(label_list) != model.config.num_labels:
-        raise ConfigError("the model's config has no NER label list (id2label with an 'O' tag for every class); "
-                          "build it with id2label/label2id from the training file (training_labels)")
-    task.label_list = label_list
-    if task.label_scheme is None:  # evaluating a fine-tuned model: the scheme it was trained with
-        task.label_scheme = model.config.task_metadata.label_scheme or scheme_of_labels(label_list)
-        task.word_unit = task.word_unit or model.config.task_metadata.word_unit
-    return run_task(task, model, tokenizer, args, resume=resume)
+def use_model_labels(task: NerTask, config) -> bool:
+    """Evaluating a fine-tuned model: its labels, and the tag scheme and word unit it was trained
+    with, from its config.json (so that a BIOES model reads an IOB2 dev file as BIOES). False when
+    the config holds no NER labels (the training file's are used then)."""
+    labels = model_labels(config)
+    if labels is None:
+        return False
+    task.label_list = labels
+    task.label_scheme = config.task_metadata.label_scheme or scheme_of_labels(labels)
+    task.word_unit = task.word_unit or config.task_metadata.word_unit
+    return True

@@ -39,6 +39,13 @@ from bertkit.tokenization import FullTokenizer, pack, unknown_words_message
 logger = logging.getLogger("bertkit")
 
 
+def parameter(default: Any = None, description: str = "", **bounds) -> Any:
+    """A field of a pipeline's `parameters` dataclass: one call option or keyword input a request
+    may send, what it means, and its bounds as JSON Schema names them (ge, le, min_length), which
+    the server's schema enforces (a value out of them is a 422 naming the field)."""
+    return dataclasses.field(default=default, metadata={"description": description, "bounds": bounds})
+
+
 @dataclass
 class Feature:
     """One model input row (multiple choice: one row per choice) and what postprocessing needs."""
@@ -61,14 +68,18 @@ class Pipeline:
 
     A task's subclass declares `task` (its registry name), `input_fields` (one input's fields in
     order, as `bertkit predict` reads them), `warmup_input` (one input a server runs at start-up),
-    `embeddings` (whether the server offers it as /v1/embeddings), and implements parse,
-    preprocess, _outputs and postprocess (and default_options when the call takes options).
+    `embeddings` / `cross_encoder` (whether the server offers it as /v1/embeddings and /embed, or
+    as /rerank), `parameters` (what a request may send besides its inputs: a dataclass of
+    `parameter()` fields, the server's schema), and implements parse, preprocess, _outputs and
+    postprocess (and default_options when the call takes options).
     """
 
     task: str = ""
     input_fields: tuple[str, ...] = ("text",)
     warmup_input: Any = "Warm up the model."
-    embeddings = False  # served as OpenAI's /v1/embeddings
+    embeddings = False  # served as OpenAI's /v1/embeddings and TEI's /embed
+    cross_encoder = False  # served as TEI's /rerank: one score per (query, text) pair
+    parameters: type | None = None  # a dataclass of parameter() fields; None: the server checks nothing
     keep_special_tokens = False  # read "[MASK]" in raw text as the token (fill-mask only)
 
     def __init__(self, model, tokenizer: FullTokenizer, *, max_seq_length: int = 128, device: str | None = None,
@@ -109,6 +120,10 @@ class Pipeline:
             allowed = ", ".join(sorted(self.options)) or "none"
             raise ConfigError(f"{self.task} does not take {', '.join(sorted(unknown))} (its options: {allowed})")
         return self.check_option_values(options)
+
+    def check_parameters(self, parameters: dict, inputs) -> None:
+        """What the `parameters` types cannot say: whether the parameters go with these inputs (a
+        ConfigError if not). The server calls it before any work; parse checks the same."""
 
     def check_option_values(self, options: dict) -> dict:
         """Refuse option values that mean nothing. top_k has one meaning everywhere (Python, the CLI,

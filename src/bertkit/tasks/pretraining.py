@@ -32,12 +32,12 @@ import torch.nn.functional as F
 from bertkit.data.pretraining import PretrainingDataset, expand_shard_dirs, load_index, vocab_fingerprint
 from bertkit.errors import ConfigError
 from bertkit.heads import BertForPreTraining, PreTrainingOutput
-from bertkit.tasks.base import Split, Task, run_task
-from bertkit.tasks.pipeline import Feature, TextPipeline, softmax_rows
+from bertkit.tasks.base import Split, Task, option
+from bertkit.tasks.pipeline import Feature, TextPipeline, parameter, softmax_rows
 from bertkit.tokenization import FullTokenizer
-from bertkit.training.trainer import TrainingArguments
 
 logger = logging.getLogger("bertkit")
+GOOGLE, OURS = "Google's pre-training flags", "bertkit's pre-training flags"  # run_pretraining's --help sections
 
 BEYOND = 512  # masked_lm_accuracy_beyond_512: positions the original BERT position table does not have
 
@@ -46,14 +46,19 @@ BEYOND = 512  # masked_lm_accuracy_beyond_512: positions the original BERT posit
 class PretrainingTask(Task):
     """What run_pretraining needs beyond the model and the training arguments (Google's flag names)."""
 
-    input_file: str | None = None  # create_pretraining_data output folder(s): comma-separated, globs allowed
-    eval_input_file: str | None = None  # default: input_file, as Google evaluates on its input
+    input_file: str | None = option(None, "create_pretraining_data output folder(s), comma-separated, globs allowed",
+                                    group=GOOGLE)
+    eval_input_file: str | None = option(None, "shards to evaluate on (default: --input_file)", group=OURS)
     do_train: bool = False
     do_eval: bool = False
     max_seq_length: int = 128
-    max_predictions_per_seq: int = 20
-    max_eval_steps: int = 100  # evaluate the first max_eval_steps * eval_batch_size instances
-    next_sentence_weight: float = 1.0  # the NSP loss's weight in the training loss; 0: masked LM only
+    max_predictions_per_seq: int = option(20, "the most masked positions of an instance (as the data was built)",
+                                          group=GOOGLE, minimum=1)
+    # Evaluation reads the first max_eval_steps * eval_batch_size instances.
+    max_eval_steps: int = option(100, "evaluate on this many batches", group=GOOGLE)
+    next_sentence_weight: float = option(1.0, "weight of the next-sentence loss in the training loss (default 1, "
+                                              "BERT's); 0 trains the masked LM alone (RoBERTa's choice), NSP is "
+                                              "still evaluated", group=OURS)
     max_eval_examples: int | None = None  # at most this many evaluation instances (besides max_eval_steps)
 
     model_class = BertForPreTraining
@@ -192,16 +197,17 @@ def check_data_fits(data: PretrainingDataset, model: BertForPreTraining, tokeniz
                        str(not tokenizer.do_lower_case).lower())
 
 
-def run_pretraining(model: BertForPreTraining, tokenizer, task: PretrainingTask, args: TrainingArguments,
-                    resume: bool = False) -> dict:
-    """Train and/or evaluate (run_task); returns the last evaluation's metrics (`eval_masked_lm_accuracy`, ...)."""
-    return run_task(task, model, tokenizer, args, resume=resume)
+@dataclass
+class FillMaskParameters:
+    # Each candidate carries its decoded sequence: the bound keeps one request's answer small.
+    top_k: int = parameter(5, "fillers per [MASK]", ge=1, le=100)
 
 
 class FillMaskPipeline(TextPipeline):
     """p("Paris is the [MASK] of France.") -> the top_k fillers, as transformers' fill-mask."""
 
     task = "fill-mask"
+    parameters = FillMaskParameters
     warmup_input = "Warm up the [MASK]."
     keep_special_tokens = True
 

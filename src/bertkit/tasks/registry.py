@@ -8,7 +8,8 @@ them under a name. Everything that needs to know a task reads it here:
     inference.pipeline()     the task a checkpoint's `architectures` names, its head and pipeline,
                              its default max_seq_length
     cli/predict.py           the input fields of the task (through the pipeline)
-    serve/app.py             the pipeline's declared interface (warm-up input, /v1/embeddings or not)
+    serve/app.py             the pipeline's declared interface (warm-up input, /v1/embeddings, /rerank,
+    serve/schemas.py         the request parameters it declares, made a strict schema)
     cli/convert.py           the head a converted checkpoint's weights were trained with
 
 The layers below the tasks (export/onnx.py, compress/distill.py, checkpoint/) do not import this

@@ -31,8 +31,8 @@ from bertkit.data.squad import (RawResult, SquadExample, collect_raw_results, co
 from bertkit.errors import ConfigError
 from bertkit.heads import BertForQuestionAnswering
 from bertkit.training.logging import write_eval_results
-from bertkit.tasks.base import Split, Task
-from bertkit.tasks.pipeline import Feature, Pipeline, check_text, question_records
+from bertkit.tasks.base import Split, Task, option
+from bertkit.tasks.pipeline import Feature, Pipeline, check_text, parameter, question_records
 
 logger = logging.getLogger("bertkit")
 
@@ -41,31 +41,38 @@ NBEST_FILE = "nbest_predictions.json"
 NULL_ODDS_FILE = "null_odds.json"
 EVAL_RESULTS_FILE = "eval_results.txt"
 EVAL_ARTICLES_FILE = "eval_articles.json"
+GOOGLE, OURS = "Google's SQuAD flags", "bertkit's SQuAD flags"  # run_squad's --help sections
 
 
 @dataclass
 class SquadTask(Task):
     """What run_squad needs beyond the model and the training arguments (Google's flag names)."""
 
-    train_file: str | None = None
-    predict_file: str | None = None
+    train_file: str | None = option(None, "SQuAD json for training, e.g. train-v1.1.json", group=GOOGLE)
+    predict_file: str | None = option(None, "SQuAD json for predictions, e.g. dev-v1.1.json", group=GOOGLE)
     do_train: bool = False
     do_predict: bool = False
     max_seq_length: int = 384
-    doc_stride: int = 128
-    max_query_length: int = 64
-    n_best_size: int = 20
-    max_answer_length: int = 30
-    version_2_with_negative: bool = False
-    null_score_diff_threshold: float = 0.0
-    split_articles: int | None = None  # train on the first N articles of train_file, predict on the rest
-    max_train_examples: int | None = None  # a bounded subset, for smoke tests and quick looks
+    doc_stride: int = option(128, "when splitting a long document into windows, how far apart they start (pieces)",
+                             group=GOOGLE, minimum=1)
+    max_query_length: int = option(64, "questions are cut to this many pieces", group=GOOGLE, minimum=1)
+    n_best_size: int = option(20, "n-best predictions per question in nbest_predictions.json", group=GOOGLE,
+                              minimum=1)
+    max_answer_length: int = option(30, "the longest answer, in pieces", group=GOOGLE, minimum=1)
+    version_2_with_negative: bool = option(False, "SQuAD 2.0: questions may have no answer", group=GOOGLE)
+    null_score_diff_threshold: float = option(0.0, "SQuAD 2.0: predict no answer when null score - best span score "
+                                                   "exceeds this", group=GOOGLE)
+    split_articles: int | None = option(None, "train on the first N articles of --train_file and predict on the rest "
+                                              "(e.g. 38 for dev-v1.1.json's 48 articles)", group=OURS, minimum=1,
+                                        metavar="N")
+    max_train_examples: int | None = option(None, "train on the first N questions only", group=OURS, minimum=1)
     max_eval_examples: int | None = None  # predict the first N questions only
 
     model_class = BertForQuestionAnswering
 
     def __post_init__(self):
         self._data: SquadData | None = None  # the files, read once for both splits
+        super().__post_init__()
 
     @property
     def name(self) -> str:
@@ -206,6 +213,17 @@ def write_outputs(output_dir: Path, task: SquadTask, data: SquadData, features, 
     return scores
 
 
+@dataclass
+class QuestionAnsweringParameters:
+    question: str | None = parameter(None, "the question, when inputs holds none")
+    context: str | None = parameter(None, "the text to find the answer in")
+    doc_stride: int = parameter(128, "default: the checkpoint's", ge=1)
+    max_query_length: int = parameter(64, "default: the checkpoint's", ge=1)
+    max_answer_length: int = parameter(30, ge=1)
+    n_best_size: int = parameter(20, ge=1, le=100)
+    top_k: int | None = parameter(1, "answers per question; null: the n best", ge=1, le=100)
+
+
 class QuestionAnsweringPipeline(Pipeline):
     """p(question=..., context=...) -> {"answer", "start", "end", "score"} with context[start:end] == answer.
 
@@ -215,6 +233,7 @@ class QuestionAnsweringPipeline(Pipeline):
 
     task = "question-answering"
     input_fields = ("question", "context")
+    parameters = QuestionAnsweringParameters
     warmup_input = {"question": "What is warmed up?", "context": "The model is warmed up."}
 
     def default_options(self) -> dict:

@@ -62,6 +62,7 @@ class FileClassifierTask(ClassifierTask):
                            data.spec.names, data.label_separator, data.override, data.validation_split_percentage,
                            data.seed if data.validation_split_percentage else None])
         self.task_name = f"{TASK_NAME}-{hashlib.sha256(spec.encode()).hexdigest()[:12]}"
+        super().__post_init__()
 
     @property
     def name(self) -> str:
