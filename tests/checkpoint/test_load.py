@@ -174,3 +174,29 @@ def test_half_precision_weights_are_cast_on_load(tmp_path):
     loaded = BertModel.from_pretrained(tmp_path)
     assert loaded.embeddings.word_embeddings.weight.dtype == torch.float32
     assert torch.allclose(loaded.embeddings.word_embeddings.weight, model.embeddings.word_embeddings.weight, atol=1e-3)
+
+
+def test_only_what_the_checkpoint_lacks_is_initialised(tmp_path, monkeypatch):
+    """from_pretrained builds the model without Google's initialisation (the checkpoint overwrites
+    it) and initialises only the missing and mismatched tensors, by the same scheme."""
+    saved = _saved(tmp_path, cls=BertForSequenceClassification, num_labels=2)
+    drawn = []
+    trunc_normal = torch.nn.init.trunc_normal_
+    monkeypatch.setattr(torch.nn.init, "trunc_normal_", lambda t, **kw: drawn.append(tuple(t.shape)) or trunc_normal(t, **kw))
+    model = BertForPreTraining.from_pretrained(tmp_path)
+    heads = model.cls.predictions
+    assert sorted(drawn) == sorted([tuple(heads.transform.dense.weight.shape), tuple(model.cls.seq_relationship.weight.shape)])
+    std = model.config.initializer_range
+    assert 0 < heads.transform.dense.weight.abs().max() <= 2 * std and heads.transform.dense.bias.abs().max() == 0
+    assert torch.equal(heads.transform.LayerNorm.weight, torch.ones_like(heads.transform.LayerNorm.weight))
+    assert heads.decoder.weight is model.bert.embeddings.word_embeddings.weight  # tied, not drawn
+    for name, tensor in saved.bert.state_dict().items():
+        assert torch.equal(model.bert.state_dict()[name], tensor), name
+
+    drawn.clear()  # a head of another size: the mismatched classifier is drawn anew, nothing else
+    resized = BertForSequenceClassification.from_pretrained(tmp_path, num_labels=5, ignore_mismatched_sizes=True)
+    assert drawn == [(5, 32)] and resized.classifier.bias.abs().max() == 0
+
+    drawn.clear()  # a model built directly is initialised whole, as before
+    BertForSequenceClassification(saved.config)
+    assert len(drawn) > 10

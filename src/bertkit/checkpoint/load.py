@@ -27,6 +27,7 @@ from bertkit.checkpoint.report import LoadReport
 from bertkit.checkpoint.tf_bundle import TFCheckpointReader, UnsupportedTensorError, find_tf_checkpoint
 from bertkit.config import BertConfig
 from bertkit.errors import CheckpointError, ConfigError
+from bertkit.modeling import deferred_init
 
 logger = logging.getLogger("bertkit.checkpoint")
 
@@ -301,12 +302,14 @@ def from_pretrained(cls, path, *, config: BertConfig | None = None, surgery: Sur
         config = BertConfig.from_dict(config.to_dict(), **config_overrides)
     report = LoadReport(source=str(path), format=files.description, model_class=cls.__name__)
     state = read_state_dict(files, report)
-    model = cls(config)
+    with deferred_init():  # the checkpoint's tensors overwrite any initialisation: only the rest gets one
+        model = cls(config)
     if config.quantization_config is not None:
         from bertkit.int8 import prepare_quantized
 
         prepare_quantized(model, config.quantization_config)  # int8 modules for the int8 tensors
     load_state_into(model, state, report, ignore_mismatched_sizes)
+    model.init_parameters([*report.missing, *(name for name, _, _ in report.mismatched)])
     model.load_report = report
     if surgery is not None:
         surgery.apply(model, report)
