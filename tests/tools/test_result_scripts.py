@@ -574,6 +574,32 @@ def test_chinese_report_marks_what_did_not_run(monkeypatch, tmp_path):
     assert "Not run yet (the CPU budget): pretrain-wwm, ner-tapt-s1, ner-tapt-wwm-s1, csc-tapt-s2, csc-tapt-wwm-s2," in report
 
 
+def test_chinese_report_answers_whether_whole_word_masking_helps(monkeypatch, tmp_path):
+    """The verdict pairs each seed's two pre-trained arms: a gap larger than its spread, the same sign
+    on every seed, is a yes; a mixed one is "not measurably". The records' CPU and threads are stated."""
+    tool = load_tool("chinese_results", monkeypatch)
+    monkeypatch.setattr(tool, "REPORT", tmp_path / "chinese.md")
+    monkeypatch.setattr(tool, "RECORDS", tmp_path / "runs.jsonl")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    for seed, (char, wwm, char_f1, wwm_f1) in enumerate(((0.80, 0.83, 0.50, 0.49), (0.81, 0.84, 0.40, 0.45),
+                                                          (0.79, 0.83, 0.45, 0.44)), start=1):
+        tool.record(f"csc-tapt-s{seed}", seed, {"test_accuracy": char}, 60.0, ["..."])
+        tool.record(f"csc-tapt-wwm-s{seed}", seed, {"test_accuracy": wwm}, 60.0, ["..."])
+        per_type = {"LOC": {"f1": 0.5, "support": 10}}
+        tool.record(f"ner-tapt-s{seed}", seed, {"f1": char_f1, "per_type": per_type}, 60.0, ["..."])
+        tool.record(f"ner-tapt-wwm-s{seed}", seed, {"f1": wwm_f1, "per_type": per_type}, 60.0, ["..."])
+    verdict = tool.wwm_verdict(tool.read_records())
+    assert verdict.startswith("**Does whole-word masking help here?** Yes, on ChnSentiCorp (not measurably on "
+                              "NER). ")
+    assert "ChnSentiCorp +3.3 ± 0.6 (whole-word ahead in 3 of 3 seeds, the gap larger than" in verdict
+    assert "NER +1.0 ± 3.5 (whole-word ahead in 1 of 3 seeds)" in verdict
+    tool.write_report(tool.planned(DATA), DATA)
+    report = (tmp_path / "chinese.md").read_text()
+    assert verdict in report and "each run on one thread (OMP_NUM_THREADS)" in report
+    assert "## Why an earlier version had the pre-trained arms at chance" in report
+    assert "{PRETRAIN" not in report
+
+
 @pytest.mark.slow
 def test_chinese_results_steps_on_the_real_data(monkeypatch, tmp_path, shared_data):
     """A bounded smoke run of the real steps: the corpus, whole-word-masked pre-training data from a
