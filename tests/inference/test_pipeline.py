@@ -171,7 +171,7 @@ def test_embeddings_equal_sentence_transformers(minilm_path):
     ours = np.array(pipeline(dtype="fp32")(texts))
     reference = st.SentenceTransformer(str(minilm_path), device="cpu").encode(texts)
     np.testing.assert_allclose(ours, reference, atol=1e-5)
-    assert pipeline(dtype="fp32").options == {"pooling": "mean", "normalize": True}
+    assert pipeline(dtype="fp32").options == {"pooling": "mean", "normalize": True, "stride": None}
     # A call's own pooling, also where one batch mixes calls (as a server's does).
     p = pipeline(dtype="fp32")
     cls_vector = np.array(p(texts[0], pooling="cls", normalize=False))
