@@ -78,3 +78,30 @@ def test_a_port_in_use_is_one_error_line():
         taken.close()
     with pytest.raises(ConfigError, match="--host 'no such host!'"):
         bind("no such host!", 0)
+
+
+def test_served_connections_send_without_nagle_delay():
+    """The socket bound before the models load says it is TCP, so that asyncio sets TCP_NODELAY on
+    every connection: without it a keep-alive client waited for its own delayed ACK (40 ms) on
+    each response written in two parts."""
+    import asyncio
+
+    sock = bind("127.0.0.1", 0)
+    assert sock.proto == socket.IPPROTO_TCP
+
+    async def accepted_nodelay() -> int:
+        seen = asyncio.get_running_loop().create_future()
+
+        class Probe(asyncio.Protocol):
+            def connection_made(self, transport):
+                seen.set_result(transport.get_extra_info("socket").getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+                transport.close()
+
+        server = await asyncio.get_running_loop().create_server(Probe, sock=sock)
+        reader, writer = await asyncio.open_connection(*sock.getsockname()[:2])
+        value = await asyncio.wait_for(seen, 10)
+        writer.close()
+        server.close()
+        return value
+
+    assert asyncio.run(accepted_nodelay()) != 0

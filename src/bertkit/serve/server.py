@@ -99,7 +99,10 @@ def bind(host: str, port: int) -> socket.socket:
         family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
     except socket.gaierror as err:
         raise ConfigError(f"--host {host!r}: not an address this machine can bind ({err.strerror})") from None
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # proto=IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on the connections of a socket that says
+    # it is TCP. Without it Nagle's algorithm held each response's second write until the client's
+    # delayed ACK, 40 ms on every keep-alive request (measured: /health 44 ms, 1.5 ms with it).
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn: a restart reuses the port at once
     try:
         sock.bind((host, port))
