@@ -168,15 +168,21 @@ def test_chunks_always_hold_two_documents():
     assert [len(c) for c in iter_chunks(documents[:1], 2, 1)] == [1]
 
 
+def unmasked_ids(instance) -> list[int]:
+    """The instance's input ids with every masked position given back its original id."""
+    original = list(instance.input_ids)
+    for position, label in zip(instance.masked_lm_positions, instance.masked_lm_ids):
+        original[position] = label
+    return original
+
+
 def test_whole_word_masking_masks_every_piece_of_a_word(tokenizer, tmp_path):
     corpus = write_corpus(tmp_path / "c.txt", 40, suffix_prob=0.6)
     continuation = MaskingVocab.from_tokenizer(tokenizer).is_continuation
     made = instances(tokenizer, corpus, max_seq_length=48, dupe_factor=2, do_whole_word_mask=True)
     pieces_masked = 0
     for instance in made:
-        original = list(instance.input_ids)
-        for p, label in zip(instance.masked_lm_positions, instance.masked_lm_ids):
-            original[p] = label
+        original = unmasked_ids(instance)
         masked = set(instance.masked_lm_positions)
         text = [p for p, t in enumerate(original) if t not in (tokenizer.cls_token_id, tokenizer.sep_token_id)]
         for before, p in zip(text, text[1:]):
@@ -444,9 +450,7 @@ def check_whole_words(made, tokenizer, words_of) -> int:
     specials = (tokenizer.cls_token_id, tokenizer.sep_token_id)
     multi = 0
     for instance in made:
-        original = list(instance.input_ids)
-        for p, label in zip(instance.masked_lm_positions, instance.masked_lm_ids):
-            original[p] = label
+        original = unmasked_ids(instance)
         masked = set(instance.masked_lm_positions)
         # The segments' text, re-segmented: the instance holds whole sentences but for truncated ends.
         for start, end in _segments(original, specials):
